@@ -1,0 +1,2 @@
+#include <cstdio>
+int main() { std::puts("svoo: commands arrive with the core issue"); return 0; }

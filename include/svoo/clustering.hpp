@@ -1,0 +1,96 @@
+// Data of the online stage (spec 2): clusterings, block selections and the block layout the
+// sparse attention consumes. Host-side, fp32/int32, all heads of one attention call.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace svoo {
+
+enum class ClusterMethod {
+  coclustering,  // bidirectional QK co-clustering (spec 2.1), the method
+  kmeans,        // independent Euclidean k-means on Q and on K, the baseline
+};
+const char* cluster_method_name(ClusterMethod method) noexcept;
+
+struct ClusterConfig {
+  int kq = 256;        // query clusters per head
+  int kk = 1024;       // key clusters per head
+  int iterations = 2;  // T
+  std::uint64_t seed = 0;
+  ClusterMethod method = ClusterMethod::coclustering;
+};
+
+// Initial centroids, as row indices into each head's own Q and K.
+struct Anchors {
+  std::int64_t heads = 0;
+  int kq = 0, kk = 0;
+  std::vector<std::int32_t> q;  // [heads, kq], each in [0, q_tokens)
+  std::vector<std::int32_t> k;  // [heads, kk], each in [0, k_tokens)
+};
+
+// Anchors drawn uniformly with replacement, deterministic for (seed, head) on every platform.
+Anchors draw_anchors(std::int64_t heads, std::int64_t q_tokens, std::int64_t k_tokens, int kq, int kk,
+                     std::uint64_t seed);
+// Throws Error(invalid_argument / shape) unless the anchors fit the call.
+void check_anchors(const Anchors& anchors, std::int64_t heads, std::int64_t q_tokens, std::int64_t k_tokens,
+                   int kq, int kk);
+
+struct Clustering {
+  std::int64_t heads = 0, q_tokens = 0, k_tokens = 0, dim = 0;
+  int kq = 0, kk = 0;
+  std::vector<std::int32_t> q_labels;  // [heads, q_tokens]
+  std::vector<std::int32_t> k_labels;  // [heads, k_tokens]
+  std::vector<float> q_centroids;      // [heads, kq, dim]
+  std::vector<float> k_centroids;      // [heads, kk, dim]
+  std::vector<std::int32_t> q_sizes;   // [heads, kq]
+  std::vector<std::int32_t> k_sizes;   // [heads, kk]
+};
+// Throws Error(shape / invalid_argument) if the arrays do not fit the extents, a label is out of
+// range, or sizes disagree with the labels.
+void check_clustering(const Clustering& clustering);
+
+enum class SelectionRule {
+  released,  // top-p + per-head floor + optional cap (spec 2.3, the default)
+  paper,     // keep ratio rho = min(R, d) if d > theta else max(R, d)
+};
+const char* selection_rule_name(SelectionRule rule) noexcept;
+
+struct SelectionConfig {
+  SelectionRule rule = SelectionRule::released;
+  double top_p = 0.90;
+  double floor_lo = 0.15;  // clip range of the per-head floor r_h
+  double floor_hi = 0.20;
+  std::optional<double> cap;  // c_h: keep at most max(1, floor(c_h * Kk)), never below the floor
+  double theta = 0.10;        // paper rule threshold
+};
+
+// Which key clusters every (head, query cluster) keeps.
+struct Selection {
+  std::int64_t heads = 0;
+  int kq = 0, kk = 0;
+  std::vector<std::uint8_t> keep;  // [heads, kq, kk], 1 = kept
+  bool kept(std::int64_t h, int i, int j) const noexcept {
+    return keep[(static_cast<std::size_t>(h) * kq + i) * kk + j] != 0;
+  }
+};
+
+// The layout at cluster granularity: permutations that make clusters contiguous and, per
+// (head, query cluster), the kept key ranges in permuted key rows (adjacent kept clusters merged).
+struct BlockLayout {
+  std::int64_t heads = 0, q_tokens = 0, k_tokens = 0;
+  int kq = 0, kk = 0;
+  std::vector<std::int32_t> q_perm;     // [heads, q_tokens]: permuted row -> original token
+  std::vector<std::int32_t> k_perm;     // [heads, k_tokens]
+  std::vector<std::int32_t> q_offsets;  // [heads, kq + 1]: cluster c = rows [off[c], off[c+1])
+  std::vector<std::int32_t> k_offsets;  // [heads, kk + 1]
+  std::vector<std::int64_t> range_ptr;  // [heads * kq + 1]: CSR over (head, query cluster)
+  std::vector<std::int32_t> range_begin, range_end;  // permuted key rows, half-open, non-empty
+  std::int64_t kept_pairs() const noexcept;           // query rows x key rows over all heads
+};
+
+// Inverse of a permutation given as perm[r] = original index: inv[perm[r]] = r.
+std::vector<std::int32_t> invert_permutation(const std::vector<std::int32_t>& perm);
+
+}  // namespace svoo
