@@ -1,0 +1,71 @@
+// Test helpers: random tensors and literal (brute-force, double precision) formulations of the
+// spec, written for clarity rather than speed, to check the optimised backends against.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "svoo/clustering.hpp"
+#include "svoo/tensor.hpp"
+
+namespace svoo::test {
+
+inline HostTensor random_tensor(DType dtype, std::vector<std::int64_t> shape, std::uint32_t seed, float stddev = 1.0f) {
+  HostTensor t(dtype, std::move(shape));
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.set(i, dist(rng));
+  return t;
+}
+
+// Element (h, n, d) of a [H, N, D] view as double.
+inline double at(const TensorView& t, std::int64_t h, std::int64_t n, std::int64_t d) {
+  return load_as_float(t.data, t.dtype, h * t.strides[0] + n * t.strides[1] + d * t.strides[2]);
+}
+
+// Literal masked attention: query n of head h attends to key m iff mask(h, n, m).
+template <class Mask>
+std::vector<double> masked_attention(const TensorView& q, const TensorView& k, const TensorView& v, Mask mask,
+                                     std::vector<double>* lse = nullptr) {
+  const std::int64_t H = q.shape[0], Nq = q.shape[1], Nk = k.shape[1], D = q.shape[2];
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> out(static_cast<std::size_t>(H * Nq * D), 0.0);
+  if (lse) lse->assign(static_cast<std::size_t>(H * Nq), -INFINITY);
+  std::vector<double> s(static_cast<std::size_t>(Nk));
+  for (std::int64_t h = 0; h < H; ++h)
+    for (std::int64_t n = 0; n < Nq; ++n) {
+      double m = -INFINITY;
+      for (std::int64_t j = 0; j < Nk; ++j) {
+        if (!mask(h, n, j)) continue;
+        double dot = 0;
+        for (std::int64_t d = 0; d < D; ++d) dot += at(q, h, n, d) * at(k, h, j, d);
+        s[j] = dot * scale;
+        m = std::max(m, s[j]);
+      }
+      if (m == -INFINITY) continue;
+      double sum = 0;
+      for (std::int64_t j = 0; j < Nk; ++j)
+        if (mask(h, n, j)) sum += std::exp(s[j] - m);
+      for (std::int64_t j = 0; j < Nk; ++j) {
+        if (!mask(h, n, j)) continue;
+        const double p = std::exp(s[j] - m) / sum;
+        for (std::int64_t d = 0; d < D; ++d) out[(h * Nq + n) * D + d] += p * at(v, h, j, d);
+      }
+      if (lse) (*lse)[h * Nq + n] = m + std::log(sum);
+    }
+  return out;
+}
+
+// max |a - b| / max |b| over a float tensor and a double reference.
+inline double rel_max_error(const HostTensor& a, const std::vector<double>& ref) {
+  double err = 0, mag = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    err = std::max(err, std::fabs(a.get(i) - ref[i]));
+    mag = std::max(mag, std::fabs(ref[i]));
+  }
+  return err / mag;
+}
+
+}  // namespace svoo::test
