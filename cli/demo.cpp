@@ -1,0 +1,191 @@
+// svoo demo: one Wan2.1-like layer from the synthetic workload, end to end on the CPU. Prints per
+// head and overall: block density, attention recall of co-clustering and of the k-means baseline
+// (with the same rule, and at the same block density), output error against dense attention, and
+// the time of dense and sparse attention.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common.hpp"
+#include "svoo/cpu.hpp"
+#include "svoo/error.hpp"
+#include "svoo/measures.hpp"
+#include "svoo/profile.hpp"
+#include "svoo/selection.hpp"
+#include "svoo/synthetic.hpp"
+
+namespace svoo::cli {
+namespace {
+
+struct DemoOptions {
+  SyntheticConfig synth;
+  std::string dtype = "bf16";
+  ClusterOptions cluster;
+  PolicyOptions policy;
+  std::int64_t recall_rows = 512;
+  std::string json;
+  bool quiet = false;
+};
+
+// The k-means selection whose block density matches `target` for one head: bisection on top-p
+// (density grows with p), other settings as in `config`.
+Selection match_density(const std::vector<float>& scores, const Clustering& c, std::int64_t h,
+                        const SelectionConfig& config, double profiled, double target) {
+  const std::size_t per_head = static_cast<std::size_t>(c.kq) * c.kk;
+  const std::span<const float> head_scores(scores.data() + h * per_head, per_head);
+  Clustering one;  // a one-head view of the clustering, for block_density
+  one.heads = 1, one.q_tokens = c.q_tokens, one.k_tokens = c.k_tokens, one.dim = c.dim, one.kq = c.kq, one.kk = c.kk;
+  one.q_labels.assign(c.q_labels.begin() + h * c.q_tokens, c.q_labels.begin() + (h + 1) * c.q_tokens);
+  one.k_labels.assign(c.k_labels.begin() + h * c.k_tokens, c.k_labels.begin() + (h + 1) * c.k_tokens);
+  one.q_sizes.assign(c.q_sizes.begin() + h * c.kq, c.q_sizes.begin() + (h + 1) * c.kq);
+  one.k_sizes.assign(c.k_sizes.begin() + h * c.kk, c.k_sizes.begin() + (h + 1) * c.kk);
+  one.q_centroids.assign(c.q_centroids.begin() + h * c.kq * c.dim, c.q_centroids.begin() + (h + 1) * c.kq * c.dim);
+  one.k_centroids.assign(c.k_centroids.begin() + h * c.kk * c.dim, c.k_centroids.begin() + (h + 1) * c.kk * c.dim);
+  const std::vector<double> prof{profiled};
+  double lo = 0.0, hi = 1.0;
+  SelectionConfig cfg = config;
+  for (int it = 0; it < 40; ++it) {
+    cfg.top_p = 0.5 * (lo + hi);
+    const double d = block_density(one, select_blocks(head_scores, 1, c.kq, c.kk, cfg, prof))[0];
+    if (d < target) {
+      lo = cfg.top_p;
+    } else {
+      hi = cfg.top_p;
+    }
+  }
+  cfg.top_p = hi;
+  return select_blocks(head_scores, 1, c.kq, c.kk, cfg, prof);
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / v.size();
+}
+
+int run_demo(const DemoOptions& o) {
+  SyntheticConfig sc = o.synth;
+  sc.dtype = o.dtype == "f16" ? DType::f16 : o.dtype == "f32" ? DType::f32 : DType::bf16;
+  if (!o.policy.profile.empty()) sc.target_density = o.policy.head_density(sc.heads);
+  Progress progress(6, o.quiet);
+
+  progress.stage("synthetic layer " + std::to_string(sc.heads) + " heads x " +
+                 std::to_string(static_cast<long long>(sc.frames) * sc.height * sc.width) + " tokens, calibrating");
+  const SyntheticLayer layer = make_synthetic_layer(sc);
+  const TensorView q = layer.q.view(), k = layer.k.view(), v = layer.v.view();
+  const std::int64_t H = q.shape[0], N = q.shape[1], D = q.shape[2];
+  // The head's own tau-density stands in for its profile entry: it is what the offline stage
+  // would have measured.
+  const std::vector<double> profiled = layer.achieved_density;
+  const ClusterConfig ccfg = o.cluster.resolve(N, N);
+  const SelectionConfig scfg = o.policy.selection();
+
+  progress.stage("dense attention");
+  HostTensor dense(DType::f32, {H, N, D}), sparse(DType::f32, {H, N, D});
+  double t0 = now_ms();
+  cpu::dense_attention(q, k, v, dense.view());
+  const double dense_ms = now_ms() - t0;
+
+  progress.stage("co-clustering plan (Kq " + std::to_string(ccfg.kq) + ", Kk " + std::to_string(ccfg.kk) + ")");
+  t0 = now_ms();
+  const Anchors anchors = draw_anchors(H, N, N, ccfg.kq, ccfg.kk, ccfg.seed);
+  const Clustering co = cpu::cluster(q, k, ccfg, &anchors);
+  const double cluster_ms = now_ms() - t0;
+  t0 = now_ms();
+  const std::vector<float> co_scores = cpu::block_scores(co);
+  const Selection co_sel = select_blocks(co_scores, H, ccfg.kq, ccfg.kk, scfg, profiled);
+  const BlockLayout layout = build_layout(co, co_sel);
+  const double select_ms = now_ms() - t0;
+
+  progress.stage("sparse attention");
+  t0 = now_ms();
+  cpu::sparse_attention(q, k, v, layout, sparse.view());
+  const double sparse_ms = now_ms() - t0;
+
+  progress.stage("k-means baseline (same anchors)");
+  ClusterConfig kcfg = ccfg;
+  kcfg.method = ClusterMethod::kmeans;
+  const Clustering km = cpu::cluster(q, k, kcfg, &anchors);
+  const std::vector<float> km_scores = cpu::block_scores(km);
+  const Selection km_sel = select_blocks(km_scores, H, ccfg.kq, ccfg.kk, scfg, profiled);
+  const std::vector<double> co_density = block_density(co, co_sel), km_density = block_density(km, km_sel);
+  Selection km_eq = keep_all(H, ccfg.kq, ccfg.kk);
+  for (std::int64_t h = 0; h < H; ++h) {
+    const Selection s = match_density(km_scores, km, h, scfg, profiled[h], co_density[h]);
+    std::copy(s.keep.begin(), s.keep.end(), km_eq.keep.begin() + h * ccfg.kq * ccfg.kk);
+  }
+  const std::vector<double> km_eq_density = block_density(km, km_eq);
+
+  progress.stage("recall on " + std::to_string(std::min(o.recall_rows, N)) + " sampled rows per head");
+  const RowSample sample{o.recall_rows, 1};
+  const auto co_recall = attention_recall(q, k, co, co_sel, sample);
+  const auto km_recall = attention_recall(q, k, km, km_sel, sample);
+  const auto km_eq_recall = attention_recall(q, k, km, km_eq, sample);
+  const auto err = output_error(sparse.view(), dense.view());
+  const OutputError total = output_error_total(sparse.view(), dense.view());
+  progress.done();
+
+  std::printf("svoo demo: synthetic Wan2.1-like layer, %lld heads x %lld tokens (%d x %d x %d) x %lld, %s\n",
+              (long long)H, (long long)N, sc.frames, sc.height, sc.width, (long long)D, dtype_name(sc.dtype));
+  std::printf("policy: %s rule, top-p %.2f, floor clip [%.2f, %.2f]; Kq %d, Kk %d, T %d\n",
+              selection_rule_name(scfg.rule), scfg.top_p, scfg.floor_lo, scfg.floor_hi, ccfg.kq, ccfg.kk,
+              ccfg.iterations);
+  std::printf("\n%4s %-14s %7s | %7s %7s | %7s %7s | %7s %7s | %8s %8s\n", "head", "kind", "tau95", "density",
+              "recall", "km dens", "km rec", "km=dens", "km rec", "rel L2", "cosine");
+  std::printf("%4s %-14s %7s | %15s | %15s | %15s | %17s\n", "", "", "density", "co-clustering", "k-means, same rule",
+              "k-means, =density", "output vs dense");
+  for (std::int64_t h = 0; h < H; ++h)
+    std::printf("%4lld %-14s %7.3f | %7.3f %7.3f | %7.3f %7.3f | %7.3f %7.3f | %8.4f %8.5f\n", (long long)h,
+                head_kind_name(layer.kinds[h]), layer.achieved_density[h], co_density[h], co_recall[h], km_density[h],
+                km_recall[h], km_eq_density[h], km_eq_recall[h], err[h].relative_l2, err[h].cosine);
+  std::printf("%4s %-14s %7.3f | %7.3f %7.3f | %7.3f %7.3f | %7.3f %7.3f | %8.4f %8.5f\n", "mean", "",
+              mean(layer.achieved_density), mean(co_density), mean(co_recall), mean(km_density), mean(km_recall),
+              mean(km_eq_density), mean(km_eq_recall), total.relative_l2, total.cosine);
+  std::printf("\nrecall at equal block density: co-clustering %.1f %% vs k-means %.1f %%\n", 100 * mean(co_recall),
+              100 * mean(km_eq_recall));
+  std::printf("CPU time: dense attention %.0f ms; svoo: clustering %.0f ms + selection/layout %.0f ms + sparse "
+              "attention %.0f ms (attention alone %.2fx faster than dense)\n",
+              dense_ms, cluster_ms, select_ms, sparse_ms, dense_ms / sparse_ms);
+
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["heads"] = H, j["tokens"] = N, j["dim"] = D, j["kq"] = ccfg.kq, j["kk"] = ccfg.kk;
+    j["tau_density"] = layer.achieved_density;
+    j["coclustering"] = {{"density", co_density}, {"recall", co_recall}};
+    j["kmeans_same_rule"] = {{"density", km_density}, {"recall", km_recall}};
+    j["kmeans_equal_density"] = {{"density", km_eq_density}, {"recall", km_eq_recall}};
+    std::vector<double> rel, cos;
+    for (const auto& e : err) rel.push_back(e.relative_l2), cos.push_back(e.cosine);
+    j["relative_l2"] = rel, j["cosine"] = cos;
+    j["ms"] = {{"dense", dense_ms}, {"cluster", cluster_ms}, {"select_layout", select_ms}, {"sparse", sparse_ms}};
+    std::ofstream f(o.json);
+    require(f.good(), ErrorKind::io, "cannot write " + o.json);
+    f << j.dump(1) << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_demo_command(CLI::App& app, int& exit_code) {
+  auto opts = std::make_shared<DemoOptions>();
+  auto* cmd = app.add_subcommand("demo", "run svoo on one synthetic Wan2.1-like layer and compare with dense");
+  cmd->add_option("--frames", opts->synth.frames, "latent frames")->check(CLI::PositiveNumber);
+  cmd->add_option("--height", opts->synth.height, "latent rows")->check(CLI::PositiveNumber);
+  cmd->add_option("--width", opts->synth.width, "latent columns")->check(CLI::PositiveNumber);
+  cmd->add_option("--heads", opts->synth.heads, "attention heads")->check(CLI::PositiveNumber);
+  cmd->add_option("--dim", opts->synth.dim, "head dimension")->check(CLI::PositiveNumber);
+  cmd->add_option("--dtype", opts->dtype, "element type of q, k, v")->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_option("--data-seed", opts->synth.seed, "seed of the synthetic workload");
+  cmd->add_option("--recall-rows", opts->recall_rows, "sampled query rows per head for recall (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--json", opts->json, "also write the numbers to this JSON file");
+  cmd->add_flag("--quiet", opts->quiet, "no progress lines");
+  opts->cluster.add_to(*cmd);
+  opts->policy.add_to(*cmd);
+  cmd->callback([opts, &exit_code] { exit_code = guarded([opts] { return run_demo(*opts); }); });
+}
+
+}  // namespace svoo::cli
