@@ -75,5 +75,6 @@ void add_demo_command(CLI::App& app, int& exit_code);
 void add_attend_command(CLI::App& app, int& exit_code);
 void add_cluster_command(CLI::App& app, int& exit_code);
 void add_presets_command(CLI::App& app, int& exit_code);
+void add_synth_command(CLI::App& app, int& exit_code);
 
 }  // namespace svoo::cli
