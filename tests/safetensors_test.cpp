@@ -151,6 +151,8 @@ TEST(Safetensors, RejectsBadLengthsAndJson) {
   expect_format_error(image("{\"a\":"), "not valid JSON");
   expect_format_error(image("{} x"), "not valid JSON");
   expect_format_error(image("{\"\xff\":{}}"), "not UTF-8");
+  // nlohmann treats NUL as the end of input: the garbage after it must not be ignored (fuzzer find).
+  expect_format_error(image(std::string("{}\0garbage", 10)), "NUL byte at offset 2");
   expect_format_error(image("[]"), "not a JSON object");
   expect_format_error(image("\"x\""), "not a JSON object");
   expect_format_error(image("{\"__metadata__\":" + std::string(30, '[') + std::string(30, ']') + "}"),

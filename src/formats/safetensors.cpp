@@ -60,6 +60,10 @@ const char* dtype_file_name(DType dtype) {
 
 // Parses the header text, refusing duplicate keys in any object and excessive nesting.
 Json parse_header(const char* text, std::size_t size) {
+  // nlohmann stops at a NUL byte as if the input ended there, which would silently ignore the
+  // rest of the header; a NUL is never valid JSON (not even inside a string), so refuse it.
+  if (const void* nul = std::memchr(text, 0, size))
+    bad("the header has a NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - text));
   std::vector<std::set<std::string>> open_objects;  // keys seen so far, one set per open object
   auto callback = [&](int /*depth*/, Json::parse_event_t event, Json& parsed) {
     switch (event) {
