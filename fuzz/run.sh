@@ -37,4 +37,6 @@ for format in profile_csv safetensors; do
     grep -E "^stat::number_of_executed_units|^stat::new_units_added" "$work/log.txt" || true
   fi
 done
+# Keep the scratch directory only when it holds something to look at.
+if [[ $status -eq 0 ]]; then rm -rf "$scratch"; fi
 exit "$status"
