@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   // What was accepted must be written and read back to the same entries. A few bytes can
-  // declare a grid of up to kMaxProfileEntries (50M) cells; walking that under ASan takes
+  // declare a grid of up to kMaxProfileEntries (4M) cells; walking that under ASan takes
   // seconds, so the round trip is checked on grids of up to 1M cells only.
   if (static_cast<std::int64_t>(p.steps()) * p.layers() * p.heads() > 1'000'000) return 0;
   const svoo::Profile q = svoo::parse_profile_csv(svoo::format_profile_csv(p), "round trip");

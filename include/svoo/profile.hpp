@@ -49,7 +49,7 @@ class Profile {
 inline constexpr int kMaxProfileSteps = 10000;
 inline constexpr int kMaxProfileLayers = 1000;
 inline constexpr int kMaxProfileHeads = 1000;
-inline constexpr std::int64_t kMaxProfileEntries = 50'000'000;
+inline constexpr std::int64_t kMaxProfileEntries = 4'000'000;  // 72,000 in the largest reference profile
 
 // Parses CSV text. The grid is sized by the largest indices found. Throws Error(format) naming
 // `source` and the line for: a missing or wrong header, a wrong column count, a non-numeric,
