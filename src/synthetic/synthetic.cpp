@@ -12,20 +12,23 @@
 //   peaks at distance 0 and decays, which is how RoPE produces locality in real models.
 //   e[label] is a per-head object embedding confined to low-frequency pairs (rotation below half a
 //   radian across the whole grid), so it survives RoPE almost unchanged: same-object tokens
-//   attract wherever they are. Noise is i.i.d. Gaussian per dimension.
-// - Kinds: spatial_local puts u on the height and width pairs (weak temporal part);
-//   temporal_local puts strong u on the temporal pairs plus a stronger, high-frequency-weighted
-//   height/width part (same (h, w) wins, then nearby frames); semantic has a large object
-//   embedding and a faint positional part; near_global has weak structure everywhere.
+//   attract wherever they are. Noise is i.i.d. Gaussian per dimension (its deviation per axis is
+//   part of the kind). V = an embedding of the token's label + noise, so outputs carry content.
+// - Kinds (params_of): spatial_local puts u on the height and width pairs (weak temporal part);
+//   temporal_local puts strong u on the temporal pairs plus a stronger height/width part (same
+//   (h, w) wins, then nearby frames); semantic has a large object embedding and a faint
+//   positional part; near_global has weak structure everywhere.
 // - RoPE exactly like Wan2.1: head dim D = 2c; pairs (x[2i], x[2i+1]) are complex numbers; the
 //   first c - 2*(c/3) pairs are temporal, the next c/3 height, the last c/3 width; on an axis with
 //   d_axis dims pair i has frequency theta^(-2i/d_axis), theta = 10000, angle = position * freq.
 // - Calibration: a per-head temperature beta multiplies q. The head's tau-density on the sampled
-//   rows is evaluated from fp32 logits computed once (beta only rescales them), and log(beta) is
-//   found by a bracketed, safeguarded false-position search on log(density) (bisection steps when
-//   interpolation stalls) until the density is within 0.5% of the target. q, k, v are then rounded
-//   to the requested dtype and achieved_density is measured on the stored tensors with the same
-//   rows, so it includes the rounding (typically well inside 2% relative of the target).
+//   rows is evaluated from fp32 logits (of the stored, rounded k) computed once, since beta only
+//   rescales them; log(beta) is found by a search in log space on log(density): secant steps
+//   until the target is bracketed, then false position kept inside the middle 80% of the bracket
+//   (so it shrinks like bisection when interpolation stalls), until the density is within 0.5% of
+//   the target. q is then scaled and rounded to the requested dtype, and achieved_density is
+//   measured on the stored tensors with the same rows, so it includes the rounding. Tolerance:
+//   within 2% relative of the target (tested); about 0.5% is typical (default config: <= 0.5%).
 // - Limits of what is reachable: density cannot exceed about tau (a uniform row needs
 //   ceil(tau * N) keys) nor go below about 1/N; such targets end at the nearest reachable value
 //   (beta at the end of its range) and achieved_density shows it.
