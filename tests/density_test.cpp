@@ -65,6 +65,16 @@ TEST(TauCount, MatchesSortedCountWithTies) {
   }
 }
 
+TEST(TauCount, ValuesDifferingOnlyInTheLowestBits) {
+  // All in one top-level and one second-level bucket: the last radix level and the copy counting
+  // decide the count.
+  std::mt19937 rng(4);
+  std::vector<float> p(5000);
+  for (float& x : p) x = std::nextafter(1.0f, 2.0f) + static_cast<float>(rng() % 200) * std::ldexp(1.0f, -23);
+  for (double tau : {0.01, 0.3, 0.77, 0.95, 0.9999})
+    EXPECT_EQ(tau_count(p.data(), 5000, tau), sorted_count(p, tau)) << tau;
+}
+
 TEST(TauCount, UniformRowNeedsCeilTauN) {
   std::vector<float> p(1000, 0.25f);
   EXPECT_EQ(tau_count(p.data(), 1000, 0.95), 950);
