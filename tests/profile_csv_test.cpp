@@ -215,7 +215,7 @@ TEST(ProfileCsv, RejectsDuplicates) {
 
 TEST(ProfileCsv, RejectsGridPastTheEntryLimitBeforeAllocating) {
   // Each index is within its own limit, but together they ask for 10^10 entries.
-  expect_format_error(std::string(kHeader) + "1,0,0,0.5\n10000,999,0,0.5\n10000,999,999,0.5\n", 4,
+  expect_format_error(std::string(kHeader) + "1,0,0,0.5\n10000,399,0,0.5\n10000,399,999,0.5\n", 4,
                       "more than the 4000000 allowed");
 }
 

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "random.hpp"
+#include "splitmix.hpp"
 #include "svoo/error.hpp"
 
 namespace svoo {
@@ -21,7 +21,7 @@ Anchors draw_anchors(std::int64_t heads, std::int64_t q_tokens, std::int64_t k_t
   a.q.resize(static_cast<std::size_t>(heads) * kq);
   a.k.resize(static_cast<std::size_t>(heads) * kk);
   for (std::int64_t h = 0; h < heads; ++h) {
-    detail::SplitMix64 rng(detail::derive_seed(seed, static_cast<std::uint64_t>(h)));
+    detail::SplitMix64 rng(detail::mix_seed(seed, static_cast<std::uint64_t>(h)));
     for (int i = 0; i < kq; ++i) a.q[h * kq + i] = static_cast<std::int32_t>(rng.below(q_tokens));
     for (int j = 0; j < kk; ++j) a.k[h * kk + j] = static_cast<std::int32_t>(rng.below(k_tokens));
   }
