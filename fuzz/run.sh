@@ -10,7 +10,7 @@ seconds="${1:-30}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-fuzz"
 
-CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DSVOO_FUZZ=ON -DSVOO_BUILD_TESTS=OFF \
+CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DSVOO_FUZZ=ON -DSVOO_CUDA=OFF -DSVOO_BUILD_TESTS=OFF \
   -DSVOO_BUILD_CLI=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C "$build" profile_csv_fuzz safetensors_fuzz
 

@@ -1,0 +1,91 @@
+// Internal: host launchers of the CUDA backend's kernels. Every launcher is stream-ordered,
+// allocates nothing and never synchronises with the host, so a whole plan can be captured in a
+// CUDA graph. Arrays are contiguous, indexed per head as documented; "device" means every pointer
+// argument is device memory. Launch errors are reported by the caller (cudaGetLastError).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace svoo::cuda::detail {
+
+enum class Elem { bf16, f16 };  // element type of q, k, v on the device
+
+// A [heads, tokens, dim] device view: element (h, n, d) at data + h*head_stride + n*row_stride + d.
+struct RowsView {
+  const void* data = nullptr;
+  Elem elem = Elem::bf16;
+  std::int64_t heads = 0, tokens = 0, dim = 0;
+  std::int64_t head_stride = 0, row_stride = 0;  // in elements
+};
+struct MutableRowsView {
+  void* data = nullptr;
+  Elem elem = Elem::bf16;
+  std::int64_t heads = 0, tokens = 0, dim = 0;
+  std::int64_t head_stride = 0, row_stride = 0;
+};
+
+// ---- clustering (assign.cu, centroids.cu, small_gemm.cu, anchors.cu) ----
+
+// labels[h, n] = argmax_j (x[h, n] . m[h, j] + (bias ? bias[h, j] : 0)), ties to the lowest j.
+// m: [heads, clusters, dim] in x's element type (the projected centroids, rounded); bias fp32.
+// dim must be 128. Tensor cores (mma.sync), fp32 accumulation, argmax fused (no scores stored).
+void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
+                   cudaStream_t stream);
+
+// c[h] = alpha * a[h] * b[h]^T (+ beta c[h]) for per-head row-major fp32 matrices:
+// a [heads, ma, k], b [heads, nb, k], c [heads, ma, nb]. SIMT fp32.
+void launch_gemm_nt(int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta, float* c,
+                    cudaStream_t stream);
+// c[h] = a[h] * b[h] for a [heads, ma, k], b [heads, k, nb], c [heads, ma, nb].
+void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream);
+
+// ---- scores, selection, layout (select.cu, layout.cu) ----
+
+// In place: a [heads, kq, kk] holds the logits s*<Cq[i], Ck[j]>; becomes P (spec 2.2): the
+// softmax over j of a + log k_sizes[h, j], an empty key cluster getting 0. One row per block.
+void launch_block_softmax(float* a, const std::int32_t* k_sizes, int heads, int kq, int kk, cudaStream_t stream);
+
+struct SelectParams {
+  int rule = 0;  // 0 released, 1 paper
+  double top_p = 0.9, floor_lo = 0.15, floor_hi = 0.2, theta = 0.1;
+  double cap = -1;  // < 0: no cap
+};
+// keep[h, i, j] = 1 for the key clusters row (h, i) keeps (spec 2.3), exactly as
+// svoo::select_row does on the CPU: order by P descending (ties: lower j first), top-p with the
+// crossing element, floor floor(clip(profiled[h], lo, hi) * kk + 1e-9), optional cap, or the
+// paper rule. profiled: [heads] fp64 on the device. kk <= 4096.
+void launch_select(const float* scores, const double* profiled, const SelectParams& params, int heads, int kq, int kk,
+                   std::uint8_t* keep, cudaStream_t stream);
+
+// Layout ranges (spec 2.4), as svoo::build_layout: for row w = h*kq + i whose query cluster is
+// non-empty, the kept non-empty key clusters in label order, adjacent ones (empty clusters between
+// them have zero width) merged into half-open ranges of permuted key rows.
+// Pass 1 writes range_count[w]; the caller scans it into range_ptr[0..heads*kq] (exclusive, with
+// the total at the end); pass 2 writes range_begin/range_end at range_ptr[w].
+void launch_count_ranges(const std::uint8_t* keep, const std::int32_t* q_sizes, const std::int32_t* k_offsets,
+                         int heads, int kq, int kk, std::int64_t* range_count, cudaStream_t stream);
+void launch_write_ranges(const std::uint8_t* keep, const std::int32_t* q_sizes, const std::int32_t* k_offsets,
+                         int heads, int kq, int kk, const std::int64_t* range_ptr, std::int32_t* range_begin,
+                         std::int32_t* range_end, cudaStream_t stream);
+
+// ---- permutation (permute.cu) ----
+
+// dst[h, r] = src[h, perm[h, r]] (gather into cluster order) when inverse is false;
+// dst[h, perm[h, r]] = src[h, r] (scatter back to token order) when true. perm: [heads, tokens].
+// src and dst have the same element type, heads, tokens and dim; 16-byte accesses when aligned.
+void launch_permute_rows(const RowsView& src, const std::int32_t* perm, bool inverse, const MutableRowsView& dst,
+                         cudaStream_t stream);
+
+// ---- measures (recall.cu) ----
+
+// recall[h] = mean over the nrows sampled query rows `rows` (token indices, [nrows], the same for
+// every head) of the dense softmax mass (scale 1/sqrt(dim)) on the keys that the row's query
+// cluster keeps: key n counts iff keep[h, q_labels[h, row], k_labels[h, n]]. fp32 logits, fp64
+// sums. recall: [heads] fp64.
+void launch_recall(const RowsView& q, const RowsView& k, const std::int32_t* q_labels, const std::int32_t* k_labels,
+                   const std::uint8_t* keep, int kq, int kk, const std::int64_t* rows, int nrows, double* recall,
+                   cudaStream_t stream);
+
+}  // namespace svoo::cuda::detail
