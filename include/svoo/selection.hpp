@@ -18,6 +18,9 @@ std::vector<float> block_scores_head(const float* q_centroids, const float* k_ce
 // In place: logits a[kq, kk] = s * <Cq[i], Ck[j]>  ->  P[i, j] as above.
 void block_scores_from_logits(float* a, const std::int32_t* k_sizes, int kq, int kk);
 
+// Throws Error(invalid_argument) for a top_p, floor clip, cap or theta out of range.
+void check_selection_config(const SelectionConfig& config);
+
 // How many key clusters one score row keeps, in P-descending order (ties: lower index first):
 // the released rule (top-p, floor, cap) or the paper rule. `profiled` is the head's profile
 // density d (or the fallback), before clipping. Writes the kept indices' flags into keep[kk].

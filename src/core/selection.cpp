@@ -18,7 +18,9 @@ int floor_count(double fraction, int n) {
   return static_cast<int>(std::floor(fraction * n + 1e-9));
 }
 
-void check_config(const SelectionConfig& c) {
+}  // namespace
+
+void check_selection_config(const SelectionConfig& c) {
   require(c.top_p >= 0.0 && c.top_p <= 1.0, ErrorKind::invalid_argument,
           "top_p must be in [0, 1], got " + std::to_string(c.top_p));
   require(c.floor_lo >= 0.0 && c.floor_lo <= c.floor_hi && c.floor_hi <= 1.0, ErrorKind::invalid_argument,
@@ -30,7 +32,6 @@ void check_config(const SelectionConfig& c) {
           "theta must be in [0, 1], got " + std::to_string(c.theta));
 }
 
-}  // namespace
 
 void block_scores_from_logits(float* a, const std::int32_t* k_sizes, int kq, int kk) {
   for (int i = 0; i < kq; ++i) {
@@ -95,7 +96,7 @@ void select_row(const float* scores, int kk, const SelectionConfig& config, doub
 
 Selection select_blocks(std::span<const float> scores, std::int64_t heads, int kq, int kk,
                         const SelectionConfig& config, std::span<const double> profiled) {
-  check_config(config);
+  check_selection_config(config);
   require(heads >= 1 && kq >= 1 && kk >= 1, ErrorKind::invalid_argument, "select_blocks needs heads, kq, kk >= 1");
   require(scores.size() == static_cast<std::size_t>(heads) * kq * kk, ErrorKind::shape,
           "scores must hold heads x kq x kk = " + std::to_string(heads * kq * kk) + " values, got " +

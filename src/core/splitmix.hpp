@@ -5,13 +5,20 @@
 
 #include <cstdint>
 
+// Usable from CUDA kernels too, so the GPU draws exactly the CPU's anchors.
+#if defined(__CUDACC__)
+#define SVOO_HD __host__ __device__
+#else
+#define SVOO_HD
+#endif
+
 namespace svoo::detail {
 
 class SplitMix64 {
  public:
-  explicit SplitMix64(std::uint64_t seed) noexcept : state_(seed) {}
+  SVOO_HD explicit SplitMix64(std::uint64_t seed) noexcept : state_(seed) {}
 
-  std::uint64_t next() noexcept {
+  SVOO_HD std::uint64_t next() noexcept {
     std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -19,7 +26,7 @@ class SplitMix64 {
   }
 
   // Uniform in [0, bound), bound > 0, without modulo bias (rejects the short top range).
-  std::uint64_t below(std::uint64_t bound) noexcept {
+  SVOO_HD std::uint64_t below(std::uint64_t bound) noexcept {
     const std::uint64_t reject_under = (0 - bound) % bound;  // 2^64 mod bound
     for (;;) {
       const std::uint64_t r = next();
@@ -28,7 +35,7 @@ class SplitMix64 {
   }
 
   // Uniform in [0, 1) with 53 random bits.
-  double uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  SVOO_HD double uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
  private:
   std::uint64_t state_;
@@ -36,7 +43,7 @@ class SplitMix64 {
 
 // Mixes several values into one seed, so that independent streams (per head, per purpose) do not
 // overlap in any simple way.
-inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) noexcept {
+SVOO_HD inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) noexcept {
   SplitMix64 g(a ^ (b * 0xd1b54a32d192ed03ULL + 0x8cb92ba72f3d8dd7ULL));
   g.next();
   return g.next();

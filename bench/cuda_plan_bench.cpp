@@ -1,0 +1,139 @@
+// Benchmark (not a test) of the CUDA planning stage at video-DiT shapes: co-clustering (and the
+// k-means baseline), scores + selection + layout, the permutations of Q, K, V and the inverse
+// permutation of the output, and the whole plan replayed as a CUDA graph. Times are medians of
+// CUDA-event timings after warm-up, on random normal bf16 inputs. Compare with dense attention
+// timed in the same run (../shared/tools/dense_baseline.py).
+//   svoo_cuda_plan_bench [--json out.json] [--shape NAME]...
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../tests/gpu/device_buffer.hpp"
+#include "svoo/cuda.hpp"
+
+namespace {
+
+using svoo::test::cuda_ok;
+
+struct Shape {
+  std::string name;
+  int heads;
+  std::int64_t tokens;
+  int kq, kk;
+};
+
+double median_ms(const std::function<void()>& fn, int reps = 7) {
+  fn();
+  cuda_ok(cudaDeviceSynchronize(), "warm-up");
+  std::vector<float> t;
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(a);
+    fn();
+    cudaEventRecord(b);
+    cuda_ok(cudaEventSynchronize(b), "timing");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace svoo;
+  std::string json_path;
+  std::vector<std::string> only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--shape" && i + 1 < argc) only.push_back(argv[++i]);
+  }
+  if (!cuda::available()) {
+    std::printf("no CUDA device\n");
+    return 77;
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("# %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  const std::vector<Shape> shapes = {{"wan14b-720p", 40, 75600, 256, 1024},
+                                     {"wan1.3b-720p", 12, 75600, 256, 1024},
+                                     {"wan1.3b-480p", 12, 32760, 256, 1024}};
+  std::string json = "[\n";
+  std::printf("%-14s %9s %9s %9s %9s %9s %9s %9s\n", "shape", "cocl T=2", "cocl T=1", "kmeans", "select", "perm qkv",
+              "unperm o", "graph");
+  for (const Shape& s : shapes) {
+    if (!only.empty() && std::find(only.begin(), only.end(), s.name) == only.end()) continue;
+    const int D = 128;
+    HostTensor hq(DType::bf16, {s.heads, s.tokens, D}), hk(DType::bf16, {s.heads, s.tokens, D});
+    std::mt19937 rng(1);
+    std::normal_distribution<float> dist(0.f, 1.f);
+    for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, dist(rng));
+    test::DeviceTensor q(hq), k(hk), v(hk), qp(DType::bf16, {s.heads, s.tokens, D}),
+        kp(DType::bf16, {s.heads, s.tokens, D}), vp(DType::bf16, {s.heads, s.tokens, D}),
+        o(DType::bf16, {s.heads, s.tokens, D});
+    cuda::Planner plan({s.heads, s.tokens, s.tokens, D, s.kq, s.kk});
+    ClusterConfig cfg;
+    cfg.kq = s.kq, cfg.kk = s.kk, cfg.iterations = 2;
+    SelectionConfig sel;  // Wan defaults
+    std::vector<double> prof(s.heads, 0.15);
+    double* dprof = nullptr;
+    cuda_ok(cudaMalloc(&dprof, sizeof(double) * s.heads), "malloc");
+    cuda_ok(cudaMemcpy(dprof, prof.data(), sizeof(double) * s.heads, cudaMemcpyHostToDevice), "copy");
+    const double t2 = median_ms([&] { plan.cluster(q.view(), k.view(), cfg); });
+    ClusterConfig c1 = cfg;
+    c1.iterations = 1;
+    const double t1 = median_ms([&] { plan.cluster(q.view(), k.view(), c1); });
+    ClusterConfig km = cfg;
+    km.method = ClusterMethod::kmeans;
+    const double tk = median_ms([&] { plan.cluster(q.view(), k.view(), km); });
+    plan.cluster(q.view(), k.view(), cfg);
+    const double ts = median_ms([&] { plan.select(sel, dprof); });
+    const double tp = median_ms([&] {
+      plan.permute(q.view(), false, qp.view());
+      plan.permute(k.view(), true, kp.view());
+      plan.permute(v.view(), true, vp.view());
+    });
+    const double tu = median_ms([&] { plan.unpermute(qp.view(), o.view()); });
+    // The whole plan (clustering + selection) as one CUDA graph.
+    cudaStream_t st;
+    cudaStreamCreate(&st);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    cuda_ok(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal), "capture");
+    plan.cluster(q.view(), k.view(), cfg, reinterpret_cast<cuda::Stream>(st));
+    plan.select(sel, dprof, reinterpret_cast<cuda::Stream>(st));
+    cuda_ok(cudaStreamEndCapture(st, &graph), "end capture");
+    cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    const double tg = median_ms([&] { cudaGraphLaunch(exec, st); cudaStreamSynchronize(st); });
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(st);
+    cudaFree(dprof);
+    std::printf("%-14s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f   (ms)\n", s.name.c_str(), t2, t1, tk, ts, tp, tu, tg);
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"kq\": %d, \"kk\": %d, \"device\": \"%s\", "
+                  "\"cocluster_t2_ms\": %.4f, \"cocluster_t1_ms\": %.4f, \"kmeans_t2_ms\": %.4f, \"select_ms\": %.4f, "
+                  "\"permute_qkv_ms\": %.4f, \"unpermute_o_ms\": %.4f, \"plan_graph_ms\": %.4f}",
+                  s.name.c_str(), s.heads, (long long)s.tokens, s.kq, s.kk, prop.name, t2, t1, tk, ts, tp, tu, tg);
+    json += std::string(json.size() > 2 ? ",\n" : "") + buf;
+  }
+  json += "\n]\n";
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
+    if (f) std::fputs(json.c_str(), f), std::fclose(f);
+  }
+  return 0;
+}

@@ -1,0 +1,102 @@
+// The CUDA backend's planning half: co-clustering (or k-means), block scores, selection, the block
+// layout and the permutations, on the device, batched over heads. Framework-free (device
+// pointers in TensorViews, a CUDA stream); no CUDA header is needed to include this one.
+//
+// plan / run: the Planner allocates one workspace when it is built, sized for its PlanShape.
+// After that, cluster(), select() and permute() only launch kernels on the given stream: they
+// allocate nothing and never wait for the device, so they can be captured in a CUDA graph
+// (select() with a device pointer of per-head densities; the overload taking host values copies
+// them first and is not capturable). Results stay on the device (device()); the download_*
+// functions copy them to the host for tests and tools, and do synchronise.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "svoo/clustering.hpp"
+#include "svoo/tensor.hpp"
+
+struct CUstream_st;
+
+namespace svoo::cuda {
+
+using Stream = CUstream_st*;
+
+// True when this build has the CUDA backend and a CUDA device is visible.
+bool available() noexcept;
+
+struct PlanShape {
+  std::int64_t heads = 0, q_tokens = 0, k_tokens = 0;
+  std::int64_t dim = 128;  // the only head dim built
+  int kq = 256, kk = 1024;
+};
+
+// Device arrays of a plan (all device pointers, owned by the Planner).
+struct DevicePlan {
+  PlanShape shape;
+  std::int32_t *q_labels, *k_labels;    // [heads, tokens]
+  float *q_centroids, *k_centroids;     // [heads, clusters, dim]
+  std::int32_t *q_sizes, *k_sizes;      // [heads, clusters]
+  std::int32_t *q_offsets, *k_offsets;  // [heads, clusters + 1]
+  std::int32_t *q_perm, *k_perm;        // [heads, tokens]: permuted row -> token
+  float* scores;                        // [heads, kq, kk]
+  std::uint8_t* keep;                   // [heads, kq, kk]
+  std::int64_t* range_ptr;              // [heads * kq + 1]
+  std::int32_t *range_begin, *range_end;
+};
+
+class Planner {
+ public:
+  explicit Planner(const PlanShape& shape);  // on the current device
+  ~Planner();
+  Planner(const Planner&) = delete;
+  Planner& operator=(const Planner&) = delete;
+
+  const PlanShape& shape() const noexcept { return shape_; }
+  std::size_t workspace_bytes() const noexcept { return bytes_; }
+  DevicePlan device() const noexcept { return plan_; }
+
+  // Clusters q and k (bf16 or f16 device views [heads, tokens, 128], rows 16-byte aligned) with
+  // config.method, config.iterations; anchors are device int32 [heads, kq] and [heads, kk], or
+  // null to draw the CPU's anchors for config.seed. config.kq/kk must match the shape.
+  void cluster(const TensorView& q, const TensorView& k, const ClusterConfig& config, Stream stream = nullptr,
+               const std::int32_t* q_anchors = nullptr, const std::int32_t* k_anchors = nullptr);
+  // Block scores from the current centroids, selection with per-head profiled densities (device
+  // fp64 [heads]), and the layout's key ranges.
+  void select(const SelectionConfig& config, const double* profiled, Stream stream = nullptr);
+  void select(const SelectionConfig& config, std::span<const double> profiled, Stream stream = nullptr);
+  // Selection and ranges from the scores already in the workspace (see upload_scores).
+  void select_from_scores(const SelectionConfig& config, const double* profiled, Stream stream = nullptr);
+
+  // dst = rows of src in cluster order (keys == false: the query permutation, else the key one).
+  void permute(const TensorView& src, bool keys, const TensorView& dst, Stream stream = nullptr) const;
+  // dst[token] = src[permuted row], for outputs computed in query-cluster order.
+  void unpermute(const TensorView& src, const TensorView& dst, Stream stream = nullptr) const;
+
+  // Host copies (synchronise the stream).
+  Clustering download_clustering(Stream stream = nullptr) const;
+  std::vector<float> download_scores(Stream stream = nullptr) const;
+  Selection download_selection(Stream stream = nullptr) const;
+  BlockLayout download_layout(Stream stream = nullptr) const;
+  // A clustering made elsewhere (the CPU, a cache): labels, centroids, sizes; perms and offsets are
+  // rebuilt on the device.
+  void upload_clustering(const Clustering& clustering, Stream stream = nullptr);
+  void upload_scores(std::span<const float> scores, Stream stream = nullptr);
+
+  // Attention recall per head (spec 3) of the current selection on the sampled query rows.
+  std::vector<double> recall(const TensorView& q, const TensorView& k, std::span<const std::int64_t> rows,
+                             Stream stream = nullptr);
+
+ private:
+  void build_ranges(Stream stream);
+  PlanShape shape_;
+  std::size_t bytes_ = 0;
+  void* workspace_ = nullptr;
+  DevicePlan plan_{};
+  struct Scratch;
+  Scratch* s_ = nullptr;
+};
+
+}  // namespace svoo::cuda

@@ -1,0 +1,221 @@
+// The nearest-projected-centroid step of co-clustering and k-means (spec 2.1), fused:
+// labels[n] = argmax_j (x[n] . m[j] + bias[j]) over all clusters, without storing the N x K
+// score matrix. Each block owns 128 rows of one head, keeps their bf16/f16 fragments in registers
+// (ldmatrix, once) and streams the centroids through shared memory 64 at a time (cp.async, two
+// stages), multiplying on tensor cores (mma.sync m16n8k16, fp32 accumulation; runs on sm_80 and
+// sm_90) and folding each tile into a running (max, index) per row. Ties keep the lowest index,
+// as on the CPU: within a thread columns are visited in increasing order with a strict compare,
+// and merges across threads compare (value, index).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cstdint>
+
+#include "kernels.cuh"
+
+namespace svoo::cuda::detail {
+namespace {
+
+constexpr int kDim = 128;          // head dim (the only one instantiated)
+constexpr int kRows = 128;         // rows per block
+constexpr int kCols = 64;          // centroids per tile
+constexpr int kPitch = kDim + 8;   // shared row pitch in elements: +16 B avoids ldmatrix bank conflicts
+constexpr int kThreads = 256;      // 8 warps: 4 along rows (32 each) x 2 along columns (32 each)
+constexpr int kSmemBytes = (kRows + 2 * kCols) * kPitch * 2;
+
+__device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy; src_bytes = 0 zero-fills (rows past the end).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+template <bool kBf16>
+__device__ __forceinline__ void mma16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                         std::uint32_t b1) {
+  if constexpr (kBf16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+// Loads centroid tile `tile` (kCols rows of kDim) of one head into shared memory.
+__device__ __forceinline__ void load_tile(std::uint16_t* dst, const std::uint16_t* m, int clusters, int tile) {
+  for (int c = threadIdx.x; c < kCols * (kDim / 8); c += kThreads) {
+    const int row = c / (kDim / 8), chunk = c % (kDim / 8);
+    const int j = tile * kCols + row;
+    const std::uint16_t* src = m + static_cast<std::int64_t>(j < clusters ? j : 0) * kDim + chunk * 8;
+    cp_async16(dst + row * kPitch + chunk * 8, src, j < clusters ? 16 : 0);
+  }
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kThreads, 2)
+    assign_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
+                  std::int64_t row_stride, const std::uint16_t* __restrict__ m, const float* __restrict__ bias,
+                  int clusters, std::int32_t* __restrict__ labels) {
+  extern __shared__ __align__(16) std::uint16_t smem[];
+  std::uint16_t* sx = smem;                       // kRows x kPitch
+  std::uint16_t* sm = smem + kRows * kPitch;      // 2 stages x kCols x kPitch
+  __shared__ float red_v[2][kRows];
+  __shared__ int red_i[2][kRows];
+
+  const int head = blockIdx.y;
+  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * kRows;
+  const std::uint16_t* xh = x + head * head_stride;
+  const std::uint16_t* mh = m + static_cast<std::int64_t>(head) * clusters * kDim;
+  const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp & 3, wn = warp >> 2;
+  const int tiles = (clusters + kCols - 1) / kCols;
+
+  // Prologue: the row block and the first two centroid tiles.
+  for (int c = threadIdx.x; c < kRows * (kDim / 8); c += kThreads) {
+    const int r = c / (kDim / 8), chunk = c % (kDim / 8);
+    const std::int64_t n = row0 + r;
+    const std::uint16_t* src = xh + (n < tokens ? n : 0) * row_stride + chunk * 8;
+    cp_async16(sx + r * kPitch + chunk * 8, src, n < tokens ? 16 : 0);
+  }
+  load_tile(sm, mh, clusters, 0);
+  cp_async_commit();
+  if (tiles > 1) load_tile(sm + kCols * kPitch, mh, clusters, 1);
+  cp_async_commit();
+
+  std::uint32_t afrag[2][kDim / 16][4];
+  float best_v[2][2];
+  int best_i[2][2];
+#pragma unroll
+  for (int a = 0; a < 2; ++a)
+#pragma unroll
+    for (int b = 0; b < 2; ++b) best_v[a][b] = -FLT_MAX, best_i[a][b] = 0x7fffffff;
+
+  for (int t = 0; t < tiles; ++t) {
+    cp_async_wait<1>();
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int ks = 0; ks < kDim / 16; ++ks)
+          ldmatrix_x4(afrag[mt][ks], sx + (wm * 32 + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+    }
+    const std::uint16_t* tile = sm + (t & 1) * kCols * kPitch;
+    float acc[2][4][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < kDim / 16; ++ks) {
+      std::uint32_t b[2][4];  // two ldmatrix.x4, each covering two n-tiles of 8 centroids
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        const int n = wn * 32 + p * 16 + (lane % 8) + (lane / 16) * 8;
+        ldmatrix_x4(b[p], tile + n * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+          mma16816<kBf16>(acc[mt][nt], afrag[mt][ks], b[nt / 2][(nt % 2) * 2], b[nt / 2][(nt % 2) * 2 + 1]);
+    }
+    // Fold this tile into the running argmax; columns visited in increasing order.
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int j = t * kCols + wn * 32 + nt * 8 + (lane % 4) * 2 + e;
+        if (j < clusters) {
+          const float bj = bh ? __ldg(bh + j) : 0.0f;
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const float v = acc[mt][nt][half * 2 + e] + bj;
+              if (v > best_v[mt][half]) best_v[mt][half] = v, best_i[mt][half] = j;
+            }
+        }
+      }
+    __syncthreads();  // every warp is done with this stage before it is refilled
+    if (t + 2 < tiles) load_tile(sm + (t & 1) * kCols * kPitch, mh, clusters, t + 2);
+    cp_async_commit();
+  }
+  cp_async_wait<0>();
+
+  // Merge the four lanes that share a row, then the two column halves through shared memory.
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float v = best_v[mt][half];
+      int i = best_i[mt][half];
+#pragma unroll
+      for (int off = 1; off < 4; off <<= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+        const int oi = __shfl_xor_sync(0xffffffffu, i, off);
+        if (better(ov, oi, v, i)) v = ov, i = oi;
+      }
+      if (lane % 4 == 0) {
+        const int r = wm * 32 + mt * 16 + half * 8 + lane / 4;
+        red_v[wn][r] = v;
+        red_i[wn][r] = i;
+      }
+    }
+  __syncthreads();
+  for (int r = threadIdx.x; r < kRows; r += kThreads) {
+    const std::int64_t n = row0 + r;
+    if (n >= tokens) continue;
+    const bool second = better(red_v[1][r], red_i[1][r], red_v[0][r], red_i[0][r]);
+    int label = second ? red_i[1][r] : red_i[0][r];
+    if (label == 0x7fffffff) label = 0;  // every score NaN: no comparison succeeded
+    labels[head * tokens + n] = label;
+  }
+}
+
+}  // namespace
+
+void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
+                   cudaStream_t stream) {
+  if (x.heads == 0 || x.tokens == 0 || clusters == 0) return;
+  const dim3 grid(static_cast<unsigned>((x.tokens + kRows - 1) / kRows), static_cast<unsigned>(x.heads));
+  const auto* xp = static_cast<const std::uint16_t*>(x.data);
+  const auto* mp = static_cast<const std::uint16_t*>(m);
+  if (x.elem == Elem::bf16) {
+    cudaFuncSetAttribute(assign_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    assign_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(xp, x.tokens, x.head_stride, x.row_stride, mp, bias,
+                                                                 clusters, labels);
+  } else {
+    cudaFuncSetAttribute(assign_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    assign_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(xp, x.tokens, x.head_stride, x.row_stride, mp,
+                                                                  bias, clusters, labels);
+  }
+}
+
+}  // namespace svoo::cuda::detail

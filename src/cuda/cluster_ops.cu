@@ -1,0 +1,221 @@
+// Clustering steps around the fused assignment: anchors, centroid updates, projections.
+//
+// A centroid update needs each cluster's members. A stable LSD radix sort of (head, label) keys
+// (cub) groups them, in token order within a cluster, deterministically; the sorted token indices
+// are also exactly the permutation the block layout needs, so the last update of a plan yields it
+// for free. Each cluster's mean is then summed by one block in a fixed order (no atomics), so a
+// plan is bitwise reproducible.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cub/cub.cuh>
+
+#include "../core/splitmix.hpp"
+#include "cluster_ops.cuh"
+
+namespace svoo::cuda::detail {
+namespace {
+
+__device__ __forceinline__ float load_elem(const void* base, Elem e, std::int64_t i) {
+  if (e == Elem::bf16) return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+  return __half2float(static_cast<const __half*>(base)[i]);
+}
+
+__global__ void draw_anchors_kernel(int heads, std::int64_t q_tokens, std::int64_t k_tokens, int kq, int kk,
+                                    std::uint64_t seed, std::int32_t* q, std::int32_t* k) {
+  const int h = blockIdx.x * blockDim.x + threadIdx.x;
+  if (h >= heads) return;
+  ::svoo::detail::SplitMix64 rng(::svoo::detail::mix_seed(seed, static_cast<std::uint64_t>(h)));
+  for (int i = 0; i < kq; ++i) q[h * kq + i] = static_cast<std::int32_t>(rng.below(q_tokens));
+  for (int j = 0; j < kk; ++j) k[h * kk + j] = static_cast<std::int32_t>(rng.below(k_tokens));
+}
+
+__global__ void gather_centroids_kernel(RowsView x, const std::int32_t* anchors, int clusters, float* c) {
+  const std::int64_t row = blockIdx.x;  // h * clusters + i
+  const std::int64_t h = row / clusters;
+  const std::int64_t n = anchors[row];
+  for (std::int64_t d = threadIdx.x; d < x.dim; d += blockDim.x)
+    c[row * x.dim + d] = load_elem(x.data, x.elem, h * x.head_stride + n * x.row_stride + d);
+}
+
+__global__ void rownorm_kernel(float* g, std::int64_t rows, int cols) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  float* r = g + row * cols;
+  double ss = 0.0;
+  for (int j = lane; j < cols; j += 32) ss += static_cast<double>(r[j]) * r[j];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float inv = static_cast<float>(1.0 / fmax(sqrt(ss), 1e-12));
+  for (int j = lane; j < cols; j += 32) r[j] *= inv;
+}
+
+__global__ void round_kernel(const float* src, std::int64_t count, Elem e, void* dst) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    if (e == Elem::bf16) {
+      static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(src[i]);
+    } else {
+      static_cast<__half*>(dst)[i] = __float2half_rn(src[i]);
+    }
+  }
+}
+
+__global__ void half_norm_bias_kernel(const float* c, std::int64_t rows, int dim, float* bias) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  double ss = 0.0;
+  for (int d = lane; d < dim; d += 32) ss += static_cast<double>(c[row * dim + d]) * c[row * dim + d];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  if (lane == 0) bias[row] = static_cast<float>(-0.5 * ss);
+}
+
+__global__ void sort_keys_kernel(const std::int32_t* labels, std::int64_t tokens, std::int64_t items, int clusters,
+                                 std::int32_t* keys, std::int32_t* vals, std::int32_t* sizes) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < items;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / tokens;
+    const std::int32_t key = static_cast<std::int32_t>(h * clusters + labels[i]);
+    keys[i] = key;
+    vals[i] = static_cast<std::int32_t>(i - h * tokens);
+    atomicAdd(sizes + key, 1);  // integer counts: the result does not depend on the order
+  }
+}
+
+__global__ void offsets_kernel(const std::int32_t* scan, std::int64_t heads, std::int64_t tokens, int clusters,
+                               std::int32_t* offsets) {
+  const std::int64_t total = heads * (clusters + 1);
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / (clusters + 1), c = i % (clusters + 1);
+    offsets[i] = c == clusters ? static_cast<std::int32_t>(tokens)
+                               : static_cast<std::int32_t>(scan[h * clusters + c] - h * tokens);
+  }
+}
+
+// One block per (head, cluster): 4 warps take member rows in turn, each lane 4 dims; the warps'
+// partial sums are added in a fixed order.
+__global__ void __launch_bounds__(128) centroid_kernel(RowsView x, const std::int32_t* perm,
+                                                       const std::int32_t* offsets, const std::int32_t* sizes,
+                                                       int clusters, float* centroids) {
+  __shared__ float part[4][128];
+  const std::int64_t hc = blockIdx.x;
+  const std::int64_t h = hc / clusters, c = hc % clusters;
+  const int size = sizes[hc];
+  if (size == 0) return;  // empty: keeps its previous centroid
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const std::int32_t* members = perm + h * x.tokens + offsets[h * (clusters + 1) + c];
+  const int dim = static_cast<int>(x.dim);
+  for (int d0 = 0; d0 < dim; d0 += 128) {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int m = warp; m < size; m += 4) {
+      const std::int64_t base = h * x.head_stride + static_cast<std::int64_t>(members[m]) * x.row_stride;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int d = d0 + lane * 4 + e;
+        if (d < dim) acc[e] += load_elem(x.data, x.elem, base + d);
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) part[warp][lane * 4 + e] = acc[e];
+    __syncthreads();
+    const int d = d0 + threadIdx.x;
+    if (d < dim) {
+      const float sum = ((part[0][threadIdx.x] + part[1][threadIdx.x]) + part[2][threadIdx.x]) + part[3][threadIdx.x];
+      centroids[hc * dim + d] = sum / static_cast<float>(size);
+    }
+    __syncthreads();
+  }
+}
+
+int blocks_for(std::int64_t items, int threads) {
+  const std::int64_t b = (items + threads - 1) / threads;
+  return static_cast<int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
+}
+
+int key_bits_for(std::int64_t max_key) {
+  int bits = 1;
+  while ((std::int64_t{1} << bits) <= max_key) ++bits;
+  return bits;
+}
+
+}  // namespace
+
+void launch_draw_anchors(int heads, std::int64_t q_tokens, std::int64_t k_tokens, int kq, int kk, std::uint64_t seed,
+                         std::int32_t* q, std::int32_t* k, cudaStream_t stream) {
+  if (heads == 0) return;
+  draw_anchors_kernel<<<(heads + 63) / 64, 64, 0, stream>>>(heads, q_tokens, k_tokens, kq, kk, seed, q, k);
+}
+
+void launch_gather_centroids(const RowsView& x, const std::int32_t* anchors, int clusters, float* centroids,
+                             cudaStream_t stream) {
+  if (x.heads == 0 || clusters == 0) return;
+  gather_centroids_kernel<<<static_cast<unsigned>(x.heads * clusters), 128, 0, stream>>>(x, anchors, clusters,
+                                                                                         centroids);
+}
+
+void launch_rownorm(float* g, std::int64_t rows, int cols, cudaStream_t stream) {
+  if (rows == 0) return;
+  rownorm_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(g, rows, cols);
+}
+
+void launch_round(const float* src, std::int64_t count, Elem elem, void* dst, cudaStream_t stream) {
+  if (count == 0) return;
+  round_kernel<<<blocks_for(count, 256), 256, 0, stream>>>(src, count, elem, dst);
+}
+
+void launch_half_norm_bias(const float* c, std::int64_t rows, int dim, float* bias, cudaStream_t stream) {
+  if (rows == 0) return;
+  half_norm_bias_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(c, rows, dim, bias);
+}
+
+std::size_t sort_temp_bytes(std::int64_t items, int key_bits) {
+  std::size_t bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<std::int32_t*>(nullptr),
+                                  static_cast<std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr),
+                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(items), 0, key_bits);
+  return bytes;
+}
+
+std::size_t scan_temp_bytes(std::int64_t items) {
+  std::size_t bytes = 0;
+  cub::DeviceScan::ExclusiveSum(nullptr, bytes, static_cast<std::int32_t*>(nullptr),
+                                static_cast<std::int32_t*>(nullptr), static_cast<int>(items));
+  return bytes;
+}
+
+std::size_t scan64_temp_bytes(std::int64_t items) {
+  std::size_t bytes = 0;
+  cub::DeviceScan::ExclusiveSum(nullptr, bytes, static_cast<std::int64_t*>(nullptr),
+                                static_cast<std::int64_t*>(nullptr), static_cast<int>(items));
+  return bytes;
+}
+
+void launch_update_side(const RowsView* x, const std::int32_t* labels, std::int64_t heads, std::int64_t tokens,
+                        int clusters, const SortScratch& s, std::int32_t* sizes, std::int32_t* offsets,
+                        std::int32_t* perm, float* centroids, cudaStream_t stream) {
+  const std::int64_t items = heads * tokens;
+  if (items == 0) return;
+  cudaMemsetAsync(sizes, 0, sizeof(std::int32_t) * heads * clusters, stream);
+  sort_keys_kernel<<<blocks_for(items, 256), 256, 0, stream>>>(labels, tokens, items, clusters, s.keys_in, s.vals_in,
+                                                               sizes);
+  std::size_t bytes = s.temp_bytes;
+  cub::DeviceRadixSort::SortPairs(s.temp, bytes, s.keys_in, s.keys_out, s.vals_in, perm, static_cast<int>(items), 0,
+                                  key_bits_for(heads * clusters), stream);
+  bytes = s.temp_bytes;
+  cub::DeviceScan::ExclusiveSum(s.temp, bytes, sizes, s.scan, static_cast<int>(heads * clusters), stream);
+  offsets_kernel<<<blocks_for(heads * (clusters + 1), 256), 256, 0, stream>>>(s.scan, heads, tokens, clusters,
+                                                                              offsets);
+  if (x && centroids)
+    centroid_kernel<<<static_cast<unsigned>(heads * clusters), 128, 0, stream>>>(*x, perm, offsets, sizes, clusters,
+                                                                                 centroids);
+}
+
+void launch_scan64(const std::int64_t* counts, std::int64_t items, std::int64_t* range_ptr, void* temp,
+                   std::size_t temp_bytes, cudaStream_t stream) {
+  std::size_t bytes = temp_bytes;
+  cub::DeviceScan::ExclusiveSum(temp, bytes, counts, range_ptr, static_cast<int>(items + 1), stream);
+}
+
+}  // namespace svoo::cuda::detail

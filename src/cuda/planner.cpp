@@ -1,0 +1,386 @@
+// The CUDA Planner: one workspace carved at construction, then stream-ordered launches only.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "cluster_ops.cuh"
+#include "kernels.cuh"
+#include "svoo/cuda.hpp"
+#include "svoo/error.hpp"
+#include "svoo/selection.hpp"
+
+namespace svoo::cuda {
+namespace {
+
+using detail::Elem;
+using detail::MutableRowsView;
+using detail::RowsView;
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail(ErrorKind::unsupported, std::string(what) + ": " + cudaGetErrorString(e));
+}
+void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
+
+cudaStream_t as_cuda(Stream s) { return reinterpret_cast<cudaStream_t>(s); }
+
+// Carves aligned sub-buffers out of one allocation; a first pass with base == nullptr only sizes.
+class Carver {
+ public:
+  explicit Carver(char* base) : base_(base) {}
+  template <class T>
+  T* take(std::size_t count) {
+    offset_ = (offset_ + 255) / 256 * 256;
+    T* p = base_ ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
+    offset_ += count * sizeof(T);
+    return p;
+  }
+  std::size_t size() const { return offset_; }
+
+ private:
+  char* base_;
+  std::size_t offset_ = 0;
+};
+
+// Validates a device [heads, tokens, 128] bf16/f16 view for the kernels (16-byte rows for cp.async).
+RowsView rows_of(const TensorView& t, const char* name, std::int64_t heads, std::int64_t tokens, std::int64_t dim,
+                 const char* where) {
+  const std::string who = std::string(where) + ": " + name;
+  require(t.data != nullptr, ErrorKind::invalid_argument, who + " has no data pointer");
+  require(t.rank == 3, ErrorKind::shape, who + " must have shape [heads, tokens, head_dim], got " + t.describe());
+  require(t.device == Device::cuda, ErrorKind::device, who + " must be on cuda, got " + t.describe());
+  require(t.dtype == DType::bf16 || t.dtype == DType::f16, ErrorKind::dtype,
+          who + " must be bf16 or f16 on the GPU, got " + t.describe());
+  require(t.shape[0] == heads && t.shape[1] == tokens && t.shape[2] == dim, ErrorKind::shape,
+          who + " must have shape [" + std::to_string(heads) + ", " + std::to_string(tokens) + ", " +
+              std::to_string(dim) + "] (the plan's), got " + t.describe());
+  require(t.strides[2] == 1, ErrorKind::stride, who + " must be contiguous in head_dim, got " + t.describe());
+  require(t.strides[0] % 8 == 0 && t.strides[1] % 8 == 0 && reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0,
+          ErrorKind::stride, who + " rows must start on 16-byte boundaries (strides multiple of 8), got " + t.describe());
+  RowsView r;
+  r.data = t.data;
+  r.elem = t.dtype == DType::bf16 ? Elem::bf16 : Elem::f16;
+  r.heads = heads, r.tokens = tokens, r.dim = dim;
+  r.head_stride = t.strides[0], r.row_stride = t.strides[1];
+  return r;
+}
+
+template <class T>
+void download(std::vector<T>& dst, const T* src, std::size_t count, cudaStream_t s) {
+  dst.resize(count);
+  if (count) check_cuda(cudaMemcpyAsync(dst.data(), src, count * sizeof(T), cudaMemcpyDeviceToHost, s), "download");
+}
+
+}  // namespace
+
+struct Planner::Scratch {
+  detail::SortScratch q_sort, k_sort;
+  float* g;          // [heads, max(kq*kk)] profiles
+  float* m;          // [heads, max(kq, kk), dim] projected centroids, fp32
+  void* m_half;      // the same, rounded for the tensor cores
+  float* bias;       // [heads, max(kq, kk)]
+  std::int32_t *q_anchors, *k_anchors;
+  double* profiled;  // [heads]
+  std::int64_t* range_count;  // [heads * kq + 1]
+  void* scan64_temp;
+  std::size_t scan64_bytes;
+  std::int64_t range_capacity;
+};
+
+bool available() noexcept {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
+  require(shape.heads >= 1 && shape.q_tokens >= 1 && shape.k_tokens >= 1, ErrorKind::invalid_argument,
+          "cuda::Planner needs at least one head, query and key");
+  require(shape.dim == 128, ErrorKind::unsupported,
+          "cuda::Planner is built for head_dim 128, got " + std::to_string(shape.dim));
+  require(shape.kq >= 1 && shape.kk >= 1 && shape.kk <= 4096 && shape.kq <= 65536, ErrorKind::invalid_argument,
+          "cuda::Planner needs 1 <= kq and 1 <= kk <= 4096, got kq " + std::to_string(shape.kq) + ", kk " +
+              std::to_string(shape.kk));
+  const std::int64_t H = shape.heads, Nq = shape.q_tokens, Nk = shape.k_tokens, D = shape.dim;
+  require(H * std::max(Nq, Nk) < (std::int64_t{1} << 31) && H * shape.kq * std::int64_t{shape.kk} < (std::int64_t{1} << 31),
+          ErrorKind::invalid_argument, "cuda::Planner: heads x tokens and heads x kq x kk must stay below 2^31");
+  const int kmax = std::max(shape.kq, shape.kk);
+  const std::int64_t nmax = std::max(Nq, Nk);
+  int key_bits = 1;
+  while ((std::int64_t{1} << key_bits) <= H * kmax) ++key_bits;
+  const std::size_t sort_bytes = std::max(detail::sort_temp_bytes(H * nmax, key_bits), detail::scan_temp_bytes(H * kmax));
+  s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
+  s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
+
+  auto carve = [&](Carver& c) {
+    DevicePlan& p = plan_;
+    p.shape = shape;
+    p.q_labels = c.take<std::int32_t>(H * Nq);
+    p.k_labels = c.take<std::int32_t>(H * Nk);
+    p.q_centroids = c.take<float>(H * shape.kq * D);
+    p.k_centroids = c.take<float>(H * shape.kk * D);
+    p.q_sizes = c.take<std::int32_t>(H * shape.kq);
+    p.k_sizes = c.take<std::int32_t>(H * shape.kk);
+    p.q_offsets = c.take<std::int32_t>(H * (shape.kq + 1));
+    p.k_offsets = c.take<std::int32_t>(H * (shape.kk + 1));
+    p.q_perm = c.take<std::int32_t>(H * Nq);
+    p.k_perm = c.take<std::int32_t>(H * Nk);
+    p.scores = c.take<float>(H * shape.kq * shape.kk);
+    p.keep = c.take<std::uint8_t>(H * shape.kq * shape.kk);
+    p.range_ptr = c.take<std::int64_t>(H * shape.kq + 1);
+    p.range_begin = c.take<std::int32_t>(s_->range_capacity);
+    p.range_end = c.take<std::int32_t>(s_->range_capacity);
+    Scratch& s = *s_;
+    for (detail::SortScratch* ss : {&s.q_sort, &s.k_sort}) {
+      const std::int64_t n = ss == &s.q_sort ? Nq : Nk;
+      ss->keys_in = c.take<std::int32_t>(H * n);
+      ss->keys_out = c.take<std::int32_t>(H * n);
+      ss->vals_in = c.take<std::int32_t>(H * n);
+      ss->scan = c.take<std::int32_t>(H * kmax);
+    }
+    void* temp = c.take<char>(sort_bytes);
+    s.q_sort.temp = s.k_sort.temp = temp;
+    s.q_sort.temp_bytes = s.k_sort.temp_bytes = sort_bytes;
+    s.g = c.take<float>(H * shape.kq * shape.kk);
+    s.m = c.take<float>(H * kmax * D);
+    s.m_half = c.take<std::uint16_t>(H * kmax * D);
+    s.bias = c.take<float>(H * kmax);
+    s.q_anchors = c.take<std::int32_t>(H * shape.kq);
+    s.k_anchors = c.take<std::int32_t>(H * shape.kk);
+    s.profiled = c.take<double>(H);
+    s.range_count = c.take<std::int64_t>(H * shape.kq + 1);
+    s.scan64_temp = c.take<char>(s.scan64_bytes);
+  };
+  Carver sizing(nullptr);
+  carve(sizing);
+  bytes_ = sizing.size();
+  check_cuda(cudaMalloc(&workspace_, bytes_), "cuda::Planner: allocating the workspace");
+  Carver real(static_cast<char*>(workspace_));
+  carve(real);
+}
+
+Planner::~Planner() {
+  if (workspace_) cudaFree(workspace_);
+  delete s_;
+}
+
+void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterConfig& config, Stream stream,
+                      const std::int32_t* q_anchors, const std::int32_t* k_anchors) {
+  const PlanShape& sh = shape_;
+  const RowsView qv = rows_of(q, "q", sh.heads, sh.q_tokens, sh.dim, "cuda::Planner::cluster");
+  const RowsView kv = rows_of(k, "k", sh.heads, sh.k_tokens, sh.dim, "cuda::Planner::cluster");
+  require(qv.elem == kv.elem, ErrorKind::dtype, "cuda::Planner::cluster: q and k must share one dtype");
+  require(config.kq == sh.kq && config.kk == sh.kk, ErrorKind::invalid_argument,
+          "cuda::Planner::cluster: the config's kq/kk (" + std::to_string(config.kq) + ", " + std::to_string(config.kk) +
+              ") differ from the plan's (" + std::to_string(sh.kq) + ", " + std::to_string(sh.kk) + ")");
+  require(config.iterations >= 1, ErrorKind::invalid_argument, "co-clustering needs at least one iteration");
+  require((q_anchors == nullptr) == (k_anchors == nullptr), ErrorKind::invalid_argument,
+          "cuda::Planner::cluster: give both anchor arrays or neither");
+  const cudaStream_t st = as_cuda(stream);
+  const int H = static_cast<int>(sh.heads), kq = sh.kq, kk = sh.kk, D = static_cast<int>(sh.dim);
+  if (!q_anchors) {
+    detail::launch_draw_anchors(H, sh.q_tokens, sh.k_tokens, kq, kk, config.seed, s_->q_anchors, s_->k_anchors, st);
+    q_anchors = s_->q_anchors;
+    k_anchors = s_->k_anchors;
+  }
+  detail::launch_gather_centroids(qv, q_anchors, kq, plan_.q_centroids, st);
+  detail::launch_gather_centroids(kv, k_anchors, kk, plan_.k_centroids, st);
+  // One side's step: project (or bias), assign, update. `own` is the side being assigned.
+  auto step = [&](const RowsView& x, int own_k, float* own_c, const float* other_c, int other_k,
+                  std::int32_t* labels, std::int32_t* sizes, std::int32_t* offsets, std::int32_t* perm,
+                  const detail::SortScratch& sort) {
+    const float* bias = nullptr;
+    if (config.method == ClusterMethod::coclustering) {
+      detail::launch_gemm_nt(H, own_k, other_k, D, 1.0f, own_c, other_c, 0.0f, s_->g, st);
+      detail::launch_rownorm(s_->g, static_cast<std::int64_t>(H) * own_k, other_k, st);
+      detail::launch_gemm_nn(H, own_k, D, other_k, s_->g, other_c, s_->m, st);
+      detail::launch_round(s_->m, static_cast<std::int64_t>(H) * own_k * D, x.elem, s_->m_half, st);
+    } else {
+      detail::launch_half_norm_bias(own_c, static_cast<std::int64_t>(H) * own_k, D, s_->bias, st);
+      detail::launch_round(own_c, static_cast<std::int64_t>(H) * own_k * D, x.elem, s_->m_half, st);
+      bias = s_->bias;
+    }
+    detail::launch_assign(x, s_->m_half, bias, own_k, labels, st);
+    detail::launch_update_side(&x, labels, H, x.tokens, own_k, sort, sizes, offsets, perm, own_c, st);
+  };
+  for (int it = 0; it < config.iterations; ++it) {
+    step(kv, kk, plan_.k_centroids, plan_.q_centroids, kq, plan_.k_labels, plan_.k_sizes, plan_.k_offsets,
+         plan_.k_perm, s_->k_sort);
+    step(qv, kq, plan_.q_centroids, plan_.k_centroids, kk, plan_.q_labels, plan_.q_sizes, plan_.q_offsets,
+         plan_.q_perm, s_->q_sort);
+  }
+  check_launch("cuda::Planner::cluster");
+}
+
+void Planner::select(const SelectionConfig& config, const double* profiled, Stream stream) {
+  const cudaStream_t st = as_cuda(stream);
+  const PlanShape& sh = shape_;
+  detail::launch_gemm_nt(static_cast<int>(sh.heads), sh.kq, sh.kk, static_cast<int>(sh.dim),
+                         1.0f / std::sqrt(static_cast<float>(sh.dim)), plan_.q_centroids, plan_.k_centroids, 0.0f,
+                         plan_.scores, st);
+  detail::launch_block_softmax(plan_.scores, plan_.k_sizes, static_cast<int>(sh.heads), sh.kq, sh.kk, st);
+  select_from_scores(config, profiled, stream);
+}
+
+void Planner::select(const SelectionConfig& config, std::span<const double> profiled, Stream stream) {
+  require(profiled.size() == static_cast<std::size_t>(shape_.heads), ErrorKind::shape,
+          "cuda::Planner::select: one profiled density per head is needed: " + std::to_string(shape_.heads) +
+              ", got " + std::to_string(profiled.size()));
+  for (std::size_t h = 0; h < profiled.size(); ++h)
+    require(std::isfinite(profiled[h]) && profiled[h] >= 0.0 && profiled[h] <= 1.0, ErrorKind::invalid_argument,
+            "profiled density of head " + std::to_string(h) + " must be in [0, 1], got " + std::to_string(profiled[h]));
+  check_cuda(cudaMemcpyAsync(s_->profiled, profiled.data(), profiled.size() * sizeof(double), cudaMemcpyHostToDevice,
+                             as_cuda(stream)),
+             "cuda::Planner::select: copying densities");
+  select(config, s_->profiled, stream);
+}
+
+void Planner::select_from_scores(const SelectionConfig& config, const double* profiled, Stream stream) {
+  check_selection_config(config);
+  detail::SelectParams p;
+  p.rule = config.rule == SelectionRule::paper ? 1 : 0;
+  p.top_p = config.top_p, p.floor_lo = config.floor_lo, p.floor_hi = config.floor_hi, p.theta = config.theta;
+  p.cap = config.cap ? *config.cap : -1.0;
+  detail::launch_select(plan_.scores, profiled, p, static_cast<int>(shape_.heads), shape_.kq, shape_.kk, plan_.keep,
+                        as_cuda(stream));
+  build_ranges(stream);
+  check_launch("cuda::Planner::select");
+}
+
+void Planner::build_ranges(Stream stream) {
+  const cudaStream_t st = as_cuda(stream);
+  const int H = static_cast<int>(shape_.heads);
+  const std::int64_t rows = static_cast<std::int64_t>(H) * shape_.kq;
+  cudaMemsetAsync(s_->range_count, 0, sizeof(std::int64_t) * (rows + 1), st);
+  detail::launch_count_ranges(plan_.keep, plan_.q_sizes, plan_.k_offsets, H, shape_.kq, shape_.kk, s_->range_count, st);
+  detail::launch_scan64(s_->range_count, rows, plan_.range_ptr, s_->scan64_temp, s_->scan64_bytes, st);
+  detail::launch_write_ranges(plan_.keep, plan_.q_sizes, plan_.k_offsets, H, shape_.kq, shape_.kk, plan_.range_ptr,
+                              plan_.range_begin, plan_.range_end, st);
+}
+
+void Planner::permute(const TensorView& src, bool keys, const TensorView& dst, Stream stream) const {
+  const std::int64_t n = keys ? shape_.k_tokens : shape_.q_tokens;
+  const RowsView s = rows_of(src, "src", shape_.heads, n, shape_.dim, "cuda::Planner::permute");
+  const RowsView d = rows_of(dst, "dst", shape_.heads, n, shape_.dim, "cuda::Planner::permute");
+  require(s.elem == d.elem, ErrorKind::dtype, "cuda::Planner::permute: src and dst must share one dtype");
+  MutableRowsView md{dst.data, d.elem, d.heads, d.tokens, d.dim, d.head_stride, d.row_stride};
+  detail::launch_permute_rows(s, keys ? plan_.k_perm : plan_.q_perm, false, md, as_cuda(stream));
+  check_launch("cuda::Planner::permute");
+}
+
+void Planner::unpermute(const TensorView& src, const TensorView& dst, Stream stream) const {
+  const RowsView s = rows_of(src, "src", shape_.heads, shape_.q_tokens, shape_.dim, "cuda::Planner::unpermute");
+  const RowsView d = rows_of(dst, "dst", shape_.heads, shape_.q_tokens, shape_.dim, "cuda::Planner::unpermute");
+  require(s.elem == d.elem, ErrorKind::dtype, "cuda::Planner::unpermute: src and dst must share one dtype");
+  MutableRowsView md{dst.data, d.elem, d.heads, d.tokens, d.dim, d.head_stride, d.row_stride};
+  detail::launch_permute_rows(s, plan_.q_perm, true, md, as_cuda(stream));
+  check_launch("cuda::Planner::unpermute");
+}
+
+Clustering Planner::download_clustering(Stream stream) const {
+  const cudaStream_t st = as_cuda(stream);
+  const PlanShape& sh = shape_;
+  Clustering c;
+  c.heads = sh.heads, c.q_tokens = sh.q_tokens, c.k_tokens = sh.k_tokens, c.dim = sh.dim, c.kq = sh.kq, c.kk = sh.kk;
+  download(c.q_labels, plan_.q_labels, sh.heads * sh.q_tokens, st);
+  download(c.k_labels, plan_.k_labels, sh.heads * sh.k_tokens, st);
+  download(c.q_centroids, plan_.q_centroids, sh.heads * sh.kq * sh.dim, st);
+  download(c.k_centroids, plan_.k_centroids, sh.heads * sh.kk * sh.dim, st);
+  download(c.q_sizes, plan_.q_sizes, sh.heads * sh.kq, st);
+  download(c.k_sizes, plan_.k_sizes, sh.heads * sh.kk, st);
+  check_cuda(cudaStreamSynchronize(st), "cuda::Planner::download_clustering");
+  return c;
+}
+
+std::vector<float> Planner::download_scores(Stream stream) const {
+  std::vector<float> s;
+  download(s, plan_.scores, shape_.heads * shape_.kq * shape_.kk, as_cuda(stream));
+  check_cuda(cudaStreamSynchronize(as_cuda(stream)), "cuda::Planner::download_scores");
+  return s;
+}
+
+Selection Planner::download_selection(Stream stream) const {
+  Selection s;
+  s.heads = shape_.heads, s.kq = shape_.kq, s.kk = shape_.kk;
+  download(s.keep, plan_.keep, shape_.heads * shape_.kq * shape_.kk, as_cuda(stream));
+  check_cuda(cudaStreamSynchronize(as_cuda(stream)), "cuda::Planner::download_selection");
+  return s;
+}
+
+BlockLayout Planner::download_layout(Stream stream) const {
+  const cudaStream_t st = as_cuda(stream);
+  const PlanShape& sh = shape_;
+  BlockLayout L;
+  L.heads = sh.heads, L.q_tokens = sh.q_tokens, L.k_tokens = sh.k_tokens, L.kq = sh.kq, L.kk = sh.kk;
+  download(L.q_perm, plan_.q_perm, sh.heads * sh.q_tokens, st);
+  download(L.k_perm, plan_.k_perm, sh.heads * sh.k_tokens, st);
+  download(L.q_offsets, plan_.q_offsets, sh.heads * (sh.kq + 1), st);
+  download(L.k_offsets, plan_.k_offsets, sh.heads * (sh.kk + 1), st);
+  download(L.range_ptr, plan_.range_ptr, sh.heads * sh.kq + 1, st);
+  check_cuda(cudaStreamSynchronize(st), "cuda::Planner::download_layout");
+  const std::int64_t total = L.range_ptr.back();
+  require(total >= 0 && total <= s_->range_capacity, ErrorKind::unsupported,
+          "cuda::Planner: range count " + std::to_string(total) + " exceeds the workspace");
+  download(L.range_begin, plan_.range_begin, total, st);
+  download(L.range_end, plan_.range_end, total, st);
+  check_cuda(cudaStreamSynchronize(st), "cuda::Planner::download_layout");
+  return L;
+}
+
+void Planner::upload_clustering(const Clustering& c, Stream stream) {
+  check_clustering(c);
+  const PlanShape& sh = shape_;
+  require(c.heads == sh.heads && c.q_tokens == sh.q_tokens && c.k_tokens == sh.k_tokens && c.dim == sh.dim &&
+              c.kq == sh.kq && c.kk == sh.kk,
+          ErrorKind::shape, "cuda::Planner::upload_clustering: the clustering does not match the plan's shape");
+  const cudaStream_t st = as_cuda(stream);
+  auto up = [&](auto* dst, const auto& src) {
+    check_cuda(cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(src[0]), cudaMemcpyHostToDevice, st),
+               "cuda::Planner::upload_clustering");
+  };
+  up(plan_.q_labels, c.q_labels);
+  up(plan_.k_labels, c.k_labels);
+  up(plan_.q_centroids, c.q_centroids);
+  up(plan_.k_centroids, c.k_centroids);
+  detail::launch_update_side(nullptr, plan_.q_labels, sh.heads, sh.q_tokens, sh.kq, s_->q_sort, plan_.q_sizes,
+                             plan_.q_offsets, plan_.q_perm, nullptr, st);
+  detail::launch_update_side(nullptr, plan_.k_labels, sh.heads, sh.k_tokens, sh.kk, s_->k_sort, plan_.k_sizes,
+                             plan_.k_offsets, plan_.k_perm, nullptr, st);
+  check_cuda(cudaStreamSynchronize(st), "cuda::Planner::upload_clustering");
+}
+
+void Planner::upload_scores(std::span<const float> scores, Stream stream) {
+  require(scores.size() == static_cast<std::size_t>(shape_.heads * shape_.kq * shape_.kk), ErrorKind::shape,
+          "cuda::Planner::upload_scores: heads x kq x kk scores are needed");
+  check_cuda(cudaMemcpyAsync(plan_.scores, scores.data(), scores.size() * sizeof(float), cudaMemcpyHostToDevice,
+                             as_cuda(stream)),
+             "cuda::Planner::upload_scores");
+  check_cuda(cudaStreamSynchronize(as_cuda(stream)), "cuda::Planner::upload_scores");
+}
+
+std::vector<double> Planner::recall(const TensorView& q, const TensorView& k, std::span<const std::int64_t> rows,
+                                    Stream stream) {
+  const RowsView qv = rows_of(q, "q", shape_.heads, shape_.q_tokens, shape_.dim, "cuda::Planner::recall");
+  const RowsView kv = rows_of(k, "k", shape_.heads, shape_.k_tokens, shape_.dim, "cuda::Planner::recall");
+  for (auto r : rows)
+    require(r >= 0 && r < shape_.q_tokens, ErrorKind::invalid_argument,
+            "cuda::Planner::recall: row " + std::to_string(r) + " is outside the queries");
+  require(!rows.empty(), ErrorKind::invalid_argument, "cuda::Planner::recall: no rows");
+  const cudaStream_t st = as_cuda(stream);
+  std::int64_t* drows = nullptr;
+  double* dout = nullptr;
+  check_cuda(cudaMalloc(&drows, rows.size() * sizeof(std::int64_t)), "cuda::Planner::recall");
+  check_cuda(cudaMalloc(&dout, shape_.heads * sizeof(double)), "cuda::Planner::recall");
+  cudaMemcpyAsync(drows, rows.data(), rows.size() * sizeof(std::int64_t), cudaMemcpyHostToDevice, st);
+  detail::launch_recall(qv, kv, plan_.q_labels, plan_.k_labels, plan_.keep, shape_.kq, shape_.kk, drows,
+                        static_cast<int>(rows.size()), dout, st);
+  std::vector<double> out;
+  download(out, dout, shape_.heads, st);
+  const cudaError_t e = cudaStreamSynchronize(st);
+  cudaFree(drows);
+  cudaFree(dout);
+  check_cuda(e, "cuda::Planner::recall");
+  return out;
+}
+
+}  // namespace svoo::cuda

@@ -1,0 +1,338 @@
+// GPU check: every CUDA planning kernel against the CPU backend on a grid of shapes. Runs on a
+// machine with a CUDA device (exit 77 = skipped elsewhere, so CTest reports it as skipped).
+//
+// Clustering is checked step by step against the literal spec in double precision, starting from
+// the GPU's own previous state: every label must be the argmax up to the rounding bound of the
+// bf16/f16 tensor-core product (labels that are not the exact argmax are near-ties: counted and
+// reported), every centroid the mean of its members. Selection and layout must equal the CPU's
+// exactly given the same inputs; permutations are bit copies; recall agrees to 1e-4.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device_buffer.hpp"
+#include "svoo/cpu.hpp"
+#include "svoo/cuda.hpp"
+#include "svoo/measures.hpp"
+#include "svoo/selection.hpp"
+#include "svoo/synthetic.hpp"
+
+namespace svoo {
+namespace {
+
+int g_failures = 0;
+#define CHECK(cond, ...)                             \
+  do {                                               \
+    if (!(cond)) {                                   \
+      ++g_failures;                                  \
+      std::printf("  FAIL %s:%d: ", __FILE__, __LINE__); \
+      std::printf(__VA_ARGS__);                      \
+      std::printf("\n");                             \
+    }                                                \
+  } while (0)
+
+struct Case {
+  std::string name;
+  int heads;
+  std::int64_t tokens;
+  int kq, kk;
+  DType dtype;
+  bool synthetic = false;
+  ClusterMethod method = ClusterMethod::coclustering;
+  bool same_anchors = false;  // every anchor is row 0: all rows tie
+  int verify_heads = 1 << 30;
+  std::int64_t verify_rows = 1 << 30;
+};
+
+std::vector<double> head_rows(const HostTensor& t, std::int64_t h) {
+  const std::int64_t N = t.shape()[1], D = t.shape()[2];
+  std::vector<double> r(static_cast<std::size_t>(N * D));
+  for (std::int64_t i = 0; i < N * D; ++i) r[i] = t.get(h * N * D + i);
+  return r;
+}
+
+// Projected centroids of the side whose centroids are `own` (n_own x D) through `other`.
+std::vector<double> projected(const std::vector<double>& own, int n_own, const std::vector<double>& other, int n_other,
+                              int D) {
+  std::vector<double> g(static_cast<std::size_t>(n_own) * n_other), m(static_cast<std::size_t>(n_own) * D, 0.0);
+#pragma omp parallel for
+  for (int i = 0; i < n_own; ++i) {
+    double ss = 0;
+    for (int j = 0; j < n_other; ++j) {
+      double s = 0;
+      for (int d = 0; d < D; ++d) s += own[i * D + d] * other[j * D + d];
+      g[i * n_other + j] = s;
+      ss += s * s;
+    }
+    const double inv = 1.0 / std::max(std::sqrt(ss), 1e-12);
+    for (int j = 0; j < n_other; ++j)
+      for (int d = 0; d < D; ++d) m[i * D + d] += g[i * n_other + j] * inv * other[j * D + d];
+  }
+  return m;
+}
+
+struct StepReport {
+  std::int64_t checked = 0, not_exact = 0, wrong = 0;
+};
+
+// Checks labels (and centroids) of one side after one step. prev: this side's centroids before the
+// step; through: the other side's centroids used for the projection (co-clustering only).
+void verify_side(const Case& cs, const HostTensor& x, const std::int32_t* labels, const float* centroids_after,
+                 const std::int32_t* sizes, const std::vector<double>& prev, const std::vector<double>& through,
+                 int own_k, int other_k, std::int64_t h, StepReport& rep) {
+  const std::int64_t N = x.shape()[1];
+  const int D = static_cast<int>(x.shape()[2]);
+  const std::vector<double> xs = head_rows(x, h);
+  std::vector<double> m = cs.method == ClusterMethod::coclustering ? projected(prev, own_k, through, other_k, D) : prev;
+  std::vector<double> bias(own_k, 0.0);
+  if (cs.method == ClusterMethod::kmeans)
+    for (int j = 0; j < own_k; ++j) {
+      double ss = 0;
+      for (int d = 0; d < D; ++d) ss += prev[j * D + d] * prev[j * D + d];
+      bias[j] = -0.5 * ss;
+    }
+  const std::int64_t step = std::max<std::int64_t>(1, N / std::min<std::int64_t>(N, cs.verify_rows));
+  std::int64_t checked = 0, not_exact = 0, wrong = 0;
+#pragma omp parallel for reduction(+ : checked, not_exact, wrong)
+  for (std::int64_t n = 0; n < N; n += step) {
+    const double* xr = &xs[n * D];
+    double best = -1e300;
+    int best_j = 0;
+    std::vector<double> s(own_k), tol(own_k);
+    for (int j = 0; j < own_k; ++j) {
+      double v = 0, a = 0;
+      for (int d = 0; d < D; ++d) v += xr[d] * m[j * D + d], a += std::fabs(xr[d] * m[j * D + d]);
+      s[j] = v + bias[j];
+      tol[j] = a * std::ldexp(1.0, -7) + 1e-6 * (1 + std::fabs(bias[j]));
+      if (s[j] > best) best = s[j], best_j = j;
+    }
+    const int c = labels[n];
+    ++checked;
+    if (c < 0 || c >= own_k || s[c] < best - tol[c] - tol[best_j]) {
+      ++wrong;
+    } else if (c != best_j) {
+      ++not_exact;
+    }
+  }
+  rep.checked += checked, rep.not_exact += not_exact, rep.wrong += wrong;
+  // Centroids: means of members; an empty cluster keeps prev.
+  std::vector<double> sum(static_cast<std::size_t>(own_k) * D, 0.0);
+  std::vector<int> count(own_k, 0);
+  for (std::int64_t n = 0; n < N; ++n) {
+    ++count[labels[n]];
+    for (int d = 0; d < D; ++d) sum[labels[n] * D + d] += xs[n * D + d];
+  }
+  int bad = 0;
+  for (int j = 0; j < own_k; ++j) {
+    if (count[j] != sizes[j]) ++bad;
+    for (int d = 0; d < D; ++d) {
+      const double want = count[j] ? sum[j * D + d] / count[j] : prev[j * D + d];
+      if (std::fabs(centroids_after[j * D + d] - want) > 1e-4 * (1 + std::fabs(want))) ++bad;
+    }
+  }
+  CHECK(bad == 0, "head %lld: %d centroid or size values differ from the means of the GPU's labels", (long long)h, bad);
+}
+
+std::vector<double> slice(const std::vector<float>& v, std::int64_t h, std::int64_t per) {
+  return std::vector<double>(v.begin() + h * per, v.begin() + (h + 1) * per);
+}
+
+void run_case(const Case& cs) {
+  std::printf("== %s: %d heads x %lld tokens, Kq %d, Kk %d, %s, %s%s\n", cs.name.c_str(), cs.heads,
+              (long long)cs.tokens, cs.kq, cs.kk, dtype_name(cs.dtype), cluster_method_name(cs.method),
+              cs.synthetic ? ", synthetic workload" : ", random normal");
+  const int H = cs.heads, D = 128;
+  const std::int64_t N = cs.tokens;
+  HostTensor q, k;
+  if (cs.synthetic) {
+    SyntheticConfig sc;
+    sc.heads = H;
+    sc.dtype = cs.dtype;
+    SyntheticLayer l = make_synthetic_layer(sc);
+    q = std::move(l.q), k = std::move(l.k);
+  } else {
+    q = HostTensor(cs.dtype, {H, N, D}), k = HostTensor(cs.dtype, {H, N, D});
+    std::mt19937 rng(static_cast<unsigned>(N * 31 + H));
+    std::normal_distribution<float> dist(0.f, 1.f);
+    for (std::int64_t i = 0; i < q.numel(); ++i) q.set(i, dist(rng)), k.set(i, dist(rng) * 1.5f);
+  }
+  test::DeviceTensor dq(q), dk(k);
+  cuda::PlanShape shape{H, N, N, D, cs.kq, cs.kk};
+  cuda::Planner plan(shape);
+  std::printf("  workspace %.1f MB\n", plan.workspace_bytes() / 1e6);
+  ClusterConfig cfg;
+  cfg.kq = cs.kq, cfg.kk = cs.kk, cfg.seed = 3, cfg.method = cs.method;
+  Anchors an = draw_anchors(H, N, N, cs.kq, cs.kk, cfg.seed);
+  if (cs.same_anchors) std::fill(an.q.begin(), an.q.end(), 0), std::fill(an.k.begin(), an.k.end(), 0);
+  HostTensor aq(DType::i32, {H, cs.kq}), ak(DType::i32, {H, cs.kk});
+  std::memcpy(aq.bytes(), an.q.data(), an.q.size() * 4);
+  std::memcpy(ak.bytes(), an.k.data(), an.k.size() * 4);
+  test::DeviceTensor daq(aq), dak(ak);
+  const auto* paq = static_cast<const std::int32_t*>(daq.data());
+  const auto* pak = static_cast<const std::int32_t*>(dak.data());
+
+  // T = 1 and T = 2 from the same anchors; the device's own draw must equal the CPU's.
+  cfg.iterations = 1;
+  plan.cluster(dq.view(), dk.view(), cfg, nullptr, paq, pak);
+  const Clustering c1 = plan.download_clustering();
+  if (!cs.same_anchors) {
+    plan.cluster(dq.view(), dk.view(), cfg);
+    const Clustering c1d = plan.download_clustering();
+    CHECK(c1d.k_labels == c1.k_labels && c1d.q_labels == c1.q_labels, "anchors drawn on the device differ from the CPU's");
+  }
+  cfg.iterations = 2;
+  plan.cluster(dq.view(), dk.view(), cfg, nullptr, paq, pak);
+  const Clustering c2 = plan.download_clustering();
+  plan.cluster(dq.view(), dk.view(), cfg, nullptr, paq, pak);
+  const Clustering c2b = plan.download_clustering();
+  CHECK(c2b.k_labels == c2.k_labels && c2b.q_labels == c2.q_labels && c2b.q_centroids == c2.q_centroids &&
+            c2b.k_centroids == c2.k_centroids,
+        "two runs differ: clustering is not deterministic");
+
+  // Step-by-step verification against the literal formulas.
+  StepReport rep;
+  const int vh = std::min(H, cs.verify_heads);
+  for (int h = 0; h < vh; ++h) {
+    std::vector<double> cq0(cs.kq * D), ck0(cs.kk * D);
+    const auto qs = head_rows(q, h), ks = head_rows(k, h);
+    for (int i = 0; i < cs.kq; ++i)
+      for (int d = 0; d < D; ++d) cq0[i * D + d] = qs[an.q[h * cs.kq + i] * D + d];
+    for (int j = 0; j < cs.kk; ++j)
+      for (int d = 0; d < D; ++d) ck0[j * D + d] = ks[an.k[h * cs.kk + j] * D + d];
+    struct S {
+      const Clustering* c;
+      std::vector<double> cq, ck;
+    } steps[2] = {{&c1, cq0, ck0},
+                  {&c2, slice(c1.q_centroids, h, cs.kq * D), slice(c1.k_centroids, h, cs.kk * D)}};
+    for (const S& s : steps) {
+      const Clustering& c = *s.c;
+      verify_side(cs, k, c.k_labels.data() + h * N, c.k_centroids.data() + h * cs.kk * D, c.k_sizes.data() + h * cs.kk,
+                  s.ck, s.cq, cs.kk, cs.kq, h, rep);
+      verify_side(cs, q, c.q_labels.data() + h * N, c.q_centroids.data() + h * cs.kq * D, c.q_sizes.data() + h * cs.kq,
+                  s.cq, slice(c.k_centroids, h, cs.kk * D), cs.kq, cs.kk, h, rep);
+    }
+  }
+  std::printf("  labels checked %lld: %lld near-ties decided by rounding (%.3f %%), %lld wrong\n",
+              (long long)rep.checked, (long long)rep.not_exact, 100.0 * rep.not_exact / std::max<std::int64_t>(1, rep.checked),
+              (long long)rep.wrong);
+  CHECK(rep.wrong == 0, "%lld labels are not a near-argmax", (long long)rep.wrong);
+  if (cs.same_anchors) {
+    bool all_zero = std::all_of(c1.k_labels.begin(), c1.k_labels.end(), [](int l) { return l == 0; }) &&
+                    std::all_of(c1.q_labels.begin(), c1.q_labels.end(), [](int l) { return l == 0; });
+    CHECK(all_zero, "identical centroids must tie to cluster 0");
+  }
+
+  // Agreement with the CPU backend from the same anchors (bf16 vs fp32 products: near-ties differ).
+  const Clustering cc = cpu::cluster(q.view(), k.view(), cfg, &an);
+  std::int64_t same_q = 0, same_k = 0;
+  for (std::size_t i = 0; i < cc.q_labels.size(); ++i) same_q += cc.q_labels[i] == c2.q_labels[i];
+  for (std::size_t i = 0; i < cc.k_labels.size(); ++i) same_k += cc.k_labels[i] == c2.k_labels[i];
+  std::printf("  same labels as the CPU after T=2: queries %.2f %%, keys %.2f %%\n", 100.0 * same_q / cc.q_labels.size(),
+              100.0 * same_k / cc.k_labels.size());
+
+  // Scores, selection, layout on the GPU clustering.
+  SelectionConfig sel;
+  sel.top_p = 0.9, sel.floor_lo = 0.05, sel.floor_hi = 0.2;
+  std::vector<double> prof(H);
+  for (int h = 0; h < H; ++h) prof[h] = 0.02 + 0.03 * (h % 7);
+  plan.select(sel, prof);
+  const std::vector<float> gs = plan.download_scores();
+  const Selection gk = plan.download_selection();
+  const BlockLayout gl = plan.download_layout();
+  const std::vector<float> cs_scores = cpu::block_scores(c2);
+  double max_diff = 0;
+  for (std::size_t i = 0; i < gs.size(); ++i) max_diff = std::max(max_diff, (double)std::fabs(gs[i] - cs_scores[i]));
+  std::printf("  block scores: max |GPU - CPU| = %.2e\n", max_diff);
+  CHECK(max_diff < 1e-5, "scores differ by %.2e", max_diff);
+  const Selection ck = select_blocks(gs, H, cs.kq, cs.kk, sel, prof);
+  std::int64_t keep_diff = 0;
+  for (std::size_t i = 0; i < ck.keep.size(); ++i) keep_diff += ck.keep[i] != gk.keep[i];
+  CHECK(keep_diff == 0, "%lld selection flags differ from the CPU's on the same scores", (long long)keep_diff);
+  for (SelectionRule rule : {SelectionRule::paper}) {
+    SelectionConfig s2 = sel;
+    s2.rule = rule;
+    s2.cap = 0.1;
+    plan.select(s2, prof);
+    const Selection g2 = plan.download_selection();
+    const Selection c2s = select_blocks(plan.download_scores(), H, cs.kq, cs.kk, s2, prof);
+    CHECK(g2.keep == c2s.keep, "paper-rule selection differs from the CPU's");
+  }
+  plan.select(sel, prof);
+  const BlockLayout cl = build_layout(c2, gk);
+  CHECK(cl.q_perm == gl.q_perm && cl.k_perm == gl.k_perm, "permutations differ from the CPU's stable sort");
+  CHECK(cl.q_offsets == gl.q_offsets && cl.k_offsets == gl.k_offsets, "cluster offsets differ");
+  CHECK(cl.range_ptr == gl.range_ptr && cl.range_begin == gl.range_begin && cl.range_end == gl.range_end,
+        "key ranges differ (CPU %zu ranges, GPU %zu)", cl.range_begin.size(), gl.range_begin.size());
+  const auto dens = block_density(c2, gk);
+  double mean_d = 0;
+  for (double d : dens) mean_d += d / H;
+
+  // Recall on sampled rows, GPU vs CPU, and CPU clustering's recall at its own density.
+  const auto rows = sample_rows(N, {256, 7});
+  const auto grec = plan.recall(dq.view(), dk.view(), rows);
+  const auto crec = attention_recall(q.view(), k.view(), c2, gk, {256, 7});
+  double rec_diff = 0, g_mean = 0;
+  for (int h = 0; h < H; ++h) rec_diff = std::max(rec_diff, std::fabs(grec[h] - crec[h])), g_mean += grec[h] / H;
+  CHECK(rec_diff < 1e-4, "GPU recall differs from the CPU's by %.2e", rec_diff);
+  const Selection cpu_sel = select_blocks(cpu::block_scores(cc), H, cs.kq, cs.kk, sel, prof);
+  const auto cpu_dens = block_density(cc, cpu_sel);
+  const auto cpu_rec = attention_recall(q.view(), k.view(), cc, cpu_sel, {256, 7});
+  double cd = 0, cr = 0;
+  for (int h = 0; h < H; ++h) cd += cpu_dens[h] / H, cr += cpu_rec[h] / H;
+  std::printf("  GPU plan: density %.4f, recall %.4f | CPU plan: density %.4f, recall %.4f | recall diff %.2f points\n",
+              mean_d, g_mean, cd, cr, 100 * (g_mean - cr));
+
+  // Permutation and its inverse: bit copies.
+  test::DeviceTensor pq(cs.dtype, {H, N, D}), back(cs.dtype, {H, N, D});
+  plan.permute(dq.view(), false, pq.view());
+  plan.unpermute(pq.view(), back.view());
+  const HostTensor hp = pq.download(), hb = back.download();
+  std::int64_t perm_bad = 0;
+  for (int h = 0; h < H; ++h)
+    for (std::int64_t r = 0; r < N; ++r)
+      perm_bad += std::memcmp(hp.bytes() + ((h * N + r) * D) * 2, q.bytes() + ((h * N + gl.q_perm[h * N + r]) * D) * 2,
+                              D * 2) != 0;
+  CHECK(perm_bad == 0, "%lld permuted rows differ", (long long)perm_bad);
+  CHECK(std::memcmp(hb.bytes(), q.bytes(), q.nbytes()) == 0, "unpermute(permute(q)) != q");
+}
+
+}  // namespace
+}  // namespace svoo
+
+int main(int argc, char** argv) {
+  using namespace svoo;
+  if (!cuda::available()) {
+    std::printf("gpu_check: no CUDA device, skipped\n");
+    return 77;
+  }
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // for compute-sanitizer
+  std::vector<Case> cases;
+  cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});
+  cases.push_back({"ties", 1, 500, 4, 8, DType::bf16, false, ClusterMethod::coclustering, true});
+  if (!quick) {
+    cases.push_back({"empty key clusters (Kk > N)", 2, 1000, 16, 1024, DType::bf16});
+    cases.push_back({"ragged f16", 3, 4097, 32, 128, DType::f16});
+    cases.push_back({"synthetic", 12, 12480, 42, 166, DType::bf16, true});
+    cases.push_back({"k-means", 2, 12345, 64, 256, DType::bf16, false, ClusterMethod::kmeans});
+    cases.push_back({"medium", 4, 30000, 128, 512, DType::bf16});
+    Case big{"wan14b-720p", 40, 75600, 256, 1024, DType::bf16};
+    big.verify_heads = 2, big.verify_rows = 3000;
+    cases.push_back(big);
+  }
+  for (const Case& c : cases) {
+    try {
+      run_case(c);
+    } catch (const std::exception& e) {
+      ++g_failures;
+      std::printf("  FAIL: %s\n", e.what());
+    }
+  }
+  std::printf("gpu_check: %d failure(s)\n", g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
