@@ -7,10 +7,13 @@
 // determinism and simplicity over speed: one block per head (grid = heads), which loops over the
 // sampled rows in batches of kRowBatch rows. A batch's q rows are staged as fp32 in shared memory;
 // each thread takes keys n = tid, tid + blockDim, ... and computes the batch's kRowBatch dot
-// products per key (k read once per batch, fp32 FMA in d order). Two passes per batch: the first
-// finds each row's max logit, the second recomputes the logits and sums exp(logit - m) in fp64
-// (so exp sees the CPU's float difference logit - m). Block reductions have a fixed order and
-// thread 0 adds the rows' ratios in row order, so the result is bitwise reproducible run to run.
+// products per key (k read once per pass for the whole batch, fp32 FMA in d order). Two passes
+// per batch: the first finds each row's max logit, the second recomputes the logits and sums
+// exp(logit - m) in fp64 (so exp sees the CPU's float difference logit - m). Block reductions have
+// a fixed order and thread 0 adds the rows' ratios in row order, so the result is bitwise
+// reproducible run to run. 256 threads: the 8-row batch needs ~176 registers per thread (at 512
+// threads the 128-register cap spills). Cost ~ 2 * nrows * k_tokens * dim FMAs per head on one SM:
+// sample rows (a few hundred to a few thousand) at 120k tokens rather than passing every row.
 // The logits are not bitwise the CPU's (its BLAS sums in another order), so expect agreement to
 // ~1e-6 relative, not bitwise. A sampled row outside [0, q_tokens), or a label outside its range,
 // contributes nothing kept (the row still counts in the mean).
