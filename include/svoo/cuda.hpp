@@ -45,6 +45,10 @@ struct DevicePlan {
   std::uint8_t* keep;                   // [heads, kq, kk]
   std::int64_t* range_ptr;              // [heads * kq + 1]
   std::int32_t *range_begin, *range_end;
+  // Work list of the attention kernel: one item per 64-row tile of a query cluster.
+  std::int64_t* tile_ptr;               // [heads * kq + 1]; tile_ptr[heads * kq] = item count
+  std::int32_t *item_w, *item_row;      // [item_capacity]: (head * kq + cluster, first permuted row)
+  std::int64_t item_capacity;
 };
 
 class Planner {
@@ -98,5 +102,18 @@ class Planner {
   struct Scratch;
   Scratch* s_ = nullptr;
 };
+
+// run: variable-block sparse attention over the planner's current layout (spec 2.4). q, k, v and
+// out are bf16/f16 device views [heads, tokens, 128] in the original token order (rows 16-byte
+// aligned): queries are read and outputs written through the permutations, so nothing is
+// permuted in memory. lse (optional, device fp32 [heads, q_tokens]) gets the natural log-sum-exp;
+// a query whose cluster keeps no key gets a zero row and -inf. Needs kk <= 2048. Stream-ordered,
+// no allocation, no host synchronisation.
+void sparse_attention(const TensorView& q, const TensorView& k, const TensorView& v, const Planner& plan,
+                      const TensorView& out, float* lse = nullptr, Stream stream = nullptr);
+
+// Dense attention through the same kernel (warm-up steps, dense layers).
+void dense_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                     float* lse = nullptr, Stream stream = nullptr);
 
 }  // namespace svoo::cuda

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "attention_kernel.cuh"
 #include "cluster_ops.cuh"
 #include "kernels.cuh"
 #include "svoo/cuda.hpp"
@@ -83,6 +84,7 @@ struct Planner::Scratch {
   std::int32_t *q_anchors, *k_anchors;
   double* profiled;  // [heads]
   std::int64_t* range_count;  // [heads * kq + 1]
+  std::int64_t* tile_count;   // [heads * kq + 1]
   void* scan64_temp;
   std::size_t scan64_bytes;
   std::int64_t range_capacity;
@@ -130,6 +132,10 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     p.range_ptr = c.take<std::int64_t>(H * shape.kq + 1);
     p.range_begin = c.take<std::int32_t>(s_->range_capacity);
     p.range_end = c.take<std::int32_t>(s_->range_capacity);
+    p.item_capacity = H * ((Nq + detail::kAttnRows - 1) / detail::kAttnRows + shape.kq);
+    p.tile_ptr = c.take<std::int64_t>(H * shape.kq + 1);
+    p.item_w = c.take<std::int32_t>(p.item_capacity);
+    p.item_row = c.take<std::int32_t>(p.item_capacity);
     Scratch& s = *s_;
     for (detail::SortScratch* ss : {&s.q_sort, &s.k_sort}) {
       const std::int64_t n = ss == &s.q_sort ? Nq : Nk;
@@ -149,6 +155,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     s.k_anchors = c.take<std::int32_t>(H * shape.kk);
     s.profiled = c.take<double>(H);
     s.range_count = c.take<std::int64_t>(H * shape.kq + 1);
+    s.tile_count = c.take<std::int64_t>(H * shape.kq + 1);
     s.scan64_temp = c.take<char>(s.scan64_bytes);
   };
   Carver sizing(nullptr);
@@ -256,6 +263,58 @@ void Planner::build_ranges(Stream stream) {
   detail::launch_scan64(s_->range_count, rows, plan_.range_ptr, s_->scan64_temp, s_->scan64_bytes, st);
   detail::launch_write_ranges(plan_.keep, plan_.q_sizes, plan_.k_offsets, H, shape_.kq, shape_.kk, plan_.range_ptr,
                               plan_.range_begin, plan_.range_end, st);
+  // The attention kernel's work list (depends only on the query clusters, cheap to rebuild).
+  cudaMemsetAsync(s_->tile_count, 0, sizeof(std::int64_t) * (rows + 1), st);
+  detail::launch_count_tiles(plan_.q_sizes, H, shape_.kq, s_->tile_count, st);
+  detail::launch_scan64(s_->tile_count, rows, plan_.tile_ptr, s_->scan64_temp, s_->scan64_bytes, st);
+  detail::launch_write_tiles(plan_.q_sizes, plan_.q_offsets, H, shape_.kq, plan_.tile_ptr, plan_.item_w,
+                             plan_.item_row, st);
+}
+
+namespace {
+
+detail::AttentionArgs attention_args(const TensorView& q, const TensorView& k, const TensorView& v,
+                                     const TensorView& out, const PlanShape& sh, const char* where) {
+  detail::AttentionArgs a;
+  a.q = rows_of(q, "q", sh.heads, sh.q_tokens, sh.dim, where);
+  a.k = rows_of(k, "k", sh.heads, sh.k_tokens, sh.dim, where);
+  a.v = rows_of(v, "v", sh.heads, sh.k_tokens, sh.dim, where);
+  const RowsView o = rows_of(out, "out", sh.heads, sh.q_tokens, sh.dim, where);
+  require(a.k.elem == a.q.elem && a.v.elem == a.q.elem && o.elem == a.q.elem, ErrorKind::dtype,
+          std::string(where) + ": q, k, v and out must share one dtype");
+  a.out = MutableRowsView{out.data, o.elem, o.heads, o.tokens, o.dim, o.head_stride, o.row_stride};
+  return a;
+}
+
+}  // namespace
+
+void sparse_attention(const TensorView& q, const TensorView& k, const TensorView& v, const Planner& plan,
+                      const TensorView& out, float* lse, Stream stream) {
+  const PlanShape& sh = plan.shape();
+  require(sh.kk <= 2048, ErrorKind::unsupported,
+          "cuda::sparse_attention supports kk <= 2048 (at most 1024 key ranges per query cluster), got " +
+              std::to_string(sh.kk));
+  detail::AttentionArgs a = attention_args(q, k, v, out, sh, "cuda::sparse_attention");
+  const DevicePlan p = plan.device();
+  a.lse = lse;
+  a.q_perm = p.q_perm, a.k_perm = p.k_perm, a.q_offsets = p.q_offsets;
+  a.range_ptr = p.range_ptr, a.range_begin = p.range_begin, a.range_end = p.range_end;
+  a.item_w = p.item_w, a.item_row = p.item_row, a.item_count = p.tile_ptr + sh.heads * sh.kq;
+  a.item_capacity = p.item_capacity;
+  a.kq = sh.kq;
+  detail::launch_attention(a, as_cuda(stream));
+  check_launch("cuda::sparse_attention");
+}
+
+void dense_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
+                     Stream stream) {
+  require(q.rank == 3 && k.rank == 3, ErrorKind::shape, "cuda::dense_attention: q and k must be [heads, tokens, dim]");
+  const PlanShape sh{q.shape[0], q.shape[1], k.shape[1], q.shape[2], 1, 1};
+  require(sh.dim == 128, ErrorKind::unsupported, "cuda::dense_attention is built for head_dim 128");
+  detail::AttentionArgs a = attention_args(q, k, v, out, sh, "cuda::dense_attention");
+  a.lse = lse;
+  detail::launch_attention(a, as_cuda(stream));
+  check_launch("cuda::dense_attention");
 }
 
 void Planner::permute(const TensorView& src, bool keys, const TensorView& dst, Stream stream) const {

@@ -143,6 +143,87 @@ std::vector<double> slice(const std::vector<float>& v, std::int64_t h, std::int6
   return std::vector<double>(v.begin() + h * per, v.begin() + (h + 1) * per);
 }
 
+// Reference attention of query token t of head h over the keys its cluster keeps (double).
+void reference_row(const HostTensor& q, const HostTensor& k, const HostTensor& v, const Clustering& c,
+                   const Selection* sel, std::int64_t h, std::int64_t t, std::vector<double>& out, double& lse) {
+  const std::int64_t N = k.shape()[1], D = q.shape()[2];
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> s;
+  std::vector<std::int64_t> keys;
+  for (std::int64_t n = 0; n < N; ++n) {
+    if (sel && !sel->kept(h, c.q_labels[h * q.shape()[1] + t], c.k_labels[h * N + n])) continue;
+    double dot = 0;
+    for (std::int64_t d = 0; d < D; ++d) dot += (double)q.get((h * q.shape()[1] + t) * D + d) * k.get((h * N + n) * D + d);
+    s.push_back(dot * scale);
+    keys.push_back(n);
+  }
+  out.assign(D, 0.0);
+  if (keys.empty()) {
+    lse = -INFINITY;
+    return;
+  }
+  const double m = *std::max_element(s.begin(), s.end());
+  double sum = 0;
+  for (double x : s) sum += std::exp(x - m);
+  for (std::size_t j = 0; j < keys.size(); ++j) {
+    const double p = std::exp(s[j] - m) / sum;
+    for (std::int64_t d = 0; d < D; ++d) out[d] += p * v.get((h * N + keys[j]) * D + d);
+  }
+  lse = m + std::log(sum);
+}
+
+// Sparse attention (the plan's layout) and dense attention on the GPU against the double
+// reference on sampled rows, with the output poisoned first so that every row must be written.
+void check_attention(const Case& cs, const HostTensor& q, const HostTensor& k, cuda::Planner& plan,
+                     const Clustering& c, const Selection& sel) {
+  const int H = cs.heads, D = 128;
+  const std::int64_t N = cs.tokens;
+  HostTensor v(cs.dtype, {H, N, D});
+  std::mt19937 rng(99);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (std::int64_t i = 0; i < v.numel(); ++i) v.set(i, dist(rng));
+  test::DeviceTensor dq(q), dk(k), dv(v);
+  for (int dense = 0; dense < 2; ++dense) {
+    HostTensor poison(cs.dtype, {H, N, D});
+    std::memset(poison.bytes(), 0xff, poison.nbytes());  // NaN in bf16 and f16
+    test::DeviceTensor dout(poison);
+    HostTensor lpo(DType::f32, {H, N});
+    for (std::int64_t i = 0; i < lpo.numel(); ++i) lpo.set(i, NAN);
+    test::DeviceTensor dlse(lpo);
+    if (dense) {
+      cuda::dense_attention(dq.view(), dk.view(), dv.view(), dout.view(), static_cast<float*>(dlse.data()));
+    } else {
+      cuda::sparse_attention(dq.view(), dk.view(), dv.view(), plan, dout.view(), static_cast<float*>(dlse.data()));
+    }
+    test::cuda_ok(cudaDeviceSynchronize(), "attention");
+    const HostTensor out = dout.download(), lse = dlse.download();
+    std::int64_t nan_rows = 0;
+    for (std::int64_t i = 0; i < out.numel(); i += D) nan_rows += std::isnan(out.get(i));
+    CHECK(nan_rows == 0, "%s attention left %lld rows unwritten (NaN)", dense ? "dense" : "sparse", (long long)nan_rows);
+    const auto rows = sample_rows(N, {N > 40000 ? 16 : 64, 5});
+    const int heads = std::min(H, 3);
+    double err = 0, ref = 0, lse_err = 0;
+    std::vector<double> o;
+    for (int h = 0; h < heads; ++h)
+      for (std::int64_t t : rows) {
+        double l;
+        reference_row(q, k, v, c, dense ? nullptr : &sel, h, t, o, l);
+        for (int d = 0; d < D; ++d) {
+          const double g = out.get((h * N + t) * D + d);
+          err += (g - o[d]) * (g - o[d]);
+          ref += o[d] * o[d];
+        }
+        const double gl = lse.get(h * N + t);
+        lse_err = std::max(lse_err, std::isinf(l) ? (std::isinf(gl) ? 0.0 : 1.0) : std::fabs(gl - l) / (1 + std::fabs(l)));
+      }
+    const double rel = std::sqrt(err / std::max(ref, 1e-30));
+    std::printf("  %s attention: rel L2 error %.2e on %zu sampled rows x %d heads, max lse error %.2e\n",
+                dense ? "dense " : "sparse", rel, rows.size(), heads, lse_err);
+    CHECK(rel < 1e-2, "%s attention error %.2e", dense ? "dense" : "sparse", rel);
+    CHECK(lse_err < 1e-3, "%s lse error %.2e", dense ? "dense" : "sparse", lse_err);
+  }
+}
+
 void run_case(const Case& cs) {
   std::printf("== %s: %d heads x %lld tokens, Kq %d, Kk %d, %s, %s%s\n", cs.name.c_str(), cs.heads,
               (long long)cs.tokens, cs.kq, cs.kk, dtype_name(cs.dtype), cluster_method_name(cs.method),
@@ -300,6 +381,8 @@ void run_case(const Case& cs) {
                               D * 2) != 0;
   CHECK(perm_bad == 0, "%lld permuted rows differ", (long long)perm_bad);
   CHECK(std::memcmp(hb.bytes(), q.bytes(), q.nbytes()) == 0, "unpermute(permute(q)) != q");
+
+  check_attention(cs, q, k, plan, c2, gk);
 }
 
 }  // namespace

@@ -1,0 +1,109 @@
+// Benchmark (not a test) of the CUDA sparse attention kernel at video-DiT shapes, on layouts from
+// real co-clustering of the synthetic workload (20 ms: one plan per shape), at block densities
+// near 5, 10, 15, 20 and 30 % (each row keeps floor(d * Kk) key clusters by score). Reports ms,
+// the measured block density, effective TFLOP/s (4 * kept pairs * 128 / time) and our dense path.
+// Time cuDNN dense attention in the same run for the ratio (../shared/tools/dense_baseline.py).
+//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]...
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../tests/gpu/device_buffer.hpp"
+#include "svoo/cuda.hpp"
+#include "svoo/synthetic.hpp"
+
+namespace {
+
+using svoo::test::cuda_ok;
+
+double median_ms(const std::function<void()>& fn, int reps = 5) {
+  fn();
+  cuda_ok(cudaDeviceSynchronize(), "warm-up");
+  std::vector<float> t;
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(a);
+    fn();
+    cudaEventRecord(b);
+    cuda_ok(cudaEventSynchronize(b), "timing");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Shape {
+  std::string name;
+  int heads, frames, height, width;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace svoo;
+  std::string json_path;
+  std::vector<std::string> only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--shape" && i + 1 < argc) only.push_back(argv[++i]);
+  }
+  if (!cuda::available()) return 77;
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("# %s\n", prop.name);
+  const std::vector<Shape> shapes = {{"wan1.3b-480p", 12, 21, 30, 52},
+                                     {"wan1.3b-720p", 12, 21, 45, 80},
+                                     {"wan14b-720p", 40, 21, 45, 80}};
+  std::string json = "[\n";
+  for (const Shape& s : shapes) {
+    if (!only.empty() && std::find(only.begin(), only.end(), s.name) == only.end()) continue;
+    SyntheticConfig sc;
+    sc.heads = s.heads, sc.frames = s.frames, sc.height = s.height, sc.width = s.width;
+    sc.calibration_rows = 128;
+    const SyntheticLayer layer = make_synthetic_layer(sc);
+    const std::int64_t N = layer.tokens();
+    const int D = 128, kq = 256, kk = 1024;
+    test::DeviceTensor q(layer.q), k(layer.k), v(layer.v), o(DType::bf16, {s.heads, N, D});
+    cuda::Planner plan({s.heads, N, N, D, kq, kk});
+    ClusterConfig cfg;
+    cfg.kq = kq, cfg.kk = kk;
+    plan.cluster(q.view(), k.view(), cfg);
+    const double dense_ms = median_ms([&] { cuda::dense_attention(q.view(), k.view(), v.view(), o.view()); });
+    const double dense_flops = 4.0 * s.heads * double(N) * N * D;
+    std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s)\n", s.name.c_str(), s.heads,
+                (long long)N, dense_ms, dense_flops / dense_ms / 1e9);
+    std::printf("%8s %8s %9s %9s %10s\n", "target", "density", "ms", "TFLOP/s", "vs dense");
+    for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
+      SelectionConfig sel;
+      sel.top_p = 0.0, sel.floor_lo = sel.floor_hi = d;
+      plan.select(sel, std::vector<double>(s.heads, d));
+      const BlockLayout L = plan.download_layout();
+      const double pairs = static_cast<double>(L.kept_pairs());
+      const double density = pairs / (double(s.heads) * N * N);
+      const double ms = median_ms([&] { cuda::sparse_attention(q.view(), k.view(), v.view(), plan, o.view()); });
+      const double tflops = 4.0 * pairs * D / ms / 1e9;
+      std::printf("%8.2f %8.4f %9.3f %9.1f %9.2fx\n", d, density, ms, tflops, dense_ms / ms);
+      char buf[400];
+      std::snprintf(buf, sizeof buf,
+                    " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"device\": \"%s\", \"target_density\": %.2f, "
+                    "\"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f}",
+                    s.name.c_str(), s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms);
+      json += std::string(json.size() > 2 ? ",\n" : "") + buf;
+    }
+  }
+  json += "\n]\n";
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
+    if (f) std::fputs(json.c_str(), f), std::fclose(f);
+  }
+  return 0;
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine, from the repository root, with binaries built here and carried in
+# .carry/ (see bench/carry.sh): the GPU check, compute-sanitizer on a quick pass, the planning
+# benchmark and cuDNN dense attention timed in the same run. Output: $OUT/*.log, *.json.
+#   bench/device_run.sh [check] [sanitize] [bench] [attn] [dense]   (default: all)
+set -uo pipefail
+export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+steps=${*:-check sanitize bench attn dense}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+for s in $steps; do
+  case $s in
+    check) timeout 300 .carry/bin/svoo_gpu_check 2>&1 | tee "$out/gpu_check.log" ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 .carry/bin/svoo_gpu_check --quick >"$out/sanitize_$tool.log" 2>&1
+        echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0' "$out/sanitize_$tool.log") clean summaries)"
+        tail -3 "$out/sanitize_$tool.log"
+      done ;;
+    bench) timeout 150 .carry/bin/svoo_cuda_plan_bench --json "$out/plan_bench.json" 2>&1 | tee "$out/plan_bench.log" ;;
+    attn) timeout 240 .carry/bin/svoo_cuda_attention_bench --json "$out/attention_bench.json" 2>&1 | tee "$out/attention_bench.log" ;;
+    dense) timeout 120 python3 .carry/dense_baseline.py --shape 40x75600 --shape 12x75600 --shape 12x32760 \
+             --json "$out/dense_baseline.json" 2>&1 | tee "$out/dense_baseline.log" ;;
+  esac
+done

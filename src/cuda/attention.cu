@@ -1,0 +1,335 @@
+// Variable-block sparse attention (spec 2.4), FlashAttention-2 style on mma.sync (sm_80 and
+// sm_90). A work item is one 64-row tile of one query cluster. Its kept key ranges are treated as
+// one virtual key sequence: each 64-key tile gathers its rows through the ranges and the key
+// permutation (cp.async, 16-byte chunks of 256-byte rows), so ragged ranges waste no tile and
+// neither Q, K, V nor the output is ever permuted in memory: queries are read and outputs written
+// through the query permutation. Online softmax in fp32 (base 2), P re-used from registers.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cub/block/block_scan.cuh>
+
+#include <cfloat>
+#include <cstdint>
+
+#include "attention_kernel.cuh"
+
+namespace svoo::cuda::detail {
+namespace {
+
+constexpr int kD = 128, kBM = kAttnRows, kBN = 64, kThreads = 128, kPitch = kD + 8;
+constexpr int kMaxRanges = 1024;  // per work item: (kk + 1) / 2 for kk <= 2048
+constexpr int kTileElems = kBN * kPitch;
+constexpr int kSmemBytes = (kBM * kPitch + 4 * kTileElems) * 2 + (2 * kMaxRanges + 1) * 4;
+
+__device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void wait_groups() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldsm_x4(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+template <bool kBf16>
+__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  if constexpr (kBf16) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+template <bool kBf16>
+__device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
+  if constexpr (kBf16) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&v);
+  }
+}
+
+struct Item {
+  int h;
+  std::int64_t row0;  // first permuted query row (sparse) or token (dense)
+  int rows;
+  std::int64_t rb, nr;  // ranges [rb, rb + nr)
+};
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* sq = reinterpret_cast<std::uint16_t*>(smem_raw);
+  auto* sk = sq + kBM * kPitch;       // 2 stages
+  auto* sv = sk + 2 * kTileElems;     // 2 stages
+  auto* r_begin = reinterpret_cast<std::int32_t*>(sv + 2 * kTileElems);
+  auto* r_cum = r_begin + kMaxRanges;  // kMaxRanges + 1 entries
+  const bool sparse = a.range_ptr != nullptr;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  Item it;
+  if (sparse) {
+    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return;
+    const int w = a.item_w[blockIdx.x];
+    it.h = w / a.kq;
+    const int i = w % a.kq;
+    it.row0 = a.item_row[blockIdx.x];
+    const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(it.h) * (a.kq + 1) + i + 1];
+    it.rows = static_cast<int>(end - it.row0 < kBM ? end - it.row0 : kBM);
+    it.rb = a.range_ptr[w];
+    it.nr = a.range_ptr[w + 1] - it.rb;
+  } else {
+    const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
+    it.h = static_cast<int>(blockIdx.x / tiles);
+    it.row0 = (blockIdx.x % tiles) * kBM;
+    it.rows = static_cast<int>(a.q.tokens - it.row0 < kBM ? a.q.tokens - it.row0 : kBM);
+    it.rb = 0;
+    it.nr = 1;
+  }
+  // Range starts and exclusive prefix lengths (the virtual key sequence).
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int total_keys;
+  {
+    constexpr int kPer = kMaxRanges / kThreads;
+    int len[kPer];
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int j = tid * kPer + e;
+      len[e] = 0;
+      if (j < it.nr) {
+        const int b = sparse ? a.range_begin[it.rb + j] : 0;
+        const int en = sparse ? a.range_end[it.rb + j] : static_cast<int>(a.k.tokens);
+        r_begin[j] = b;
+        len[e] = en - b;
+      }
+    }
+    int agg;
+    Scan(scan_tmp).ExclusiveSum(len, len, agg);
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) r_cum[tid * kPer + e] = len[e];
+    if (tid == 0) total_keys = agg;
+  }
+  __syncthreads();
+  const int L = total_keys;
+  const int nr = static_cast<int>(it.nr);
+  const std::int64_t h = it.h;
+  const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;
+  const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
+  const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
+  const std::int32_t* qperm = sparse ? a.q_perm + h * a.q.tokens : nullptr;
+  const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
+
+  // Q tile: thread pairs load rows (8 chunks of 16 bytes each).
+  {
+    const int r = tid / 2, c0 = (tid % 2) * 8;
+    for (int rr = r; rr < kBM; rr += kThreads / 2) {
+      const bool ok = rr < it.rows;
+      const std::int64_t tok = ok ? (sparse ? qperm[it.row0 + rr] : it.row0 + rr) : 0;
+      for (int c = c0; c < c0 + 8; ++c) cp_async16(sq + rr * kPitch + c * 8, qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
+    }
+  }
+  auto load_kv = [&](int tile, int stage) {
+    const int r = tid / 2, c0 = (tid % 2) * 8;
+    const int vt = tile * kBN + r;
+    const bool ok = vt < L;
+    std::int64_t tok = 0;
+    if (ok) {
+      int lo = 0, hi = nr - 1;  // last range whose prefix is <= vt
+      while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
+      }
+      const std::int64_t phys = r_begin[lo] + (vt - r_cum[lo]);
+      tok = sparse ? kperm[phys] : phys;
+    }
+    std::uint16_t* dk = sk + stage * kTileElems + r * kPitch;
+    std::uint16_t* dv = sv + stage * kTileElems + r * kPitch;
+    for (int c = c0; c < c0 + 8; ++c) {
+      cp_async16(dk + c * 8, kbase + tok * a.k.row_stride + c * 8, ok ? 16 : 0);
+      cp_async16(dv + c * 8, vbase + tok * a.v.row_stride + c * 8, ok ? 16 : 0);
+    }
+  };
+  const int tiles = (L + kBN - 1) / kBN;
+  if (tiles > 0) load_kv(0, 0);
+  commit();
+  if (tiles > 1) load_kv(1, 1);
+  commit();
+
+  const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
+  std::uint32_t qf[kD / 16][4];
+  float o[kD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f};
+
+  for (int t = 0; t < tiles; ++t) {
+    wait_groups<1>();
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks) ldsm_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+    }
+    const std::uint16_t* tk = sk + (t & 1) * kTileElems;
+    const std::uint16_t* tv = sv + (t & 1) * kTileElems;
+    float s[kBN / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+#pragma unroll
+      for (int p = 0; p < kBN / 16; ++p) {
+        std::uint32_t b[4];
+        ldsm_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+        mma<kBf16>(s[2 * p], qf[ks], b[0], b[1]);
+        mma<kBf16>(s[2 * p + 1], qf[ks], b[2], b[3]);
+      }
+    }
+    // Mask keys past the end (last tile only), then the online softmax for rows g and g + 8.
+    if ((t + 1) * kBN > L) {
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (t * kBN + n * 8 + (lane % 4) * 2 + (e % 2) >= L) s[n][e] = -FLT_MAX;
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float mx = m_row[half];
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][half * 2], s[n][half * 2 + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float alpha = exp2f((m_row[half] - mx) * scale_log2);
+      m_row[half] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = exp2f((s[n][half * 2 + e] - mx) * scale_log2);
+          s[n][half * 2 + e] = p;
+          sum += p;
+        }
+      l_row[half] = l_row[half] * alpha + sum;
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n) o[n][half * 2] *= alpha, o[n][half * 2 + 1] *= alpha;
+    }
+    // O += P V, P from registers as the A operand.
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      const std::uint32_t pa[4] = {pack2<kBf16>(s[2 * kk][0], s[2 * kk][1]), pack2<kBf16>(s[2 * kk][2], s[2 * kk][3]),
+                                   pack2<kBf16>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                   pack2<kBf16>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int p = 0; p < kD / 16; ++p) {
+        std::uint32_t b[4];
+        ldsm_x4_t(b, tv + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kPitch + (2 * p + lane / 16) * 8);
+        mma<kBf16>(o[2 * p], pa, b[0], b[1]);
+        mma<kBf16>(o[2 * p + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncthreads();
+    if (t + 2 < tiles) load_kv(t + 2, t & 1);
+    commit();
+  }
+  wait_groups<0>();
+
+  // Normalise, stage the tile in shared memory, write rows through the query permutation.
+  float inv[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float l = l_row[half];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[half] = l > 0.f ? 1.f / l : 0.f;
+    const int r = warp * 16 + half * 8 + lane / 4;
+    if (a.lse && lane % 4 == 0 && r < it.rows) {
+      const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
+      a.lse[h * a.q.tokens + tok] = l > 0.f ? m_row[half] * (scale_log2 / 1.4426950408889634f) + logf(l) : -INFINITY;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int n = 0; n < kD / 8; ++n)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = warp * 16 + half * 8 + lane / 4, c = n * 8 + (lane % 4) * 2;
+      *reinterpret_cast<std::uint32_t*>(sq + r * kPitch + c) =
+          pack2<kBf16>(o[n][half * 2] * inv[half], o[n][half * 2 + 1] * inv[half]);
+    }
+  __syncthreads();
+  auto* obase = static_cast<std::uint16_t*>(a.out.data) + h * a.out.head_stride;
+  for (int e = tid; e < kBM * (kD / 8); e += kThreads) {
+    const int r = e / (kD / 8), c = e % (kD / 8);
+    if (r >= it.rows) continue;
+    const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
+    *reinterpret_cast<uint4*>(obase + tok * a.out.row_stride + c * 8) = *reinterpret_cast<const uint4*>(sq + r * kPitch + c * 8);
+  }
+}
+
+__global__ void count_tiles_kernel(const std::int32_t* q_sizes, std::int64_t rows, std::int64_t* tile_count) {
+  const std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (w < rows) tile_count[w] = (q_sizes[w] + kBM - 1) / kBM;
+}
+
+__global__ void write_tiles_kernel(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int kq, std::int64_t rows,
+                                   const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row) {
+  const std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (w >= rows) return;
+  const std::int64_t h = w / kq, i = w % kq;
+  const int first = q_offsets[h * (kq + 1) + i];
+  std::int64_t slot = tile_ptr[w];
+  for (int r = 0; r < q_sizes[w]; r += kBM, ++slot) {
+    item_w[slot] = static_cast<std::int32_t>(w);
+    item_row[slot] = first + r;
+  }
+}
+
+}  // namespace
+
+void launch_count_tiles(const std::int32_t* q_sizes, int heads, int kq, std::int64_t* tile_count, cudaStream_t stream) {
+  const std::int64_t rows = static_cast<std::int64_t>(heads) * kq;
+  if (rows == 0) return;
+  count_tiles_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(q_sizes, rows, tile_count);
+}
+
+void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int heads, int kq,
+                        const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row,
+                        cudaStream_t stream) {
+  const std::int64_t rows = static_cast<std::int64_t>(heads) * kq;
+  if (rows == 0) return;
+  write_tiles_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(q_sizes, q_offsets, kq, rows,
+                                                                                    tile_ptr, item_w, item_row);
+}
+
+void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
+  const std::int64_t grid = a.range_ptr ? a.item_capacity : a.q.heads * ((a.q.tokens + kBM - 1) / kBM);
+  if (grid == 0) return;
+  if (a.q.elem == Elem::bf16) {
+    cudaFuncSetAttribute(attention_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    attention_kernel<true><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+  } else {
+    cudaFuncSetAttribute(attention_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    attention_kernel<false><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+  }
+}
+
+}  // namespace svoo::cuda::detail

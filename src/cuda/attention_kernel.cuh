@@ -1,0 +1,43 @@
+// Internal: the variable-block sparse attention kernel (spec 2.4) and its work list.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels.cuh"
+
+namespace svoo::cuda::detail {
+
+inline constexpr int kAttnRows = 64;  // query rows per work item (one query cluster's tile)
+
+// Work items: one per (head, query cluster, 64-row tile), written as (w = h*kq + i, first row).
+// Pass 1 counts tiles per cluster into tile_count [heads*kq + 1] (last entry 0); the caller scans
+// it into tile_ptr; pass 2 writes items at tile_ptr[w]. Capacity: heads*(ceil(q_tokens/64) + kq).
+void launch_count_tiles(const std::int32_t* q_sizes, int heads, int kq, std::int64_t* tile_count, cudaStream_t stream);
+void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int heads, int kq,
+                        const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row,
+                        cudaStream_t stream);
+
+struct AttentionArgs {
+  RowsView q, k, v;          // original token order, [heads, tokens, 128]
+  MutableRowsView out;       // original token order
+  float* lse = nullptr;      // [heads, q_tokens] natural log-sum-exp, optional
+  // Sparse mode (ranges != nullptr): the planner's layout.
+  const std::int32_t* q_perm = nullptr;   // [heads, q_tokens]
+  const std::int32_t* k_perm = nullptr;   // [heads, k_tokens]
+  const std::int32_t* q_offsets = nullptr;  // [heads, kq + 1]
+  const std::int64_t* range_ptr = nullptr;  // [heads*kq + 1]
+  const std::int32_t* range_begin = nullptr;
+  const std::int32_t* range_end = nullptr;
+  const std::int32_t* item_w = nullptr;     // work items
+  const std::int32_t* item_row = nullptr;
+  const std::int64_t* item_count = nullptr;  // device: number of items (tile_ptr[heads*kq])
+  std::int64_t item_capacity = 0;            // grid size
+  int kq = 0;
+};
+
+// Dense mode when args.range_ptr is null: every query attends to every key.
+void launch_attention(const AttentionArgs& args, cudaStream_t stream);
+
+}  // namespace svoo::cuda::detail
