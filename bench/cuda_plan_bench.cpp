@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "../src/cuda/cluster_ops.cuh"
+#include "../src/cuda/kernels.cuh"
 #include "../tests/gpu/device_buffer.hpp"
 #include "svoo/cuda.hpp"
 
@@ -51,6 +53,49 @@ double median_ms(const std::function<void()>& fn, int reps = 7) {
 
 }  // namespace
 
+// Times each stage of one co-clustering iteration separately (internal launchers).
+void breakdown(int H, std::int64_t N, int kq, int kk) {
+  using namespace svoo;
+  using namespace svoo::cuda::detail;
+  const int D = 128;
+  HostTensor hx(DType::bf16, {H, N, D});
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (std::int64_t i = 0; i < hx.numel(); ++i) hx.set(i, dist(rng));
+  test::DeviceTensor x(hx);
+  RowsView xv{x.data(), Elem::bf16, H, N, D, N * D, D};
+  HostTensor hm(DType::bf16, {H, kk, D});
+  for (std::int64_t i = 0; i < hm.numel(); ++i) hm.set(i, dist(rng));
+  test::DeviceTensor m(hm);
+  std::int32_t *labels, *sizes, *offsets, *perm, *keys_in, *keys_out, *vals, *scan;
+  float *cq, *ck, *g, *mf, *cent;
+  void* temp;
+  const std::size_t tb = std::max(sort_temp_bytes(H * N, 17), scan_temp_bytes(H * kk));
+  cudaMalloc(&labels, 4 * H * N), cudaMalloc(&perm, 4 * H * N), cudaMalloc(&keys_in, 4 * H * N);
+  cudaMalloc(&keys_out, 4 * H * N), cudaMalloc(&vals, 4 * H * N), cudaMalloc(&scan, 4 * H * kk);
+  cudaMalloc(&sizes, 4 * H * kk), cudaMalloc(&offsets, 4 * H * (kk + 1)), cudaMalloc(&temp, tb);
+  cudaMalloc(&cq, 4 * H * kq * D), cudaMalloc(&ck, 4 * H * kk * D), cudaMalloc(&g, 4 * H * kq * kk);
+  cudaMalloc(&mf, 4 * H * kk * D), cudaMalloc(&cent, 4 * H * kk * D);
+  cudaMemset(cq, 0, 4 * H * kq * D), cudaMemset(ck, 0, 4 * H * kk * D);
+  SortScratch ss{keys_in, keys_out, vals, scan, temp, tb};
+  const double flops_k = 2.0 * H * N * kk * D, flops_q = 2.0 * H * N * kq * D;
+  const double a_k = median_ms([&] { launch_assign(xv, m.data(), nullptr, kk, labels, nullptr); });
+  const double a_q = median_ms([&] { launch_assign(xv, m.data(), nullptr, kq, labels, nullptr); });
+  const double g1 = median_ms([&] { launch_gemm_nt(H, kk, kq, D, 1.f, ck, cq, 0.f, g, nullptr); });
+  const double g2 = median_ms([&] { launch_gemm_nn(H, kk, D, kq, g, cq, mf, nullptr); });
+  const double rn = median_ms([&] { launch_rownorm(g, (std::int64_t)H * kk, kq, nullptr); });
+  launch_assign(xv, m.data(), nullptr, kk, labels, nullptr);
+  const double up_k = median_ms([&] { launch_update_side(&xv, labels, H, N, kk, ss, sizes, offsets, perm, cent, nullptr); });
+  const double up_k0 = median_ms([&] { launch_update_side(nullptr, labels, H, N, kk, ss, sizes, offsets, perm, nullptr, nullptr); });
+  std::printf("breakdown %d x %lld (Kq %d, Kk %d), assign variant %s:\n", H, (long long)N, kq, kk,
+              std::getenv("SVOO_ASSIGN_VARIANT") ? std::getenv("SVOO_ASSIGN_VARIANT") : "0");
+  std::printf("  assign keys %.3f ms (%.0f TFLOP/s), assign queries %.3f ms (%.0f TFLOP/s)\n", a_k,
+              flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
+  std::printf("  gemm_nt Kk x Kq x D %.3f ms, gemm_nn %.3f ms, rownorm %.3f ms\n", g1, g2, rn);
+  std::printf("  update keys: sort+offsets %.3f ms, with centroids %.3f ms\n", up_k0, up_k);
+  for (void* p : std::initializer_list<void*>{labels, perm, keys_in, keys_out, vals, scan, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
+}
+
 int main(int argc, char** argv) {
   using namespace svoo;
   std::string json_path;
@@ -59,6 +104,11 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--shape" && i + 1 < argc) only.push_back(argv[++i]);
+    else if (a == "--breakdown") {
+      if (!cuda::available()) return 77;
+      breakdown(40, 75600, 256, 1024);
+      return 0;
+    }
   }
   if (!cuda::available()) {
     std::printf("no CUDA device\n");

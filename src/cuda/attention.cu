@@ -11,16 +11,20 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <cstdlib>
 
 #include "attention_kernel.cuh"
 
 namespace svoo::cuda::detail {
 namespace {
 
-constexpr int kD = 128, kBM = kAttnRows, kBN = 64, kThreads = 128, kPitch = kD + 8;
+constexpr int kD = 128, kBN = 64, kThreads = 128, kPitch = kD + 8;
 constexpr int kMaxRanges = 1024;  // per work item: (kk + 1) / 2 for kk <= 2048
 constexpr int kTileElems = kBN * kPitch;
-constexpr int kSmemBytes = (kBM * kPitch + 4 * kTileElems) * 2 + (2 * kMaxRanges + 1) * 4;
+// Each of the 4 warps owns kWR query rows (16: Q fragments stay in registers; 32: every K/V
+// fragment feeds two row tiles, halving shared-memory reads per multiply, Q re-read per step).
+template <int kWR>
+constexpr int smem_bytes() { return (4 * kWR * kPitch + 4 * kTileElems) * 2 + (2 * kMaxRanges + 1) * 4; }
 
 __device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
@@ -73,8 +77,9 @@ struct Item {
   std::int64_t rb, nr;  // ranges [rb, rb + nr)
 };
 
-template <bool kBf16>
+template <bool kBf16, int kWR>
 __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a) {
+  constexpr int kBM = 4 * kWR, kMT = kWR / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto* sq = reinterpret_cast<std::uint16_t*>(smem_raw);
   auto* sk = sq + kBM * kPitch;       // 2 stages
@@ -174,76 +179,111 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   commit();
 
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
-  std::uint32_t qf[kD / 16][4];
-  float o[kD / 8][4];
+  std::uint32_t qf[kMT == 1 ? kD / 16 : 1][4];
+  float o[kMT][kD / 8][4];
 #pragma unroll
-  for (int n = 0; n < kD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f};
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
+  float m_row[kMT][2], l_row[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) m_row[mt][0] = m_row[mt][1] = -FLT_MAX, l_row[mt][0] = l_row[mt][1] = 0.f;
 
   for (int t = 0; t < tiles; ++t) {
     wait_groups<1>();
     __syncthreads();
-    if (t == 0) {
+    if constexpr (kMT == 1) {
+      if (t == 0) {
 #pragma unroll
-      for (int ks = 0; ks < kD / 16; ++ks) ldsm_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+        for (int ks = 0; ks < kD / 16; ++ks)
+          ldsm_x4(qf[ks], sq + (warp * kWR + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+      }
     }
     const std::uint16_t* tk = sk + (t & 1) * kTileElems;
     const std::uint16_t* tv = sv + (t & 1) * kTileElems;
-    float s[kBN / 8][4];
+    float s[kMT][kBN / 8][4];
 #pragma unroll
-    for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
+      std::uint32_t qa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        if constexpr (kMT == 1) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[ks][e];
+        } else {
+          ldsm_x4(qa[mt], sq + (warp * kWR + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+        }
+      }
 #pragma unroll
       for (int p = 0; p < kBN / 16; ++p) {
         std::uint32_t b[4];
         ldsm_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
-        mma<kBf16>(s[2 * p], qf[ks], b[0], b[1]);
-        mma<kBf16>(s[2 * p + 1], qf[ks], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma<kBf16>(s[mt][2 * p], qa[mt], b[0], b[1]);
+          mma<kBf16>(s[mt][2 * p + 1], qa[mt], b[2], b[3]);
+        }
       }
     }
-    // Mask keys past the end (last tile only), then the online softmax for rows g and g + 8.
+    // Mask keys past the end (last tile only), then the online softmax for each row.
     if ((t + 1) * kBN > L) {
 #pragma unroll
       for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          if (t * kBN + n * 8 + (lane % 4) * 2 + (e % 2) >= L) s[n][e] = -FLT_MAX;
+          if (t * kBN + n * 8 + (lane % 4) * 2 + (e % 2) >= L)
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) s[mt][n][e] = -FLT_MAX;
     }
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float mx = m_row[half];
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int n = 0; n < kBN / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][half * 2], s[n][half * 2 + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float alpha = exp2f((m_row[half] - mx) * scale_log2);
-      m_row[half] = mx;
-      float sum = 0.f;
+      for (int half = 0; half < 2; ++half) {
+        float mx = m_row[mt][half];
 #pragma unroll
-      for (int n = 0; n < kBN / 8; ++n)
+        for (int n = 0; n < kBN / 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][half * 2], s[mt][n][half * 2 + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float alpha = exp2f((m_row[mt][half] - mx) * scale_log2);
+        const float mxs = mx * scale_log2;
+        m_row[mt][half] = mx;
+        float sum = 0.f;
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float p = exp2f((s[n][half * 2 + e] - mx) * scale_log2);
-          s[n][half * 2 + e] = p;
-          sum += p;
-        }
-      l_row[half] = l_row[half] * alpha + sum;
+        for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
-      for (int n = 0; n < kD / 8; ++n) o[n][half * 2] *= alpha, o[n][half * 2 + 1] *= alpha;
-    }
-    // O += P V, P from registers as the A operand.
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2f(fmaf(s[mt][n][half * 2 + e], scale_log2, -mxs));
+            s[mt][n][half * 2 + e] = p;
+            sum += p;
+          }
+        l_row[mt][half] = l_row[mt][half] * alpha + sum;
+#pragma unroll
+        for (int n = 0; n < kD / 8; ++n) o[mt][n][half * 2] *= alpha, o[mt][n][half * 2 + 1] *= alpha;
+      }
+    // O += P V, P from registers as the A operand; each V fragment serves every row tile.
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
-      const std::uint32_t pa[4] = {pack2<kBf16>(s[2 * kk][0], s[2 * kk][1]), pack2<kBf16>(s[2 * kk][2], s[2 * kk][3]),
-                                   pack2<kBf16>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                   pack2<kBf16>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      std::uint32_t pa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        pa[mt][0] = pack2<kBf16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack2<kBf16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack2<kBf16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack2<kBf16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int p = 0; p < kD / 16; ++p) {
         std::uint32_t b[4];
         ldsm_x4_t(b, tv + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kPitch + (2 * p + lane / 16) * 8);
-        mma<kBf16>(o[2 * p], pa, b[0], b[1]);
-        mma<kBf16>(o[2 * p + 1], pa, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma<kBf16>(o[mt][2 * p], pa[mt], b[0], b[1]);
+          mma<kBf16>(o[mt][2 * p + 1], pa[mt], b[2], b[3]);
+        }
       }
     }
     __syncthreads();
@@ -253,28 +293,33 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   wait_groups<0>();
 
   // Normalise, stage the tile in shared memory, write rows through the query permutation.
-  float inv[2];
+  float inv[kMT][2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float l = l_row[half];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[half] = l > 0.f ? 1.f / l : 0.f;
-    const int r = warp * 16 + half * 8 + lane / 4;
-    if (a.lse && lane % 4 == 0 && r < it.rows) {
-      const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
-      a.lse[h * a.q.tokens + tok] = l > 0.f ? m_row[half] * (scale_log2 / 1.4426950408889634f) + logf(l) : -INFINITY;
-    }
-  }
-  __syncthreads();
-#pragma unroll
-  for (int n = 0; n < kD / 8; ++n)
+  for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int r = warp * 16 + half * 8 + lane / 4, c = n * 8 + (lane % 4) * 2;
-      *reinterpret_cast<std::uint32_t*>(sq + r * kPitch + c) =
-          pack2<kBf16>(o[n][half * 2] * inv[half], o[n][half * 2 + 1] * inv[half]);
+      float l = l_row[mt][half];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      inv[mt][half] = l > 0.f ? 1.f / l : 0.f;
+      const int r = warp * kWR + mt * 16 + half * 8 + lane / 4;
+      if (a.lse && lane % 4 == 0 && r < it.rows) {
+        const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
+        a.lse[h * a.q.tokens + tok] =
+            l > 0.f ? m_row[mt][half] * (scale_log2 / 1.4426950408889634f) + logf(l) : -INFINITY;
+      }
     }
+  __syncthreads();
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int n = 0; n < kD / 8; ++n)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp * kWR + mt * 16 + half * 8 + lane / 4, c = n * 8 + (lane % 4) * 2;
+        *reinterpret_cast<std::uint32_t*>(sq + r * kPitch + c) =
+            pack2<kBf16>(o[mt][n][half * 2] * inv[mt][half], o[mt][n][half * 2 + 1] * inv[mt][half]);
+      }
   __syncthreads();
   auto* obase = static_cast<std::uint16_t*>(a.out.data) + h * a.out.head_stride;
   for (int e = tid; e < kBM * (kD / 8); e += kThreads) {
@@ -285,19 +330,19 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   }
 }
 
-__global__ void count_tiles_kernel(const std::int32_t* q_sizes, std::int64_t rows, std::int64_t* tile_count) {
+__global__ void count_tiles_kernel(const std::int32_t* q_sizes, std::int64_t rows, int bm, std::int64_t* tile_count) {
   const std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (w < rows) tile_count[w] = (q_sizes[w] + kBM - 1) / kBM;
+  if (w < rows) tile_count[w] = (q_sizes[w] + bm - 1) / bm;
 }
 
 __global__ void write_tiles_kernel(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int kq, std::int64_t rows,
-                                   const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row) {
+                                   int bm, const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row) {
   const std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (w >= rows) return;
   const std::int64_t h = w / kq, i = w % kq;
   const int first = q_offsets[h * (kq + 1) + i];
   std::int64_t slot = tile_ptr[w];
-  for (int r = 0; r < q_sizes[w]; r += kBM, ++slot) {
+  for (int r = 0; r < q_sizes[w]; r += bm, ++slot) {
     item_w[slot] = static_cast<std::int32_t>(w);
     item_row[slot] = first + r;
   }
@@ -308,7 +353,8 @@ __global__ void write_tiles_kernel(const std::int32_t* q_sizes, const std::int32
 void launch_count_tiles(const std::int32_t* q_sizes, int heads, int kq, std::int64_t* tile_count, cudaStream_t stream) {
   const std::int64_t rows = static_cast<std::int64_t>(heads) * kq;
   if (rows == 0) return;
-  count_tiles_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(q_sizes, rows, tile_count);
+  count_tiles_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(q_sizes, rows, attention_rows(),
+                                                                                    tile_count);
 }
 
 void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int heads, int kq,
@@ -316,19 +362,37 @@ void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offse
                         cudaStream_t stream) {
   const std::int64_t rows = static_cast<std::int64_t>(heads) * kq;
   if (rows == 0) return;
-  write_tiles_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(q_sizes, q_offsets, kq, rows,
-                                                                                    tile_ptr, item_w, item_row);
+  write_tiles_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(
+      q_sizes, q_offsets, kq, rows, attention_rows(), tile_ptr, item_w, item_row);
 }
 
-void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
+int attention_rows() {
+  static const int rows = [] {
+    const char* e = std::getenv("SVOO_ATTN_ROWS");
+    return e && std::atoi(e) == 64 ? 64 : e && std::atoi(e) == 128 ? 128 : kAttnRowsDefault;
+  }();
+  return rows;
+}
+
+namespace {
+
+template <bool kBf16, int kWR>
+void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
+  constexpr int kBM = 4 * kWR;
   const std::int64_t grid = a.range_ptr ? a.item_capacity : a.q.heads * ((a.q.tokens + kBM - 1) / kBM);
   if (grid == 0) return;
+  cudaFuncSetAttribute(attention_kernel<kBf16, kWR>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<kWR>());
+  attention_kernel<kBf16, kWR><<<static_cast<unsigned>(grid), kThreads, smem_bytes<kWR>(), stream>>>(a);
+}
+
+}  // namespace
+
+void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
+  const bool wide = attention_rows() == 128;
   if (a.q.elem == Elem::bf16) {
-    cudaFuncSetAttribute(attention_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-    attention_kernel<true><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+    wide ? launch_typed<true, 32>(a, stream) : launch_typed<true, 16>(a, stream);
   } else {
-    cudaFuncSetAttribute(attention_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-    attention_kernel<false><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+    wide ? launch_typed<false, 32>(a, stream) : launch_typed<false, 16>(a, stream);
   }
 }
 

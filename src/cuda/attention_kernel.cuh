@@ -9,7 +9,10 @@
 
 namespace svoo::cuda::detail {
 
-inline constexpr int kAttnRows = 64;  // query rows per work item (one query cluster's tile)
+inline constexpr int kAttnRowsMin = 64;       // smallest tile: sizes the work list
+inline constexpr int kAttnRowsDefault = 64;   // query rows per work item (one query cluster's tile)
+// Rows per work item in this process: 64 or 128 (SVOO_ATTN_ROWS overrides the default).
+int attention_rows();
 
 // Work items: one per (head, query cluster, 64-row tile), written as (w = h*kq + i, first row).
 // Pass 1 counts tiles per cluster into tile_count [heads*kq + 1] (last entry 0); the caller scans

@@ -132,7 +132,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     p.range_ptr = c.take<std::int64_t>(H * shape.kq + 1);
     p.range_begin = c.take<std::int32_t>(s_->range_capacity);
     p.range_end = c.take<std::int32_t>(s_->range_capacity);
-    p.item_capacity = H * ((Nq + detail::kAttnRows - 1) / detail::kAttnRows + shape.kq);
+    p.item_capacity = H * ((Nq + detail::kAttnRowsMin - 1) / detail::kAttnRowsMin + shape.kq);
     p.tile_ptr = c.take<std::int64_t>(H * shape.kq + 1);
     p.item_w = c.take<std::int32_t>(p.item_capacity);
     p.item_row = c.take<std::int32_t>(p.item_capacity);
