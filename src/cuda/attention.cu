@@ -142,40 +142,48 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   const std::int32_t* qperm = sparse ? a.q_perm + h * a.q.tokens : nullptr;
   const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
 
-  // Q tile: thread pairs load rows (8 chunks of 16 bytes each).
-  {
-    const int r = tid / 2, c0 = (tid % 2) * 8;
-    for (int rr = r; rr < kBM; rr += kThreads / 2) {
-      const bool ok = rr < it.rows;
-      const std::int64_t tok = ok ? (sparse ? qperm[it.row0 + rr] : it.row0 + rr) : 0;
-      for (int c = c0; c < c0 + 8; ++c) cp_async16(sq + rr * kPitch + c * 8, qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
-    }
+  // Loads are laid out so that 16 consecutive lanes fetch the 16 chunks of one 256-byte row:
+  // whole sectors from global memory and conflict-free 128-byte wavefronts into shared memory.
+  for (int e = tid; e < kBM * (kD / 8); e += kThreads) {
+    const int r = e / (kD / 8), c = e % (kD / 8);
+    const bool ok = r < it.rows;
+    const std::int64_t tok = ok ? (sparse ? qperm[it.row0 + r] : it.row0 + r) : 0;
+    cp_async16(sq + r * kPitch + c * 8, qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
   }
-  auto load_kv = [&](int tile, int stage) {
-    const int r = tid / 2, c0 = (tid % 2) * 8;
-    const int vt = tile * kBN + r;
-    const bool ok = vt < L;
-    std::int64_t tok = 0;
-    if (ok) {
-      int lo = 0, hi = nr - 1;  // last range whose prefix is <= vt
-      while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
+  __shared__ std::int32_t s_tok[2][kBN];  // per stage: the key token of each tile row, -1 past the end
+  // The tokens of a tile's rows: the virtual key index through the ranges and the permutation.
+  auto fill_tokens = [&](int tile, int stage) {
+    if (tid < kBN) {
+      const int vt = tile * kBN + tid;
+      std::int32_t tok = -1;
+      if (vt < L) {
+        int lo = 0, hi = nr - 1;  // last range whose prefix is <= vt
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) / 2;
+          if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
+        }
+        const std::int64_t phys = r_begin[lo] + (vt - r_cum[lo]);
+        tok = sparse ? kperm[phys] : static_cast<std::int32_t>(phys);
       }
-      const std::int64_t phys = r_begin[lo] + (vt - r_cum[lo]);
-      tok = sparse ? kperm[phys] : phys;
+      s_tok[stage][tid] = tok;
     }
-    std::uint16_t* dk = sk + stage * kTileElems + r * kPitch;
-    std::uint16_t* dv = sv + stage * kTileElems + r * kPitch;
-    for (int c = c0; c < c0 + 8; ++c) {
-      cp_async16(dk + c * 8, kbase + tok * a.k.row_stride + c * 8, ok ? 16 : 0);
-      cp_async16(dv + c * 8, vbase + tok * a.v.row_stride + c * 8, ok ? 16 : 0);
+  };
+  auto issue_kv = [&](int stage) {
+    for (int e = tid; e < kBN * (kD / 8); e += kThreads) {
+      const int r = e / (kD / 8), c = e % (kD / 8);
+      const std::int32_t tok = s_tok[stage][r];
+      const std::int64_t row = tok < 0 ? 0 : tok;
+      cp_async16(sk + stage * kTileElems + r * kPitch + c * 8, kbase + row * a.k.row_stride + c * 8, tok < 0 ? 0 : 16);
+      cp_async16(sv + stage * kTileElems + r * kPitch + c * 8, vbase + row * a.v.row_stride + c * 8, tok < 0 ? 0 : 16);
     }
   };
   const int tiles = (L + kBN - 1) / kBN;
-  if (tiles > 0) load_kv(0, 0);
+  if (tiles > 0) fill_tokens(0, 0);
+  if (tiles > 1) fill_tokens(1, 1);
+  __syncthreads();
+  if (tiles > 0) issue_kv(0);
   commit();
-  if (tiles > 1) load_kv(1, 1);
+  if (tiles > 1) issue_kv(1);
   commit();
 
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
@@ -287,7 +295,11 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
       }
     }
     __syncthreads();
-    if (t + 2 < tiles) load_kv(t + 2, t & 1);
+    if (t + 2 < tiles) {
+      fill_tokens(t + 2, t & 1);
+      __syncthreads();
+      issue_kv(t & 1);
+    }
     commit();
   }
   wait_groups<0>();
