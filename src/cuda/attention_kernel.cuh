@@ -10,7 +10,7 @@
 namespace svoo::cuda::detail {
 
 inline constexpr int kAttnRowsMin = 64;       // smallest tile: sizes the work list
-inline constexpr int kAttnRowsDefault = 64;   // query rows per work item (one query cluster's tile)
+inline constexpr int kAttnRowsDefault = 128;  // query rows per work item (one query cluster's tile); 64 via SVOO_ATTN_ROWS
 // Rows per work item in this process: 64 or 128 (SVOO_ATTN_ROWS overrides the default).
 int attention_rows();
 
