@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../tests/gpu/device_buffer.hpp"
+#include "timing.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/synthetic.hpp"
 
@@ -20,25 +21,7 @@ namespace {
 
 using svoo::test::cuda_ok;
 
-double median_ms(const std::function<void()>& fn, int reps = 5) {
-  fn();
-  cuda_ok(cudaDeviceSynchronize(), "warm-up");
-  std::vector<float> t;
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < reps; ++i) {
-    cudaEventRecord(a);
-    fn();
-    cudaEventRecord(b);
-    cuda_ok(cudaEventSynchronize(b), "timing");
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+double median_ms(const std::function<void()>& fn) { return svoo::bench::median_ms(fn, 5); }
 
 struct Shape {
   std::string name;

@@ -16,6 +16,7 @@
 #include "../src/cuda/cluster_ops.cuh"
 #include "../src/cuda/kernels.cuh"
 #include "../tests/gpu/device_buffer.hpp"
+#include "timing.hpp"
 #include "svoo/cuda.hpp"
 
 namespace {
@@ -29,27 +30,7 @@ struct Shape {
   int kq, kk;
 };
 
-double median_ms(const std::function<void()>& fn, int reps = 7) {
-  fn();
-  cuda_ok(cudaDeviceSynchronize(), "warm-up");
-  std::vector<float> t;
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < reps; ++i) {
-    cudaEventRecord(a);
-    fn();
-    cudaEventRecord(b);
-    cuda_ok(cudaEventSynchronize(b), "timing");
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+double median_ms(const std::function<void()>& fn) { return svoo::bench::median_ms(fn, 7); }
 
 }  // namespace
 
