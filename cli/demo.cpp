@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
+#include "demo_backend.hpp"
 #include "svoo/cpu.hpp"
 #include "svoo/error.hpp"
 #include "svoo/measures.hpp"
@@ -26,6 +27,7 @@ struct DemoOptions {
   PolicyOptions policy;
   std::int64_t recall_rows = 512;
   std::string json;
+  std::string device = "cpu";
   bool quiet = false;
 };
 
@@ -74,46 +76,23 @@ int run_demo(const DemoOptions& o) {
   progress.stage("synthetic layer " + std::to_string(sc.heads) + " heads x " +
                  std::to_string(static_cast<long long>(sc.frames) * sc.height * sc.width) + " tokens, calibrating");
   const SyntheticLayer layer = make_synthetic_layer(sc);
-  const TensorView q = layer.q.view(), k = layer.k.view(), v = layer.v.view();
+  const TensorView q = layer.q.view(), k = layer.k.view();
   const std::int64_t H = q.shape[0], N = q.shape[1], D = q.shape[2];
   // The head's own tau-density stands in for its profile entry: it is what the offline stage
   // would have measured.
   const std::vector<double> profiled = layer.achieved_density;
   const ClusterConfig ccfg = o.cluster.resolve(N, N);
   const SelectionConfig scfg = o.policy.selection();
-
-  progress.stage("dense attention");
-  HostTensor dense(DType::f32, {H, N, D}), sparse(DType::f32, {H, N, D});
-  double t0 = now_ms();
-  cpu::dense_attention(q, k, v, dense.view());
-  const double dense_ms = now_ms() - t0;
-
-  progress.stage("co-clustering plan (Kq " + std::to_string(ccfg.kq) + ", Kk " + std::to_string(ccfg.kk) + ")");
-  t0 = now_ms();
-  const Anchors anchors = draw_anchors(H, N, N, ccfg.kq, ccfg.kk, ccfg.seed);
-  const Clustering co = cpu::cluster(q, k, ccfg, &anchors);
-  const double cluster_ms = now_ms() - t0;
-  t0 = now_ms();
-  const std::vector<float> co_scores = cpu::block_scores(co);
-  const Selection co_sel = select_blocks(co_scores, H, ccfg.kq, ccfg.kk, scfg, profiled);
-  const BlockLayout layout = build_layout(co, co_sel);
-  const double select_ms = now_ms() - t0;
-
-  progress.stage("sparse attention");
-  t0 = now_ms();
-  cpu::sparse_attention(q, k, v, layout, sparse.view());
-  const double sparse_ms = now_ms() - t0;
-
-  progress.stage("k-means baseline (same anchors)");
-  ClusterConfig kcfg = ccfg;
-  kcfg.method = ClusterMethod::kmeans;
-  const Clustering km = cpu::cluster(q, k, kcfg, &anchors);
-  const std::vector<float> km_scores = cpu::block_scores(km);
-  const Selection km_sel = select_blocks(km_scores, H, ccfg.kq, ccfg.kk, scfg, profiled);
+  const DemoRun run = o.device == "cuda" ? run_demo_cuda(layer, ccfg, scfg, profiled, progress)
+                                         : run_demo_cpu(layer, ccfg, scfg, profiled, progress);
+  const Clustering& co = run.co;
+  const Clustering& km = run.km;
+  const Selection& co_sel = run.co_sel;
+  const Selection& km_sel = run.km_sel;
   const std::vector<double> co_density = block_density(co, co_sel), km_density = block_density(km, km_sel);
   Selection km_eq = keep_all(H, ccfg.kq, ccfg.kk);
   for (std::int64_t h = 0; h < H; ++h) {
-    const Selection s = match_density(km_scores, km, h, scfg, profiled[h], co_density[h]);
+    const Selection s = match_density(run.km_scores, km, h, scfg, profiled[h], co_density[h]);
     std::copy(s.keep.begin(), s.keep.end(), km_eq.keep.begin() + h * ccfg.kq * ccfg.kk);
   }
   const std::vector<double> km_eq_density = block_density(km, km_eq);
@@ -123,8 +102,10 @@ int run_demo(const DemoOptions& o) {
   const auto co_recall = attention_recall(q, k, co, co_sel, sample);
   const auto km_recall = attention_recall(q, k, km, km_sel, sample);
   const auto km_eq_recall = attention_recall(q, k, km, km_eq, sample);
-  const auto err = output_error(sparse.view(), dense.view());
-  const OutputError total = output_error_total(sparse.view(), dense.view());
+  const auto err = output_error(run.sparse.view(), run.dense.view());
+  const OutputError total = output_error_total(run.sparse.view(), run.dense.view());
+  const double dense_ms = run.dense_ms, cluster_ms = run.cluster_ms, select_ms = run.select_ms,
+               sparse_ms = run.sparse_ms;
   progress.done();
 
   std::printf("svoo demo: synthetic Wan2.1-like layer, %lld heads x %lld tokens (%d x %d x %d) x %lld, %s\n",
@@ -145,9 +126,11 @@ int run_demo(const DemoOptions& o) {
               mean(km_eq_density), mean(km_eq_recall), total.relative_l2, total.cosine);
   std::printf("\nrecall at equal block density: co-clustering %.1f %% vs k-means %.1f %%\n", 100 * mean(co_recall),
               100 * mean(km_eq_recall));
-  std::printf("CPU time: dense attention %.0f ms; svoo: clustering %.0f ms + selection/layout %.0f ms + sparse "
-              "attention %.0f ms (attention alone %.2fx faster than dense)\n",
-              dense_ms, cluster_ms, select_ms, sparse_ms, dense_ms / sparse_ms);
+  const bool gpu = o.device == "cuda";
+  std::printf("%s time: dense attention %.*f ms; svoo: clustering %.*f ms + selection/layout %.*f ms + sparse "
+              "attention %.*f ms (attention alone %.2fx faster than %s dense)\n",
+              run.device.c_str(), gpu ? 2 : 0, dense_ms, gpu ? 2 : 0, cluster_ms, gpu ? 2 : 0, select_ms, gpu ? 2 : 0,
+              sparse_ms, dense_ms / sparse_ms, gpu ? "svoo's own" : "the same backend's");
 
   if (!o.json.empty()) {
     nlohmann::json j;
@@ -160,6 +143,7 @@ int run_demo(const DemoOptions& o) {
     for (const auto& e : err) rel.push_back(e.relative_l2), cos.push_back(e.cosine);
     j["relative_l2"] = rel, j["cosine"] = cos;
     j["ms"] = {{"dense", dense_ms}, {"cluster", cluster_ms}, {"select_layout", select_ms}, {"sparse", sparse_ms}};
+    j["device"] = run.device;
     std::ofstream f(o.json);
     require(f.good(), ErrorKind::io, "cannot write " + o.json);
     f << j.dump(1) << "\n";
@@ -183,6 +167,9 @@ void add_demo_command(CLI::App& app, int& exit_code) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--json", opts->json, "also write the numbers to this JSON file");
   cmd->add_flag("--quiet", opts->quiet, "no progress lines");
+  cmd->add_option("--device", opts->device, "backend: cpu, or cuda (bf16/f16; try --frames 21 --height 45 --width 80, "
+                                            "Wan2.1 720p)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   opts->cluster.add_to(*cmd);
   opts->policy.add_to(*cmd);
   cmd->callback([opts, &exit_code] { exit_code = guarded([opts] { return run_demo(*opts); }); });
