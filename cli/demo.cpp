@@ -31,31 +31,35 @@ struct DemoOptions {
   bool quiet = false;
 };
 
+// Block density of one head's selection rows (keep: [kq, kk]) from the cluster sizes.
+double head_density(const std::uint8_t* keep, const std::int32_t* q_sizes, const std::int32_t* k_sizes, int kq,
+                    int kk, double pairs) {
+  double kept = 0;
+  for (int i = 0; i < kq; ++i) {
+    if (q_sizes[i] == 0) continue;
+    double row = 0;
+    for (int j = 0; j < kk; ++j) row += keep[i * kk + j] ? k_sizes[j] : 0;
+    kept += row * q_sizes[i];
+  }
+  return kept / pairs;
+}
+
 // The k-means selection whose block density matches `target` for one head: bisection on top-p
 // (density grows with p), other settings as in `config`.
 Selection match_density(const std::vector<float>& scores, const Clustering& c, std::int64_t h,
                         const SelectionConfig& config, double profiled, double target) {
   const std::size_t per_head = static_cast<std::size_t>(c.kq) * c.kk;
   const std::span<const float> head_scores(scores.data() + h * per_head, per_head);
-  Clustering one;  // a one-head view of the clustering, for block_density
-  one.heads = 1, one.q_tokens = c.q_tokens, one.k_tokens = c.k_tokens, one.dim = c.dim, one.kq = c.kq, one.kk = c.kk;
-  one.q_labels.assign(c.q_labels.begin() + h * c.q_tokens, c.q_labels.begin() + (h + 1) * c.q_tokens);
-  one.k_labels.assign(c.k_labels.begin() + h * c.k_tokens, c.k_labels.begin() + (h + 1) * c.k_tokens);
-  one.q_sizes.assign(c.q_sizes.begin() + h * c.kq, c.q_sizes.begin() + (h + 1) * c.kq);
-  one.k_sizes.assign(c.k_sizes.begin() + h * c.kk, c.k_sizes.begin() + (h + 1) * c.kk);
-  one.q_centroids.assign(c.q_centroids.begin() + h * c.kq * c.dim, c.q_centroids.begin() + (h + 1) * c.kq * c.dim);
-  one.k_centroids.assign(c.k_centroids.begin() + h * c.kk * c.dim, c.k_centroids.begin() + (h + 1) * c.kk * c.dim);
   const std::vector<double> prof{profiled};
+  const double pairs = static_cast<double>(c.q_tokens) * static_cast<double>(c.k_tokens);
   double lo = 0.0, hi = 1.0;
   SelectionConfig cfg = config;
-  for (int it = 0; it < 40; ++it) {
+  for (int it = 0; it < 30; ++it) {
     cfg.top_p = 0.5 * (lo + hi);
-    const double d = block_density(one, select_blocks(head_scores, 1, c.kq, c.kk, cfg, prof))[0];
-    if (d < target) {
-      lo = cfg.top_p;
-    } else {
-      hi = cfg.top_p;
-    }
+    const Selection s = select_blocks(head_scores, 1, c.kq, c.kk, cfg, prof);
+    const double d = head_density(s.keep.data(), c.q_sizes.data() + h * c.kq, c.k_sizes.data() + h * c.kk, c.kq,
+                                  c.kk, pairs);
+    (d < target ? lo : hi) = cfg.top_p;
   }
   cfg.top_p = hi;
   return select_blocks(head_scores, 1, c.kq, c.kk, cfg, prof);
@@ -71,7 +75,7 @@ int run_demo(const DemoOptions& o) {
   SyntheticConfig sc = o.synth;
   sc.dtype = o.dtype == "f16" ? DType::f16 : o.dtype == "f32" ? DType::f32 : DType::bf16;
   if (!o.policy.profile.empty()) sc.target_density = o.policy.head_density(sc.heads);
-  Progress progress(6, o.quiet);
+  Progress progress(o.device == "cuda" ? 7 : 6, o.quiet);
 
   progress.stage("synthetic layer " + std::to_string(sc.heads) + " heads x " +
                  std::to_string(static_cast<long long>(sc.frames) * sc.height * sc.width) + " tokens, calibrating");

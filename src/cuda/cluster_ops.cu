@@ -94,12 +94,15 @@ __global__ void offsets_kernel(const std::int32_t* scan, std::int64_t heads, std
   }
 }
 
-// One block per (head, cluster): 4 warps take member rows in turn, each lane 4 dims; the warps'
-// partial sums are added in a fixed order.
-__global__ void __launch_bounds__(128) centroid_kernel(RowsView x, const std::int32_t* perm,
-                                                       const std::int32_t* offsets, const std::int32_t* sizes,
-                                                       int clusters, float* centroids) {
-  __shared__ float part[4][128];
+// One block per (head, cluster): 8 warps take member rows in turn (4 loads in flight each, so a
+// cluster of thousands of rows does not serialise on memory latency), each lane 4 dims; the
+// warps' partial sums are added in a fixed order, so the result is deterministic.
+constexpr int kCentroidWarps = 8;
+__global__ void __launch_bounds__(kCentroidWarps * 32) centroid_kernel(RowsView x, const std::int32_t* perm,
+                                                                       const std::int32_t* offsets,
+                                                                       const std::int32_t* sizes, int clusters,
+                                                                       float* centroids) {
+  __shared__ float part[kCentroidWarps][128];
   const std::int64_t hc = blockIdx.x;
   const std::int64_t h = hc / clusters, c = hc % clusters;
   const int size = sizes[hc];
@@ -109,7 +112,8 @@ __global__ void __launch_bounds__(128) centroid_kernel(RowsView x, const std::in
   const int dim = static_cast<int>(x.dim);
   for (int d0 = 0; d0 < dim; d0 += 128) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int m = warp; m < size; m += 4) {
+#pragma unroll 4
+    for (int m = warp; m < size; m += kCentroidWarps) {
       const std::int64_t base = h * x.head_stride + static_cast<std::int64_t>(members[m]) * x.row_stride;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
@@ -121,8 +125,10 @@ __global__ void __launch_bounds__(128) centroid_kernel(RowsView x, const std::in
     for (int e = 0; e < 4; ++e) part[warp][lane * 4 + e] = acc[e];
     __syncthreads();
     const int d = d0 + threadIdx.x;
-    if (d < dim) {
-      const float sum = ((part[0][threadIdx.x] + part[1][threadIdx.x]) + part[2][threadIdx.x]) + part[3][threadIdx.x];
+    if (threadIdx.x < 128 && d < dim) {
+      float sum = 0.f;
+#pragma unroll
+      for (int w = 0; w < kCentroidWarps; ++w) sum += part[w][threadIdx.x];
       centroids[hc * dim + d] = sum / static_cast<float>(size);
     }
     __syncthreads();
@@ -208,7 +214,7 @@ void launch_update_side(const RowsView* x, const std::int32_t* labels, std::int6
   offsets_kernel<<<blocks_for(heads * (clusters + 1), 256), 256, 0, stream>>>(s.scan, heads, tokens, clusters,
                                                                               offsets);
   if (x && centroids)
-    centroid_kernel<<<static_cast<unsigned>(heads * clusters), 128, 0, stream>>>(*x, perm, offsets, sizes, clusters,
+    centroid_kernel<<<static_cast<unsigned>(heads * clusters), kCentroidWarps * 32, 0, stream>>>(*x, perm, offsets, sizes, clusters,
                                                                                  centroids);
 }
 
