@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   svoo::cli::add_attend_command(app, exit_code);
   svoo::cli::add_cluster_command(app, exit_code);
   svoo::cli::add_synth_command(app, exit_code);
+  svoo::cli::add_synth_capture_command(app, exit_code);
+  svoo::cli::add_profile_command(app, exit_code);
+  svoo::cli::add_report_command(app, exit_code);
   svoo::cli::add_presets_command(app, exit_code);
   app.parse_complete_callback([&] {
     if (threads > 0) omp_set_num_threads(threads);

@@ -41,5 +41,27 @@ check cluster 0 "4 clusters" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$t
 check cluster-kmeans 0 "kmeans" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --kq 4 --kk 8 --method kmeans --quiet
 check cluster-bad-method 2 "" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --method spectral
 check demo 0 "recall at equal block density" -- "$svoo" demo --frames 2 --height 8 --width 8 --heads 4 --dim 32 --kq 4 --kk 16 --quiet
+# Offline profiler: captures of two seeds, profile, resume, compare, report, and bad input.
+check synth-capture 0 "wrote" -- "$svoo" synth-capture -o "$tmp/cap1.safetensors" --steps 2 --layers 2 --heads 2 --frames 2 --height 4 --width 6 --dim 16 --seed 1
+check synth-capture-2 0 "wrote" -- "$svoo" synth-capture -o "$tmp/cap2.safetensors" --steps 2 --layers 2 --heads 2 --frames 2 --height 4 --width 6 --dim 16 --seed 2
+check profile 0 "4 \(step, layer\) computed" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap2.safetensors" -o "$tmp/prof.csv"
+check profile-header 0 "^Step,Layer,Head,Sparsity,Count,Mean,Std,Min,Max$" -- head -1 "$tmp/prof.csv"
+check profile-sidecar 0 "\"tau\": 0.95" -- cat "$tmp/prof.csv.json"
+check profile-resume 0 "0 \(step, layer\) computed, 4 skipped" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap2.safetensors" -o "$tmp/prof.csv" --resume
+check profile-resume-other-settings 1 "other settings" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap2.safetensors" -o "$tmp/prof.csv" --resume --tau 0.9
+check profile-quantile 0 "wrote" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap2.safetensors" -o "$tmp/profq.csv" --aggregate quantile --rows 8 --seed 3 --quiet
+check profile-bad-aggregate 2 "" -- "$svoo" profile -i "$tmp/cap1.safetensors" -o "$tmp/x.csv" --aggregate median
+check profile-no-input 1 "at least one --input" -- "$svoo" profile -o "$tmp/x.csv"
+check profile-bad-names 1 "is not q.s\{step\}.l\{layer\}" -- "$svoo" profile -i "$tmp/qkv.safetensors" -o "$tmp/x.csv"
+"$svoo" synth-capture -o "$tmp/cap3h.safetensors" --steps 2 --layers 2 --heads 3 --frames 2 --height 4 --width 6 --dim 16 >/dev/null
+check profile-mismatched-heads 1 "same heads" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap3h.safetensors" -o "$tmp/x.csv"
+check compare 0 "entries compared: 8 \(only in A: 0, only in B: 0\)" -- "$svoo" profile compare "$tmp/prof.csv" "$tmp/profq.csv" -o "$tmp/diff.csv"
+check compare-csv 0 "^Step,Layer,Head,A,B,Diff$" -- head -1 "$tmp/diff.csv"
+check report 0 "input stability: (YES|NO)" -- "$svoo" report "$tmp/prof.csv" -d "$tmp/report"
+check report-html 0 "<svg" -- cat "$tmp/report/report.html"
+check report-one-input 0 "cannot be decided from one input" -- "$svoo" report "$tmp/one_head.csv" -d "$tmp/report1"
+printf 'Step,Layer,Head,Sparsity\n1,0,0,0.5\n1,0,1,0.4\n' >"$tmp/two_heads.csv"
+check report-grid-mismatch 1 "must share the grid" -- "$svoo" report "$tmp/one_head.csv" "$tmp/two_heads.csv" -d "$tmp/report2"
+check report-not-a-profile 1 "expected the header" -- "$svoo" report "$tmp/diff.csv" -d "$tmp/report3"
 echo "$pass passed, $failures failed"
 [ "$failures" -eq 0 ]
