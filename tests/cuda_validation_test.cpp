@@ -1,0 +1,61 @@
+// The CUDA entry points reject bad arguments before touching the device, so these checks run on
+// machines without a GPU (CI) too.
+#ifdef SVOO_WITH_CUDA
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "svoo/cuda.hpp"
+#include "svoo/error.hpp"
+
+namespace svoo {
+namespace {
+
+TensorView device_view(DType dtype, std::int64_t h, std::int64_t n, std::int64_t d) {
+  // Never dereferenced: validation fails (or is all that runs) before any launch.
+  alignas(16) static std::uint16_t dummy[8];
+  TensorView v = TensorView::contiguous(dummy, dtype, {h, n, d}, Device::cuda);
+  return v;
+}
+
+template <class F>
+void expect_error(F&& f, ErrorKind kind, const std::string& text) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected " << text;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaValidation, DenseAttentionRejectsBadViews) {
+  const TensorView q = device_view(DType::bf16, 2, 64, 128);
+  TensorView host = q;
+  host.device = Device::cpu;
+  expect_error([&] { cuda::dense_attention(host, q, q, q); }, ErrorKind::device, "q must be on cuda");
+  const TensorView f32 = device_view(DType::f32, 2, 64, 128);
+  expect_error([&] { cuda::dense_attention(f32, f32, f32, f32); }, ErrorKind::dtype, "bf16 or f16");
+  const TensorView d64 = device_view(DType::bf16, 2, 64, 64);
+  expect_error([&] { cuda::dense_attention(d64, d64, d64, d64); }, ErrorKind::unsupported, "head_dim 128");
+  TensorView odd = q;
+  odd.strides = {64 * 130, 130, 1, 0};  // rows not on 16-byte boundaries
+  expect_error([&] { cuda::dense_attention(odd, q, q, q); }, ErrorKind::stride, "16-byte");
+  TensorView col = q;
+  col.strides = {64 * 128, 1, 64, 0};
+  expect_error([&] { cuda::dense_attention(col, q, q, q); }, ErrorKind::stride, "contiguous in head_dim");
+  const TensorView f16 = device_view(DType::f16, 2, 64, 128);
+  expect_error([&] { cuda::dense_attention(q, q, q, f16); }, ErrorKind::dtype, "share one dtype");
+  const TensorView short_v = device_view(DType::bf16, 2, 63, 128);
+  expect_error([&] { cuda::dense_attention(q, q, short_v, q); }, ErrorKind::shape, "v must have shape");
+}
+
+TEST(CudaValidation, PlannerRejectsUnsupportedShapesBeforeAllocating) {
+  expect_error([] { cuda::Planner p({2, 100, 100, 64, 8, 16}); }, ErrorKind::unsupported, "head_dim 128");
+  expect_error([] { cuda::Planner p({2, 100, 100, 128, 8, 5000}); }, ErrorKind::invalid_argument, "kk <= 4096");
+  expect_error([] { cuda::Planner p({0, 100, 100, 128, 8, 16}); }, ErrorKind::invalid_argument, "at least one head");
+}
+
+}  // namespace
+}  // namespace svoo
+#endif
