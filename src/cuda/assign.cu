@@ -17,6 +17,11 @@
 #include "ptx.cuh"
 
 namespace svoo::cuda::detail {
+
+bool assign_wgmma_available();  // assign_wgmma.cu
+void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
+                         cudaStream_t stream);
+
 namespace {
 
 constexpr int kDim = 128;          // head dim (the only one instantiated)
@@ -228,6 +233,10 @@ void launch_variant(const RowsView& x, const void* m, const float* bias, int clu
 template <bool kBf16>
 void launch_typed(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                   cudaStream_t stream) {
+  if (assign_variant() == 3 && assign_wgmma_available()) {
+    launch_assign_wgmma(x, m, bias, clusters, labels, stream);
+    return;
+  }
   switch (assign_variant()) {
     case 1: launch_variant<kBf16, 128, 2, 1>(x, m, bias, clusters, labels, stream); break;
     case 2: launch_variant<kBf16, 64, 1, 1>(x, m, bias, clusters, labels, stream); break;
