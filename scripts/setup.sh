@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what svoo needs on Debian/Ubuntu, builds everything into build/ and runs `svoo demo`.
+# Installs what svoo needs on Debian/Ubuntu, builds everything into build/, installs the Python
+# package (pip install .) and runs `svoo demo`.
 #   scripts/setup.sh            install, build, demo
 #   SVOO_SKIP_DEMO=1 scripts/setup.sh   install and build only
 set -euo pipefail
@@ -21,6 +22,9 @@ fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
+# The Python package (same CMake project, nanobind extension), with what its tests need.
+python3 -m pip install -q --disable-pip-version-check nanobind scikit-build-core numpy pytest
+python3 -m pip install -q --disable-pip-version-check --no-build-isolation .
 if [ -z "${SVOO_SKIP_DEMO:-}" ]; then
   ./build/svoo demo
 fi

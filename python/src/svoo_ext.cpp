@@ -1,0 +1,261 @@
+// The Python extension `svoo._svoo`: the C++ library over DLPack tensors (numpy, torch, cupy...),
+// with no copies: every array argument is viewed in place as a TensorView. svoo::Error becomes
+// ValueError (bad arguments or files), OSError (I/O) or NotImplementedError (unsupported).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "svoo/control.hpp"
+#include "svoo/cpu.hpp"
+#include "svoo/error.hpp"
+#include "svoo/measures.hpp"
+#include "svoo/profile.hpp"
+#include "svoo/selection.hpp"
+#ifdef SVOO_WITH_CUDA
+#include "svoo/cuda.hpp"
+#endif
+
+namespace nb = nanobind;
+using namespace svoo;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro>;
+using MutArray = nb::ndarray<>;
+
+DType dtype_of(const nb::dlpack::dtype& t, const char* name) {
+  const auto code = static_cast<nb::dlpack::dtype_code>(t.code);
+  if (t.lanes == 1) {
+    if (code == nb::dlpack::dtype_code::Float && t.bits == 32) return DType::f32;
+    if (code == nb::dlpack::dtype_code::Float && t.bits == 16) return DType::f16;
+    if (code == nb::dlpack::dtype_code::Bfloat && t.bits == 16) return DType::bf16;
+    if (code == nb::dlpack::dtype_code::Int && t.bits == 32) return DType::i32;
+    if (code == nb::dlpack::dtype_code::Int && t.bits == 64) return DType::i64;
+  }
+  fail(ErrorKind::dtype, std::string(name) + ": unsupported dtype (code " + std::to_string(t.code) + ", " +
+                             std::to_string(t.bits) + " bits); use float32, float16 or bfloat16");
+}
+
+template <class A>
+TensorView view_of(const A& a, const char* name) {
+  require(a.ndim() >= 1 && a.ndim() <= static_cast<std::size_t>(kMaxRank), ErrorKind::shape,
+          std::string(name) + ": rank must be 1 to 4, got " + std::to_string(a.ndim()));
+  TensorView v;
+  v.data = const_cast<void*>(static_cast<const void*>(a.data()));
+  v.dtype = dtype_of(a.dtype(), name);
+  const int dev = a.device_type();
+  if (dev == nb::device::cpu::value) {
+    v.device = Device::cpu;
+  } else if (dev == nb::device::cuda::value) {
+    v.device = Device::cuda;
+  } else {
+    fail(ErrorKind::device, std::string(name) + ": only CPU and CUDA tensors are supported");
+  }
+  v.rank = static_cast<int>(a.ndim());
+  for (int d = 0; d < v.rank; ++d) {
+    v.shape[d] = static_cast<std::int64_t>(a.shape(d));
+    v.strides[d] = static_cast<std::int64_t>(a.stride(d));
+  }
+  return v;
+}
+
+SelectionConfig selection_config(double top_p, double floor_lo, double floor_hi, std::optional<double> cap,
+                                 const std::string& rule) {
+  require(rule == "released" || rule == "paper", ErrorKind::invalid_argument,
+          "rule must be 'released' or 'paper', got '" + rule + "'");
+  SelectionConfig s;
+  s.rule = rule == "paper" ? SelectionRule::paper : SelectionRule::released;
+  s.top_p = top_p, s.floor_lo = floor_lo, s.floor_hi = floor_hi, s.cap = cap;
+  return s;
+}
+
+ClusterConfig cluster_config(int kq, int kk, int iterations, std::uint64_t seed, const std::string& method) {
+  require(method == "coclustering" || method == "kmeans", ErrorKind::invalid_argument,
+          "method must be 'coclustering' or 'kmeans', got '" + method + "'");
+  ClusterConfig c;
+  c.kq = kq, c.kk = kk, c.iterations = iterations, c.seed = seed;
+  c.method = method == "kmeans" ? ClusterMethod::kmeans : ClusterMethod::coclustering;
+  return c;
+}
+
+// A host array owned by Python, copied from a vector.
+template <class T>
+nb::ndarray<nb::numpy, T> to_numpy(const std::vector<T>& v, std::vector<std::size_t> shape) {
+  auto* copy = new std::vector<T>(v);
+  nb::capsule owner(copy, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T>(copy->data(), shape.size(), shape.data(), owner);
+}
+
+// The CPU plan (clustering, selection, layout) of one call.
+struct CpuPlan {
+  cpu::Plan plan;
+};
+
+}  // namespace
+
+NB_MODULE(_svoo, m) {
+  m.doc() = "svoo: sparse video-DiT attention (C++ core)";
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      switch (e.kind()) {
+        case ErrorKind::io: PyErr_SetString(PyExc_OSError, e.what()); break;
+        case ErrorKind::unsupported: PyErr_SetString(PyExc_NotImplementedError, e.what()); break;
+        default: PyErr_SetString(PyExc_ValueError, e.what()); break;
+      }
+    }
+  });
+  m.attr("has_cuda") =
+#ifdef SVOO_WITH_CUDA
+      true;
+#else
+      false;
+#endif
+
+  m.def(
+      "dense_attention",
+      [](Array q, Array k, Array v, MutArray out) {
+        const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v"), ov = view_of(out, "out");
+        if (qv.device == Device::cuda) {
+#ifdef SVOO_WITH_CUDA
+          cuda::dense_attention(qv, kv, vv, ov);
+          return;
+#else
+          fail(ErrorKind::unsupported, "this svoo was built without CUDA");
+#endif
+        }
+        nb::gil_scoped_release release;
+        cpu::dense_attention(qv, kv, vv, ov);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
+      "Dense attention of q [heads, tokens, dim] over k, v into out (any floating dtype on the CPU).");
+
+  nb::class_<CpuPlan>(m, "CpuPlan", "A CPU plan: clustering, selection and block layout of one call.")
+      .def_prop_ro("block_density",
+                   [](const CpuPlan& p) { return block_density(p.plan.clustering, p.plan.selection); })
+      .def_prop_ro("q_labels",
+                   [](const CpuPlan& p) {
+                     const auto& c = p.plan.clustering;
+                     return to_numpy(c.q_labels, {static_cast<std::size_t>(c.heads), static_cast<std::size_t>(c.q_tokens)});
+                   }, nb::rv_policy::automatic)
+      .def_prop_ro("k_labels",
+                   [](const CpuPlan& p) {
+                     const auto& c = p.plan.clustering;
+                     return to_numpy(c.k_labels, {static_cast<std::size_t>(c.heads), static_cast<std::size_t>(c.k_tokens)});
+                   }, nb::rv_policy::automatic)
+      .def_prop_ro("keep", [](const CpuPlan& p) {
+        const auto& s = p.plan.selection;
+        return to_numpy(s.keep, {static_cast<std::size_t>(s.heads), static_cast<std::size_t>(s.kq),
+                                 static_cast<std::size_t>(s.kk)});
+      }, nb::rv_policy::automatic);
+
+  m.def(
+      "cpu_plan",
+      [](Array q, Array k, int kq, int kk, int iterations, std::uint64_t seed, const std::string& method, double top_p,
+         double floor_lo, double floor_hi, std::optional<double> cap, const std::string& rule,
+         std::vector<double> profiled, const CpuPlan* reuse) {
+        const TensorView qv = view_of(q, "q"), kv = view_of(k, "k");
+        const ClusterConfig cc = cluster_config(kq, kk, iterations, seed, method);
+        const SelectionConfig sc = selection_config(top_p, floor_lo, floor_hi, cap, rule);
+        nb::gil_scoped_release release;
+        return CpuPlan{cpu::plan(qv, kv, cc, sc, profiled, reuse ? &reuse->plan.clustering : nullptr)};
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("kq"), nb::arg("kk"), nb::arg("iterations"), nb::arg("seed"),
+      nb::arg("method"), nb::arg("top_p"), nb::arg("floor_lo"), nb::arg("floor_hi"), nb::arg("cap").none(),
+      nb::arg("rule"), nb::arg("profiled"), nb::arg("reuse").none());
+
+  m.def(
+      "cpu_sparse_attention",
+      [](Array q, Array k, Array v, const CpuPlan& plan, MutArray out) {
+        const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v"), ov = view_of(out, "out");
+        nb::gil_scoped_release release;
+        cpu::sparse_attention(qv, kv, vv, plan.plan.layout, ov);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("plan"), nb::arg("out"));
+
+  m.def(
+      "attention_recall",
+      [](Array q, Array k, const CpuPlan& plan, std::int64_t rows, std::uint64_t seed) {
+        return attention_recall(view_of(q, "q"), view_of(k, "k"), plan.plan.clustering, plan.plan.selection,
+                                {rows, seed});
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("plan"), nb::arg("rows") = 256, nb::arg("seed") = 0);
+
+  m.def(
+      "tau_density",
+      [](Array q, Array k, double tau, std::int64_t rows, std::uint64_t seed) {
+        return tau_density(view_of(q, "q"), view_of(k, "k"), tau, {rows, seed});
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("tau") = 0.95, nb::arg("rows") = 0, nb::arg("seed") = 0);
+
+  m.def("presets", [] {
+    std::vector<nb::dict> out;
+    for (const ModelPreset& p : model_presets()) {
+      nb::dict d;
+      d["name"] = p.name, d["description"] = p.description, d["layers"] = p.layers, d["heads"] = p.heads;
+      d["steps"] = p.steps, d["warmup_steps"] = p.warmup_steps, d["dense_layers"] = p.dense_layers;
+      d["top_p"] = p.top_p, d["floor_lo"] = p.floor_lo, d["floor_hi"] = p.floor_hi;
+      d["reuse_interval"] = p.reuse_interval, d["kq"] = p.kq, d["kk"] = p.kk, d["iterations"] = p.iterations;
+      d["experts"] = p.experts, d["reference_profile"] = p.reference_profile;
+      out.push_back(d);
+    }
+    return out;
+  });
+
+  m.def(
+      "load_profile",
+      [](const std::string& path) {
+        const Profile p = load_profile_csv(path);
+        std::vector<double> d(static_cast<std::size_t>(p.steps()) * p.layers() * p.heads());
+        for (int s = 0; s < p.steps(); ++s)
+          for (int l = 0; l < p.layers(); ++l)
+            for (int h = 0; h < p.heads(); ++h)
+              d[(static_cast<std::size_t>(s) * p.layers() + l) * p.heads() + h] =
+                  p.density(s + 1, l, h).value_or(std::numeric_limits<double>::quiet_NaN());
+        return to_numpy(d, {static_cast<std::size_t>(p.steps()), static_cast<std::size_t>(p.layers()),
+                            static_cast<std::size_t>(p.heads())});
+      },
+      nb::arg("path"), "Density [steps, layers, heads] of a profile CSV (NaN where absent; step index 0 = step 1).");
+
+#ifdef SVOO_WITH_CUDA
+  nb::class_<cuda::Planner>(m, "CudaPlanner", "Device plan of one shape; see include/svoo/cuda.hpp.")
+      .def(nb::init<const cuda::PlanShape&>())
+      .def("__init__",
+           [](cuda::Planner* self, std::int64_t heads, std::int64_t q_tokens, std::int64_t k_tokens, std::int64_t dim,
+              int kq, int kk) { new (self) cuda::Planner(cuda::PlanShape{heads, q_tokens, k_tokens, dim, kq, kk}); },
+           nb::arg("heads"), nb::arg("q_tokens"), nb::arg("k_tokens"), nb::arg("dim"), nb::arg("kq"), nb::arg("kk"))
+      .def(
+          "cluster",
+          [](cuda::Planner& p, Array q, Array k, int iterations, std::uint64_t seed, const std::string& method,
+             std::uintptr_t stream) {
+            p.cluster(view_of(q, "q"), view_of(k, "k"),
+                      cluster_config(p.shape().kq, p.shape().kk, iterations, seed, method),
+                      reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("q"), nb::arg("k"), nb::arg("iterations") = 2, nb::arg("seed") = 0,
+          nb::arg("method") = "coclustering", nb::arg("stream") = 0)
+      .def(
+          "select",
+          [](cuda::Planner& p, double top_p, double floor_lo, double floor_hi, std::optional<double> cap,
+             const std::string& rule, std::vector<double> profiled, std::uintptr_t stream) {
+            p.select(selection_config(top_p, floor_lo, floor_hi, cap, rule), profiled,
+                     reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("top_p"), nb::arg("floor_lo"), nb::arg("floor_hi"), nb::arg("cap").none(), nb::arg("rule"),
+          nb::arg("profiled"), nb::arg("stream") = 0)
+      .def(
+          "sparse_attention",
+          [](const cuda::Planner& p, Array q, Array k, Array v, MutArray out, std::uintptr_t stream) {
+            cuda::sparse_attention(view_of(q, "q"), view_of(k, "k"), view_of(v, "v"), p, view_of(out, "out"), nullptr,
+                                   reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("stream") = 0);
+#endif
+}
