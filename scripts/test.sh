@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite (CTest: unit tests and CLI checks; pytest: the Python package), then each
-# parser fuzzer briefly over the
-# committed corpus. Run scripts/setup.sh first.
+# parser fuzzer briefly over the committed corpus. Run scripts/setup.sh first.
 #   SVOO_FUZZ_SECONDS=0 scripts/test.sh   skip the fuzzers
 set -euo pipefail
 cd "$(dirname "$0")/.."
