@@ -23,7 +23,8 @@ fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 # The Python package (same CMake project, nanobind extension), with what its tests need.
-python3 -m pip install -q --disable-pip-version-check nanobind scikit-build-core numpy pytest
+# torch (about 1 minute and 5 GB from PyPI) is needed only by svoo.torch and its tests.
+python3 -m pip install -q --disable-pip-version-check nanobind scikit-build-core numpy pytest torch
 python3 -m pip install -q --disable-pip-version-check --no-build-isolation .
 if [ -z "${SVOO_SKIP_DEMO:-}" ]; then
   ./build/svoo demo

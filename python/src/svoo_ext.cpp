@@ -181,6 +181,51 @@ NB_MODULE(_svoo, m) {
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("plan"), nb::arg("out"));
 
   m.def(
+      "cpu_sparse_attention_labels",
+      [](Array q, Array k, Array v,
+         nb::ndarray<const std::int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> q_labels,
+         nb::ndarray<const std::int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> k_labels,
+         nb::ndarray<const std::uint8_t, nb::ndim<3>, nb::c_contig, nb::device::cpu> keep, MutArray out) {
+        const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v"), ov = view_of(out, "out");
+        // A clustering that carries only what the layout needs (labels; sizes follow from them).
+        Clustering c;
+        c.heads = static_cast<std::int64_t>(q_labels.shape(0));
+        c.q_tokens = static_cast<std::int64_t>(q_labels.shape(1));
+        c.k_tokens = static_cast<std::int64_t>(k_labels.shape(1));
+        c.dim = 1;
+        c.kq = static_cast<int>(keep.shape(1));
+        c.kk = static_cast<int>(keep.shape(2));
+        require(static_cast<std::int64_t>(k_labels.shape(0)) == c.heads && static_cast<std::int64_t>(keep.shape(0)) == c.heads,
+                ErrorKind::shape, "q_labels, k_labels and keep must have the same number of heads");
+        c.q_labels.assign(q_labels.data(), q_labels.data() + q_labels.size());
+        c.k_labels.assign(k_labels.data(), k_labels.data() + k_labels.size());
+        c.q_sizes.assign(static_cast<std::size_t>(c.heads) * c.kq, 0);
+        c.k_sizes.assign(static_cast<std::size_t>(c.heads) * c.kk, 0);
+        for (std::int64_t h = 0; h < c.heads; ++h) {
+          for (std::int64_t n = 0; n < c.q_tokens; ++n) {
+            const std::int32_t l = c.q_labels[h * c.q_tokens + n];
+            require(l >= 0 && l < c.kq, ErrorKind::invalid_argument, "q_labels holds a label outside [0, kq)");
+            ++c.q_sizes[h * c.kq + l];
+          }
+          for (std::int64_t n = 0; n < c.k_tokens; ++n) {
+            const std::int32_t l = c.k_labels[h * c.k_tokens + n];
+            require(l >= 0 && l < c.kk, ErrorKind::invalid_argument, "k_labels holds a label outside [0, kk)");
+            ++c.k_sizes[h * c.kk + l];
+          }
+        }
+        c.q_centroids.assign(static_cast<std::size_t>(c.heads) * c.kq, 0.0f);
+        c.k_centroids.assign(static_cast<std::size_t>(c.heads) * c.kk, 0.0f);
+        Selection sel;
+        sel.heads = c.heads, sel.kq = c.kq, sel.kk = c.kk;
+        sel.keep.assign(keep.data(), keep.data() + keep.size());
+        const BlockLayout layout = build_layout(c, sel);
+        nb::gil_scoped_release release;
+        cpu::sparse_attention(qv, kv, vv, layout, ov);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("q_labels"), nb::arg("k_labels"), nb::arg("keep"),
+      nb::arg("out"), "Sparse attention from labels [heads, tokens] (int32) and keep [heads, kq, kk] (uint8).");
+
+  m.def(
       "attention_recall",
       [](Array q, Array k, const CpuPlan& plan, std::int64_t rows, std::uint64_t seed) {
         return attention_recall(view_of(q, "q"), view_of(k, "k"), plan.plan.clustering, plan.plan.selection,

@@ -1,0 +1,67 @@
+"""svoo.torch: the custom ops against torch's own attention, their errors and torch.compile."""
+import pytest
+
+torch = pytest.importorskip("torch")
+import svoo.torch as st  # noqa: E402
+
+
+def reference(q, k, v, mask=None):
+    s = torch.einsum("hnd,hmd->hnm", q.double(), k.double()) / q.shape[-1] ** 0.5
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.einsum("hnm,hmd->hnd", s.softmax(-1), v.double())
+
+
+@pytest.fixture
+def qkv():
+    g = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(2, 150, 32, generator=g) * 1.5 for _ in range(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dense_matches_reference(qkv, dtype):
+    q, k, v = (x.to(dtype) for x in qkv)
+    out = st.dense_attention(q, k, v)
+    assert out.dtype == dtype and out.shape == q.shape
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.double(), reference(q, k, v), atol=tol, rtol=tol)
+
+
+def test_plan_and_sparse_follow_the_mask(qkv):
+    q, k, v = qkv
+    ql, kl, keep = st.plan(q, k, torch.tensor([0.1, 0.2], dtype=torch.float64), kq=5, kk=10, top_p=0.5,
+                           floor_lo=0.0, floor_hi=0.3)
+    assert ql.dtype == torch.int32 and ql.shape == (2, 150) and keep.shape == (2, 5, 10)
+    out = st.sparse_attention(q, k, v, ql, kl, keep)
+    mask = torch.stack([keep[h][ql[h].long()][:, kl[h].long()].bool() for h in range(2)])
+    torch.testing.assert_close(out.double(), reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
+    keep_all = torch.ones_like(keep)
+    torch.testing.assert_close(st.sparse_attention(q, k, v, ql, kl, keep_all), st.dense_attention(q, k, v),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_torch_compile_traces_through_the_ops(qkv):
+    q, k, v = qkv
+
+    def step(q, k, v):
+        ql, kl, keep = st.plan(q, k, torch.full((2,), 0.2, dtype=torch.float64), kq=4, kk=8)
+        return st.sparse_attention(q * 1.0, k, v, ql, kl, keep) + st.dense_attention(q, k, v)
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), step(q, k, v))
+
+
+def test_errors_name_the_problem(qkv):
+    q, k, v = qkv
+    with pytest.raises(ValueError, match="q must have shape"):
+        st.dense_attention(q[0], k, v)
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        st.dense_attention(q.double(), k, v)
+    with pytest.raises(ValueError, match="contiguous in head_dim"):
+        st.dense_attention(q.transpose(1, 2), k, v)
+    with pytest.raises(ValueError, match="one density per head"):
+        st.plan(q, k, torch.tensor([0.1]), kq=4, kk=8)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        bad = q.clone()
+        bad[0, 3, 1] = float("nan")
+        st.dense_attention(bad, k, v)
