@@ -23,8 +23,9 @@ fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 # The Python package (same CMake project, nanobind extension), with what its tests need.
-# torch (about 1 minute and 5 GB from PyPI) is needed only by svoo.torch and its tests.
-python3 -m pip install -q --disable-pip-version-check nanobind scikit-build-core numpy pytest torch
+# torch (about 1 minute and 5 GB from PyPI) and diffusers are needed only by svoo.torch,
+# svoo.diffusers and their tests.
+python3 -m pip install -q --disable-pip-version-check nanobind scikit-build-core numpy pytest torch diffusers
 python3 -m pip install -q --disable-pip-version-check --no-build-isolation .
 if [ -z "${SVOO_SKIP_DEMO:-}" ]; then
   ./build/svoo demo

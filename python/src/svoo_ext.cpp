@@ -269,6 +269,52 @@ NB_MODULE(_svoo, m) {
       },
       nb::arg("path"), "Density [steps, layers, heads] of a profile CSV (NaN where absent; step index 0 = step 1).");
 
+  nb::class_<Controller>(m, "Controller",
+                         "Which calls run dense / recluster / reuse, and the per-head profile floors (spec 2.5).")
+      .def("__init__",
+           [](Controller* self, const std::string& preset, std::optional<int> steps, std::optional<std::string> profile,
+              std::optional<int> warmup_steps, std::optional<int> dense_layers, std::optional<int> reuse_interval,
+              double fallback_density, std::optional<int> layers, std::optional<int> heads) {
+             ControlConfig c = ControlConfig::from_preset(find_preset(preset));
+             if (layers) c.layers = *layers;
+             if (heads) c.heads = *heads;
+             if (steps) {
+               c.steps = *steps;
+               c.warmup_steps.reset();  // the preset's fraction applies to the new step count
+             }
+             if (warmup_steps) c.warmup_steps = *warmup_steps;
+             if (dense_layers) c.dense_layers = *dense_layers;
+             if (reuse_interval) c.reuse_interval = *reuse_interval;
+             c.fallback_density = fallback_density;
+             std::shared_ptr<const Profile> p;
+             if (profile) p = std::make_shared<const Profile>(load_profile_csv(*profile));
+             new (self) Controller(c, p);
+           },
+           nb::arg("preset"), nb::arg("steps").none() = nb::none(), nb::arg("profile").none() = nb::none(),
+           nb::arg("warmup_steps").none() = nb::none(), nb::arg("dense_layers").none() = nb::none(),
+           nb::arg("reuse_interval").none() = nb::none(), nb::arg("fallback_density") = 0.10,
+           nb::arg("layers").none() = nb::none(), nb::arg("heads").none() = nb::none())
+      .def_prop_ro("steps", [](const Controller& c) { return c.config().steps; })
+      .def_prop_ro("layers", [](const Controller& c) { return c.config().layers; })
+      .def_prop_ro("heads", [](const Controller& c) { return c.config().heads; })
+      .def_prop_ro("warmup_steps", &Controller::warmup_steps)
+      .def_prop_ro("dense_layers", &Controller::dense_layers)
+      .def(
+          "decide",
+          [](Controller& c, int step, int layer, int branch, int expert, bool cached) {
+            // The Python side keeps the clusterings; `cached` says whether it holds one for this
+            // (branch, expert, layer) made at or after the last scheduled reclustering.
+            const Decision d = c.decide(step, layer, branch, expert);
+            std::string mode = mode_name(d.mode);
+            if (d.mode == Mode::recluster) {
+              const int w = c.warmup_steps();
+              const bool scheduled = (step - (w + 1)) % c.config().reuse_interval == 0;
+              if (!scheduled && cached) mode = "reuse";
+            }
+            return nb::make_tuple(mode, d.head_density);
+          },
+          nb::arg("step"), nb::arg("layer"), nb::arg("branch") = 0, nb::arg("expert") = 0, nb::arg("cached") = false);
+
 #ifdef SVOO_WITH_CUDA
   nb::class_<cuda::Planner>(m, "CudaPlanner", "Device plan of one shape; see include/svoo/cuda.hpp.")
       .def(nb::init<const cuda::PlanShape&>())

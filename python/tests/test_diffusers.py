@@ -1,0 +1,77 @@
+"""svoo.diffusers on a tiny random-weight WanTransformer3DModel (no download), on the CPU."""
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+from diffusers import WanTransformer3DModel  # noqa: E402
+
+import svoo.diffusers as sd  # noqa: E402
+
+
+def tiny_wan(layers=3):
+    torch.manual_seed(0)
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=4,
+                                 out_channels=4, text_dim=16, freq_dim=16, ffn_dim=64, num_layers=layers,
+                                 rope_max_seq_len=64).eval()
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    return dict(hidden_states=torch.randn(1, 4, 3, 12, 12, generator=g),  # 3 x 6 x 6 = 108 tokens
+                encoder_hidden_states=torch.randn(1, 5, 16, generator=g))
+
+
+def run(model, x, timestep):
+    with torch.no_grad():
+        return model(timestep=torch.tensor([timestep]), return_dict=False, **x)[0]
+
+
+def test_keeping_every_cluster_equals_the_original_model():
+    model, x = tiny_wan(), inputs()
+    ref = run(model, x, 900)
+    state = sd.enable(model, preset="wan2.1-t2v-1.3b", num_inference_steps=4, warmup_steps=0, kq=4, kk=12,
+                      top_p=1.0, floor_lo=1.0, floor_hi=1.0)
+    out = run(model, x, 900)
+    assert {m for *_, m in state.log} == {"recluster"}
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+    sd.disable(model)
+
+
+def test_schedule_warmup_reuse_and_branches():
+    model, x = tiny_wan(layers=2), inputs()
+    originals = [b.attn1.processor for b in model.blocks]
+    state = sd.enable(model, preset="wan2.1-t2v-1.3b", num_inference_steps=10, kq=4, kk=12, reuse_interval=3)
+    assert state.controller.warmup_steps == 2  # floor(0.2 * 10)
+    for step in range(10):
+        t = 1000 - 100 * step
+        cond = run(model, x, t)
+        x_uncond = dict(x, encoder_hidden_states=torch.zeros_like(x["encoder_hidden_states"]))
+        uncond = run(model, x_uncond, t)
+        assert torch.isfinite(cond).all() and torch.isfinite(uncond).all()
+    modes = {(s, b, layer): m for s, b, e, layer, m in state.log}
+    for b in (0, 1):
+        for layer in (0, 1):
+            got = [modes[(s, b, layer)] for s in range(1, 11)]
+            # dense warm-up (2 steps), recluster at 3, 6, 9, reuse in between, for each branch
+            assert got == ["dense", "dense", "recluster", "reuse", "reuse", "recluster", "reuse", "reuse",
+                           "recluster", "reuse"], (b, layer, got)
+    # one cache per branch: the unconditional pass did not overwrite the conditional clustering
+    assert (0, 0, 0, 0) in state.cache and (1, 0, 0, 0) in state.cache
+    assert state.cache[(0, 0, 0, 0)][1] is not state.cache[(1, 0, 0, 0)][1]
+    sd.disable(model)
+    assert [b.attn1.processor for b in model.blocks] == originals
+    assert not any(isinstance(b.attn2.processor, sd.SvooWanSelfAttnProcessor) for b in model.blocks)
+
+
+def test_sparse_output_is_close_to_dense_and_errors_are_clear():
+    model, x = tiny_wan(), inputs()
+    ref = run(model, x, 500)
+    sd.enable(model, preset="wan2.1-t2v-14b", num_inference_steps=2, warmup_steps=0, dense_layers=0, kq=4, kk=12)
+    out = run(model, x, 500)
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.5
+    with pytest.raises(ValueError, match="already enabled"):
+        sd.enable(model)
+    sd.disable(model)
+    with pytest.raises(ValueError, match="unknown preset"):
+        sd.enable(model, preset="nope")
