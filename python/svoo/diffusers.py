@@ -1,12 +1,14 @@
 """svoo in diffusers pipelines: `enable(pipe, preset=...)` replaces the video self-attention of
-WanTransformer3DModel (Wan2.1; both experts of Wan2.2) by svoo's sparse attention, applying the
-released warm-up, dense-layer and reuse rules with one clustering cache per CFG branch, and
-`disable(pipe)` restores the original processors. Cross-attention stays dense.
+WanTransformer3DModel (Wan2.1; both experts of Wan2.2) and the joint attention of
+HunyuanVideoTransformer3DModel (video tokens co-clustered, the text slots as prompt and padding
+pseudo-clusters) by svoo's sparse attention, applying the released warm-up, dense-layer and
+reuse rules with one clustering cache per CFG branch, and `disable(pipe)` restores the original
+processors. Wan's cross-attention stays dense.
 
 The step and the CFG branch are learned from the calls: a new `timestep` starts a new step, and
 the calls within one step are the branches in order (conditional first, as the Wan pipelines
-call them). Current limits: the sparse path runs on CPU tensors (GPU tensors run dense through
-torch until the GPU plan is wired in here), and HunyuanVideo's joint attention is not handled.
+call them). Current limit: the sparse path runs on CPU tensors (GPU tensors run dense through
+torch until the GPU plan is wired in here).
 """
 from __future__ import annotations
 
@@ -102,8 +104,103 @@ class SvooWanSelfAttnProcessor:
         return attn.to_out[1](hidden_states)
 
 
+class SvooHunyuanAttnProcessor:
+    """Replaces HunyuanVideoAttnProcessor2_0 in HunyuanVideo's double- and single-stream blocks:
+    joint attention over [video tokens | text slots]. The video tokens are co-clustered; the
+    text slots become two fixed pseudo-clusters on both sides (spec 2.5): the valid prompt
+    (attended by every video and prompt query; prompt queries attend every video and prompt key)
+    and the padding (attends only padding; invisible to everything else)."""
+
+    def __init__(self, state: SvooState, layer: int, expert: int, original: Any):
+        self.state, self.layer, self.expert, self.original = state, layer, expert, original
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        st = self.state
+        step = min(max(st.step, 1), st.controller.steps)
+        branch = max(st.branch, 0)
+        batch = hidden_states.shape[0]
+        keys = [(branch, self.expert, self.layer, b) for b in range(batch)]
+        cached = all(k in st.cache and st.last_scheduled() <= st.cache[k][0] <= step for k in keys)
+        mode, density = st.controller.decide(step, self.layer, branch, self.expert, cached)
+        if mode != "dense" and (hidden_states.device.type != "cpu" or encoder_hidden_states is None):
+            mode = "dense"
+        st.log.append((step, branch, self.expert, self.layer, mode))
+        if mode == "dense":
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        text = encoder_hidden_states.shape[1]
+        single = attn.add_q_proj is None
+        if single:
+            hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
+        query, key, value = (f(hidden_states).unflatten(2, (attn.heads, -1)) for f in (attn.to_q, attn.to_k, attn.to_v))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if image_rotary_emb is not None:
+            if single:
+                query = torch.cat([apply_rotary_emb(query[:, :-text], image_rotary_emb, sequence_dim=1), query[:, -text:]], 1)
+                key = torch.cat([apply_rotary_emb(key[:, :-text], image_rotary_emb, sequence_dim=1), key[:, -text:]], 1)
+            else:
+                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        if not single:
+            eq, ek, ev = (f(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+                          for f in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
+            if attn.norm_added_q is not None:
+                eq = attn.norm_added_q(eq)
+            if attn.norm_added_k is not None:
+                ek = attn.norm_added_k(ek)
+            query, key, value = torch.cat([query, eq], 1), torch.cat([key, ek], 1), torch.cat([value, ev], 1)
+        total = query.shape[1]
+        video = total - text
+        outs = []
+        for b, ck in enumerate(keys):
+            # valid prompt slots: the key mask over the text part (all valid without a mask)
+            valid = (attention_mask[b].reshape(-1)[-text:].bool() if attention_mask is not None
+                     else torch.ones(text, dtype=torch.bool))
+            q, k, v = (x[b].transpose(0, 1).detach() for x in (query, key, value))  # [H, S, D]
+            reuse = st.cache[ck][1] if mode == "reuse" else None
+            plan = svoo.plan(q[:, :video], k[:, :video], profiled=density, preset=st.preset["name"], reuse=reuse,
+                             **st.options["plan"])
+            if mode == "recluster":
+                st.cache[ck] = (step, plan)
+            ql, kl, keep = (torch.from_numpy(a) for a in (plan.q_labels, plan.k_labels, plan.keep))
+            heads, kq, kk = keep.shape
+            text_q = torch.where(valid, kq, kq + 1).to(torch.int32).expand(heads, text)
+            text_k = torch.where(valid, kk, kk + 1).to(torch.int32).expand(heads, text)
+            keep2 = torch.zeros(heads, kq + 2, kk + 2, dtype=torch.uint8)
+            keep2[:, :kq, :kk] = keep
+            keep2[:, :kq, kk] = 1          # video queries attend the prompt
+            keep2[:, kq, :kk + 1] = 1      # prompt queries attend every video and prompt key
+            keep2[:, kq + 1, kk + 1] = 1   # padding attends only padding
+            out = torch.empty_like(q)
+            _svoo.cpu_sparse_attention_labels(q, k, v, torch.cat([ql, text_q], 1).contiguous(),
+                                              torch.cat([kl, text_k], 1).contiguous(), keep2, out)
+            outs.append(out.transpose(0, 1))
+        hidden_states = torch.stack(outs).flatten(2, 3).to(query.dtype)
+        hidden_states, encoder_hidden_states = hidden_states[:, :-text], hidden_states[:, -text:]
+        if getattr(attn, "to_out", None) is not None:
+            hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if getattr(attn, "to_add_out", None) is not None:
+            encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+        return hidden_states, encoder_hidden_states
+
+
+def _attention_modules(model) -> List[Tuple[Any, type]]:
+    """(attention module, processor class) in profile layer order."""
+    if hasattr(model, "blocks"):  # Wan
+        return [(block.attn1, SvooWanSelfAttnProcessor) for block in model.blocks]
+    if hasattr(model, "transformer_blocks") and hasattr(model, "single_transformer_blocks"):  # HunyuanVideo
+        return ([(blk.attn, SvooHunyuanAttnProcessor) for blk in model.transformer_blocks] +
+                [(blk.attn, SvooHunyuanAttnProcessor) for blk in model.single_transformer_blocks])
+    raise ValueError(f"svoo.diffusers supports WanTransformer3DModel and HunyuanVideoTransformer3DModel, "
+                     f"not {type(model).__name__}")
+
+
 def _transformers(pipe_or_model) -> List[torch.nn.Module]:
-    if hasattr(pipe_or_model, "blocks"):
+    if hasattr(pipe_or_model, "blocks") or hasattr(pipe_or_model, "single_transformer_blocks"):
         return [pipe_or_model]
     models = [getattr(pipe_or_model, "transformer", None), getattr(pipe_or_model, "transformer_2", None)]
     models = [m for m in models if m is not None]
@@ -126,15 +223,15 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
     cfg = models[0].config
     controller = _svoo.Controller(preset, steps=num_inference_steps, profile=profile, warmup_steps=warmup_steps,
                                   dense_layers=dense_layers, reuse_interval=reuse_interval,
-                                  layers=len(models[0].blocks), heads=cfg.num_attention_heads)
+                                  layers=len(_attention_modules(models[0])), heads=cfg.num_attention_heads)
     plan_opts = {k: v for k, v in dict(kq=kq, kk=kk, top_p=top_p, floor_lo=floor_lo, floor_hi=floor_hi).items()
                  if v is not None}
     state = SvooState(controller, d, {"reuse_interval": reuse_interval or d["reuse_interval"], "plan": plan_opts})
     for expert, model in enumerate(models):
         if getattr(model, "_svoo_state", None) is not None:
             raise ValueError("svoo is already enabled on this model; call svoo.diffusers.disable first")
-        for layer, block in enumerate(model.blocks):
-            block.attn1.set_processor(SvooWanSelfAttnProcessor(state, layer, expert, block.attn1.processor))
+        for layer, (attn, cls) in enumerate(_attention_modules(model)):
+            attn.set_processor(cls(state, layer, expert, attn.processor))
         model._svoo_hook = model.register_forward_pre_hook(
             lambda module, args, kwargs: state.on_transformer_call(kwargs.get("timestep", args[1] if len(args) > 1 else 0)),
             with_kwargs=True)
@@ -147,9 +244,9 @@ def disable(pipe) -> None:
     for model in _transformers(pipe):
         if getattr(model, "_svoo_state", None) is None:
             continue
-        for block in model.blocks:
-            proc = block.attn1.processor
-            if isinstance(proc, SvooWanSelfAttnProcessor):
-                block.attn1.set_processor(proc.original)
+        for attn, _ in _attention_modules(model):
+            proc = attn.processor
+            if isinstance(proc, (SvooWanSelfAttnProcessor, SvooHunyuanAttnProcessor)):
+                attn.set_processor(proc.original)
         model._svoo_hook.remove()
         model._svoo_state = None

@@ -75,3 +75,38 @@ def test_sparse_output_is_close_to_dense_and_errors_are_clear():
     sd.disable(model)
     with pytest.raises(ValueError, match="unknown preset"):
         sd.enable(model, preset="nope")
+
+
+def tiny_hunyuan():
+    from diffusers import HunyuanVideoTransformer3DModel
+    torch.manual_seed(0)
+    return HunyuanVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=32,
+                                          num_layers=1, num_single_layers=2, num_refiner_layers=1, mlp_ratio=2.0,
+                                          patch_size=2, patch_size_t=1, qk_norm="rms_norm", guidance_embeds=True,
+                                          text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(8, 12, 12)).eval()
+
+
+def hunyuan_inputs():
+    g = torch.Generator().manual_seed(2)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])  # 4 prompt slots, 2 padding
+    return dict(hidden_states=torch.randn(1, 4, 3, 12, 12, generator=g), encoder_hidden_states=torch.randn(1, 6, 16, generator=g),
+                encoder_attention_mask=mask, pooled_projections=torch.randn(1, 8, generator=g),
+                guidance=torch.tensor([3.5]))
+
+
+def test_hunyuan_joint_attention_with_text_pseudo_clusters():
+    model, x = tiny_hunyuan(), hunyuan_inputs()
+    ref = run(model, x, 900)
+    state = sd.enable(model, preset="hunyuan-t2v", num_inference_steps=4, warmup_steps=0, dense_layers=0, kq=4,
+                      kk=12, top_p=1.0, floor_lo=1.0, floor_hi=1.0)
+    out = run(model, x, 900)
+    # every video cluster kept: only the padding slots' own outputs change, which no video token sees
+    assert {m for *_, m in state.log} == {"recluster"} and len(state.log) == 3  # 1 double + 2 single blocks
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+    sd.disable(model)
+    sd.enable(model, preset="hunyuan-t2v", num_inference_steps=4, warmup_steps=0, dense_layers=0, kq=4, kk=12)
+    sparse = run(model, x, 900)
+    rel = ((sparse - ref).norm() / ref.norm()).item()
+    assert torch.isfinite(sparse).all() and 0 < rel < 0.5
+    sd.disable(model)
+    torch.testing.assert_close(run(model, x, 900), ref)
