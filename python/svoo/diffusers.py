@@ -22,7 +22,7 @@ import svoo
 
 from . import _svoo
 
-__all__ = ["enable", "disable", "SvooState"]
+__all__ = ["enable", "disable", "profile", "SvooState"]
 
 
 @dataclass
@@ -250,3 +250,95 @@ def disable(pipe) -> None:
                 attn.set_processor(proc.original)
         model._svoo_hook.remove()
         model._svoo_state = None
+
+
+class _ProfilingWanProcessor:
+    """Dense self-attention that also records the tau-density of every head (spec 1)."""
+
+    def __init__(self, recorder: "_Recorder", layer: int, original: Any):
+        self.recorder, self.layer, self.original = recorder, layer, original
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if encoder_hidden_states is None and attention_mask is None and self.recorder.branch == 0:
+            query, key = attn.norm_q(attn.to_q(hidden_states)), attn.norm_k(attn.to_k(hidden_states))
+            query, key = (x.unflatten(2, (attn.heads, -1)) for x in (query, key))
+            if rotary_emb is not None:
+                query, key = _apply_rotary(query, *rotary_emb), _apply_rotary(key, *rotary_emb)
+            q, k = (x[0].transpose(0, 1).detach().float().cpu() for x in (query, key))  # first batch element
+            self.recorder.record(self.layer, svoo.tau_density(q, k, tau=self.recorder.tau, rows=self.recorder.rows,
+                                                              seed=self.recorder.seed))
+        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+
+@dataclass
+class _Recorder:
+    tau: float
+    rows: int
+    seed: int
+    step: int = 0
+    branch: int = -1
+    last_timestep: Optional[float] = None
+    values: Dict[Tuple[int, int, int], List[float]] = field(default_factory=dict)  # (step, layer, head) -> inputs
+
+    def on_transformer_call(self, timestep) -> None:
+        SvooState.on_transformer_call(self, timestep)  # same step/branch rule
+
+    def record(self, layer: int, densities: List[float]) -> None:
+        for head, d in enumerate(densities):
+            self.values.setdefault((self.step, layer, head), []).append(d)
+
+
+def profile(pipe, prompts: List[str], seeds: List[int], out: str, *, tau: float = 0.95, rows: int = 256,
+            aggregate: str = "max", **pipe_kwargs) -> str:
+    """Runs one dense generation per (prompt, seed) and measures the tau-density of every
+    (step, layer, head) of the video self-attention on the fly (conditional branch; `rows` sampled
+    query rows, 0 = all; no N x N matrix and no tensor dumps). Writes the profile CSV with the
+    per-entry statistics over inputs (`Count,Mean,Std,Min,Max`, sample std) and a JSON sidecar.
+    `aggregate`: "max" (released) or "quantile" (mean + 1.645 std). Wan models (CPU tensors are
+    measured in place; CUDA tensors are copied to the host first, which is slow at 720p)."""
+    import json
+    import math
+    import os
+
+    if aggregate not in ("max", "quantile"):
+        raise ValueError(f"aggregate must be 'max' or 'quantile', got {aggregate!r}")
+    recorder = _Recorder(tau, rows, 0)
+    models = _transformers(pipe)
+    restore = []
+    for model in models:
+        if not hasattr(model, "blocks"):
+            raise ValueError("svoo.diffusers.profile supports Wan transformers for now")
+        for layer, block in enumerate(model.blocks):
+            restore.append(("processor", block.attn1, block.attn1.processor))
+            block.attn1.set_processor(_ProfilingWanProcessor(recorder, layer, block.attn1.processor))
+        restore.append(("hook", model, model.register_forward_pre_hook(
+            lambda module, args, kwargs: recorder.on_transformer_call(kwargs.get("timestep", args[1] if len(args) > 1 else 0)),
+            with_kwargs=True)))
+    try:
+        for prompt in prompts:
+            for seed in seeds:
+                recorder.step, recorder.branch, recorder.last_timestep = 0, -1, None
+                generator = torch.Generator().manual_seed(seed)
+                pipe(prompt=prompt, generator=generator, **pipe_kwargs)
+    finally:
+        for kind, obj, saved in reversed(restore):
+            if kind == "hook":
+                saved.remove()
+            else:
+                obj.set_processor(saved)
+    inputs = len(prompts) * len(seeds)
+    lines = ["Step,Layer,Head,Sparsity,Count,Mean,Std,Min,Max"]
+    for (step, layer, head), vals in sorted(recorder.values.items()):
+        n = len(vals)
+        mean = sum(vals) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+        value = max(vals) if aggregate == "max" else min(1.0, max(0.0, mean + 1.645 * std))
+        lines.append(f"{step},{layer},{head},{value!r},{n},{mean!r},{std!r},{min(vals)!r},{max(vals)!r}")
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, out)
+    with open(out + ".json", "w") as f:
+        json.dump({"tau": tau, "rows": rows, "inputs": inputs, "prompts": list(prompts), "seeds": list(seeds),
+                   "aggregate": aggregate, "std": "sample (n-1)", "branch": "conditional"}, f, indent=1)
+    return out

@@ -110,3 +110,35 @@ def test_hunyuan_joint_attention_with_text_pseudo_clusters():
     assert torch.isfinite(sparse).all() and 0 < rel < 0.5
     sd.disable(model)
     torch.testing.assert_close(run(model, x, 900), ref)
+
+
+class TinyPipeline:
+    """Stands in for WanPipeline: a few denoising steps, conditional and unconditional calls."""
+
+    def __init__(self, model, steps=3):
+        self.transformer, self.steps = model, steps
+
+    def __call__(self, prompt, generator, num_inference_steps=None):
+        g = torch.Generator().manual_seed(hash(prompt) % 1000 + int(generator.initial_seed()))
+        x = dict(hidden_states=torch.randn(1, 4, 3, 12, 12, generator=g), encoder_hidden_states=torch.randn(1, 5, 16, generator=g))
+        for step in range(num_inference_steps or self.steps):
+            t = 1000 - 300 * step
+            run(self.transformer, x, t)
+            run(self.transformer, dict(x, encoder_hidden_states=torch.zeros_like(x["encoder_hidden_states"])), t)
+
+
+def test_profile_from_a_pipeline(tmp_path):
+    import svoo
+    model = tiny_wan(layers=2)
+    ref = run(model, inputs(), 100)
+    out = sd.profile(TinyPipeline(model), prompts=["a", "b"], seeds=[0, 1], out=str(tmp_path / "p.csv"), rows=0,
+                     num_inference_steps=3)
+    d = svoo.load_profile(out)
+    assert d.shape == (3, 2, 2) and ((d > 0) & (d <= 1)).all()
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "Step,Layer,Head,Sparsity,Count,Mean,Std,Min,Max"
+    assert all(line.split(",")[4] == "4" for line in lines[1:])  # 2 prompts x 2 seeds
+    # the processors are restored: the model computes what it did before
+    torch.testing.assert_close(run(model, inputs(), 100), ref)
+    with pytest.raises(ValueError, match="aggregate"):
+        sd.profile(TinyPipeline(model), ["a"], [0], str(tmp_path / "q.csv"), aggregate="median")
