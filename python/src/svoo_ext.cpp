@@ -5,6 +5,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
@@ -16,6 +17,8 @@
 #include "svoo/error.hpp"
 #include "svoo/measures.hpp"
 #include "svoo/profile.hpp"
+#include "svoo/profiler.hpp"
+#include "svoo/stability.hpp"
 #include "svoo/selection.hpp"
 #ifdef SVOO_WITH_CUDA
 #include "svoo/cuda.hpp"
@@ -239,6 +242,27 @@ NB_MODULE(_svoo, m) {
         return tau_density(view_of(q, "q"), view_of(k, "k"), tau, {rows, seed});
       },
       nb::arg("q"), nb::arg("k"), nb::arg("tau") = 0.95, nb::arg("rows") = 0, nb::arg("seed") = 0);
+
+  m.def(
+      "save_profile",
+      [](const std::string& path, const std::vector<std::tuple<int, int, int, std::vector<double>>>& entries,
+         const std::string& aggregate) {
+        require(aggregate == "max" || aggregate == "quantile", ErrorKind::invalid_argument,
+                "aggregate must be 'max' or 'quantile', got '" + aggregate + "'");
+        require(!entries.empty(), ErrorKind::invalid_argument, "save_profile: no entries");
+        int steps = 0, layers = 0, heads = 0;
+        for (const auto& [s, l, h, v] : entries) steps = std::max(steps, s), layers = std::max(layers, l + 1), heads = std::max(heads, h + 1);
+        Profile p(steps, layers, heads);
+        const Aggregate agg = aggregate == "max" ? Aggregate::max : Aggregate::quantile;
+        for (const auto& [s, l, h, v] : entries) {
+          const EntryStats st = entry_stats(v);
+          p.set(s, l, h, aggregate_value(st, agg), st);
+        }
+        save_profile_csv_atomic(path, p);
+      },
+      nb::arg("path"), nb::arg("entries"), nb::arg("aggregate") = "max",
+      "Writes a profile CSV (atomically) from (step, layer, head, [one density per input]) entries, with the "
+      "per-entry statistics and the value aggregated as `svoo profile` does.");
 
   m.def("presets", [] {
     std::vector<nb::dict> out;

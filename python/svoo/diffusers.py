@@ -297,8 +297,6 @@ def profile(pipe, prompts: List[str], seeds: List[int], out: str, *, tau: float 
     `aggregate`: "max" (released) or "quantile" (mean + 1.645 std). Wan models (CPU tensors are
     measured in place; CUDA tensors are copied to the host first, which is slow at 720p)."""
     import json
-    import math
-    import os
 
     if aggregate not in ("max", "quantile"):
         raise ValueError(f"aggregate must be 'max' or 'quantile', got {aggregate!r}")
@@ -327,17 +325,8 @@ def profile(pipe, prompts: List[str], seeds: List[int], out: str, *, tau: float 
             else:
                 obj.set_processor(saved)
     inputs = len(prompts) * len(seeds)
-    lines = ["Step,Layer,Head,Sparsity,Count,Mean,Std,Min,Max"]
-    for (step, layer, head), vals in sorted(recorder.values.items()):
-        n = len(vals)
-        mean = sum(vals) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        value = max(vals) if aggregate == "max" else min(1.0, max(0.0, mean + 1.645 * std))
-        lines.append(f"{step},{layer},{head},{value!r},{n},{mean!r},{std!r},{min(vals)!r},{max(vals)!r}")
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, out)
+    entries = [(step, layer, head, vals) for (step, layer, head), vals in sorted(recorder.values.items())]
+    _svoo.save_profile(out, entries, aggregate)  # the statistics and the CSV of `svoo profile`
     with open(out + ".json", "w") as f:
         json.dump({"tau": tau, "rows": rows, "inputs": inputs, "prompts": list(prompts), "seeds": list(seeds),
                    "aggregate": aggregate, "std": "sample (n-1)", "branch": "conditional"}, f, indent=1)

@@ -105,3 +105,17 @@ def test_tau_density_is_a_fraction(qkv):
     q, k, _ = qkv
     d = svoo.tau_density(q, k, tau=0.95)
     assert len(d) == 3 and all(0 < x <= 1 for x in d)
+
+
+def test_save_profile_writes_statistics(tmp_path):
+    path = str(tmp_path / "p.csv")
+    svoo._svoo.save_profile(path, [(1, 0, 0, [0.1, 0.3]), (2, 0, 1, [0.2])], "max")
+    lines = open(path).read().splitlines()
+    assert lines[0] == "Step,Layer,Head,Sparsity,Count,Mean,Std,Min,Max"
+    step, layer, head, value, count, mean, std, lo, hi = lines[1].split(",")
+    assert (value, count, float(mean), lo, hi) == ("0.3", "2", 0.2, "0.1", "0.3")
+    assert float(std) == pytest.approx(0.1414213562, rel=1e-6)  # sample std
+    with pytest.raises(ValueError, match="aggregate"):
+        svoo._svoo.save_profile(path, [(1, 0, 0, [0.1])], "median")
+    with pytest.raises(ValueError, match="density"):
+        svoo._svoo.save_profile(path, [(1, 0, 0, [1.5])], "max")

@@ -65,3 +65,18 @@ def test_errors_name_the_problem(qkv):
         bad = q.clone()
         bad[0, 3, 1] = float("nan")
         st.dense_attention(bad, k, v)
+
+
+def test_sparse_rejects_labels_that_do_not_fit(qkv):
+    q, k, v = qkv
+    ql, kl, keep = st.plan(q, k, torch.full((2,), 0.2, dtype=torch.float64), kq=4, kk=8)
+    bad = ql.clone()
+    bad[0, 5] = 4  # kq = 4
+    with pytest.raises(ValueError, match="q_labels holds a label outside"):
+        st.sparse_attention(q, k, v, bad, kl, keep)
+    with pytest.raises(ValueError, match="same number of heads"):
+        st.sparse_attention(q, k, v, ql, kl, keep[:1])
+    with pytest.raises(ValueError, match="layout is for"):
+        st.sparse_attention(q[:, :100], k, v, ql, kl, keep)
+    with pytest.raises((TypeError, RuntimeError), match="Tensor"):  # torch's own op-schema check
+        st.sparse_attention(q, k, v, ql.float().numpy(), kl, keep)
