@@ -39,6 +39,28 @@ printf 'Step,Layer,Head,Sparsity\n1,0,0,0.5\n' >"$tmp/one_head.csv"
 check attend-profile-heads 1 "has 1 heads, the input has 2" -- "$svoo" attend -i "$tmp/qkv.safetensors" -o "$tmp/o.safetensors" --profile "$tmp/one_head.csv" --quiet
 check cluster 0 "4 clusters" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --kq 4 --kk 8 --quiet
 check cluster-kmeans 0 "kmeans" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --kq 4 --kk 8 --method kmeans --quiet
+# Anchors files (safetensors written by hand): valid, out of range, wrong dtype.
+write_anchors() {  # write_anchors FILE DTYPE QMAX KMAX
+  python3 - "$@" <<'EOS'
+import json, struct, sys
+path, dtype, qmax, kmax = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+fmt, size = ("<i", 4) if dtype == "I32" else ("<f", 4)
+q = [i * 7 for i in range(2 * 4 - 1)] + [qmax]  # the last anchor is qmax
+k = [i * 5 for i in range(2 * 8 - 1)] + [kmax]
+data = b"".join(struct.pack(fmt, x) for x in q + k)
+header = {"q_anchors": {"dtype": dtype, "shape": [2, 4], "data_offsets": [0, 8 * size]},
+          "k_anchors": {"dtype": dtype, "shape": [2, 8], "data_offsets": [8 * size, 24 * size]}}
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+EOS
+}
+write_anchors "$tmp/anchors.safetensors" I32 95 95
+write_anchors "$tmp/anchors_far.safetensors" I32 96 95
+write_anchors "$tmp/anchors_f32.safetensors" F32 95 95
+check cluster-anchors 0 "4 clusters" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --anchors "$tmp/anchors.safetensors" --quiet
+check cluster-anchors-range 1 "query anchor 96 \(head 1\) is outside" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --anchors "$tmp/anchors_far.safetensors" --quiet
+check cluster-anchors-dtype 1 "must be I32 or I64" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --anchors "$tmp/anchors_f32.safetensors" --quiet
 check cluster-bad-method 2 "" -- "$svoo" cluster -i "$tmp/qkv.safetensors" -o "$tmp/c.safetensors" --method spectral
 check demo 0 "recall at equal block density" -- "$svoo" demo --frames 2 --height 8 --width 8 --heads 4 --dim 32 --kq 4 --kk 16 --quiet
 # Offline profiler: captures of two seeds, profile, resume, compare, report, and bad input.
