@@ -78,6 +78,10 @@ class Controller {
   // layer) has no cached clustering yet; reuse in between. Throws invalid_argument for a step,
   // layer, branch or expert out of range.
   Decision decide(int step, int layer, int branch = 0, int expert = 0) const;
+  // The same rule for a caller that keeps its clusterings itself (e.g. the Python integration):
+  // `cached_at` is the step at which its clustering for this (branch, expert, layer) was made, or
+  // nullopt when it has none.
+  Decision decide_with_cache(int step, int layer, int branch, int expert, std::optional<int> cached_at) const;
 
   // The cache: one clustering per (branch, expert, layer), with the step it was made at.
   void store(const Decision& decision, Clustering clustering);

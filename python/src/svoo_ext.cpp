@@ -325,19 +325,13 @@ NB_MODULE(_svoo, m) {
       .def_prop_ro("dense_layers", &Controller::dense_layers)
       .def(
           "decide",
-          [](Controller& c, int step, int layer, int branch, int expert, bool cached) {
-            // The Python side keeps the clusterings; `cached` says whether it holds one for this
-            // (branch, expert, layer) made at or after the last scheduled reclustering.
-            const Decision d = c.decide(step, layer, branch, expert);
-            std::string mode = mode_name(d.mode);
-            if (d.mode == Mode::recluster) {
-              const int w = c.warmup_steps();
-              const bool scheduled = (step - (w + 1)) % c.config().reuse_interval == 0;
-              if (!scheduled && cached) mode = "reuse";
-            }
-            return nb::make_tuple(mode, d.head_density);
+          [](const Controller& c, int step, int layer, int branch, int expert, std::optional<int> cached_at) {
+            const Decision d = c.decide_with_cache(step, layer, branch, expert, cached_at);
+            return nb::make_tuple(std::string(mode_name(d.mode)), d.head_density);
           },
-          nb::arg("step"), nb::arg("layer"), nb::arg("branch") = 0, nb::arg("expert") = 0, nb::arg("cached") = false);
+          nb::arg("step"), nb::arg("layer"), nb::arg("branch") = 0, nb::arg("expert") = 0,
+          nb::arg("cached_at").none() = nb::none(),
+          "(mode, per-head densities); cached_at: the step of the caller's clustering for this slot, if any.");
 
 #ifdef SVOO_WITH_CUDA
   nb::class_<cuda::Planner>(m, "CudaPlanner", "Device plan of one shape; see include/svoo/cuda.hpp.")

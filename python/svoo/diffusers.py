@@ -46,10 +46,11 @@ class SvooState:
         else:
             self.branch += 1
 
-    def last_scheduled(self) -> int:
-        w = self.controller.warmup_steps
-        r = self.options["reuse_interval"]
-        return w + 1 + max(0, (self.step - (w + 1)) // r) * r
+    def cached_at(self, keys) -> Optional[int]:
+        """The step of the oldest cached clustering among `keys` (None if any is missing)."""
+        if not all(k in self.cache for k in keys):
+            return None
+        return min(self.cache[k][0] for k in keys)
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -80,8 +81,7 @@ class SvooWanSelfAttnProcessor:
         step = min(max(st.step, 1), st.controller.steps)
         branch = max(st.branch, 0)
         keys = [(branch, self.expert, self.layer, b) for b in range(query.shape[0])]
-        cached = all(k in st.cache and st.last_scheduled() <= st.cache[k][0] <= step for k in keys)
-        mode, density = st.controller.decide(step, self.layer, branch, self.expert, cached)
+        mode, density = st.controller.decide(step, self.layer, branch, self.expert, st.cached_at(keys))
         if mode != "dense" and query.device.type != "cpu":
             mode = "dense"  # the GPU plan is not wired into this integration yet
         st.log.append((step, branch, self.expert, self.layer, mode))
@@ -120,8 +120,7 @@ class SvooHunyuanAttnProcessor:
         branch = max(st.branch, 0)
         batch = hidden_states.shape[0]
         keys = [(branch, self.expert, self.layer, b) for b in range(batch)]
-        cached = all(k in st.cache and st.last_scheduled() <= st.cache[k][0] <= step for k in keys)
-        mode, density = st.controller.decide(step, self.layer, branch, self.expert, cached)
+        mode, density = st.controller.decide(step, self.layer, branch, self.expert, st.cached_at(keys))
         if mode != "dense" and (hidden_states.device.type != "cpu" or encoder_hidden_states is None):
             mode = "dense"
         st.log.append((step, branch, self.expert, self.layer, mode))
@@ -226,7 +225,7 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
                                   layers=len(_attention_modules(models[0])), heads=cfg.num_attention_heads)
     plan_opts = {k: v for k, v in dict(kq=kq, kk=kk, top_p=top_p, floor_lo=floor_lo, floor_hi=floor_hi).items()
                  if v is not None}
-    state = SvooState(controller, d, {"reuse_interval": reuse_interval or d["reuse_interval"], "plan": plan_opts})
+    state = SvooState(controller, d, {"plan": plan_opts})
     for expert, model in enumerate(models):
         if getattr(model, "_svoo_state", None) is not None:
             raise ValueError("svoo is already enabled on this model; call svoo.diffusers.disable first")

@@ -177,6 +177,11 @@ int Controller::dense_layers() const noexcept {
 }
 
 Decision Controller::decide(int step, int layer, int branch, int expert) const {
+  return decide_with_cache(step, layer, branch, expert, cached_step(layer, branch, expert));
+}
+
+Decision Controller::decide_with_cache(int step, int layer, int branch, int expert,
+                                       std::optional<int> cached_at) const {
   require_range(step, 1, config_.steps, "step");
   require_range(layer, 0, config_.layers - 1, "layer");
   require_at_least(branch, 0, "branch");
@@ -210,11 +215,10 @@ Decision Controller::decide(int step, int layer, int branch, int expert) const {
   const int s0 = warmup + 1;
   const int since = (step - s0) % config_.reuse_interval;
   const int last_scheduled = step - since;
-  const auto it = cache_.find({branch, expert, layer});
   // A cached clustering is usable only if it was made within the current reuse window: one made
   // at a later step belongs to an earlier generation, and one older than the last scheduled
   // recluster means that recluster was never stored.
-  const bool usable = it != cache_.end() && it->second.step >= last_scheduled && it->second.step <= step;
+  const bool usable = cached_at && *cached_at >= last_scheduled && *cached_at <= step;
   d.mode = (since == 0 || !usable) ? Mode::recluster : Mode::reuse;
   return d;
 }
