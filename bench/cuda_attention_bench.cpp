@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   const std::vector<Shape> shapes = {{"wan1.3b-480p", 12, 21, 30, 52},
                                      {"wan1.3b-720p", 12, 21, 45, 80},
                                      {"wan14b-720p", 40, 21, 45, 80}};
-  std::string json = "[\n";
+  std::string json;
   for (const Shape& s : shapes) {
     if (!only.empty() && std::find(only.begin(), only.end(), s.name) == only.end()) continue;
     SyntheticConfig sc;
@@ -95,13 +95,8 @@ int main(int argc, char** argv) {
                     " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"device\": \"%s\", \"target_density\": %.2f, "
                     "\"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f}",
                     s.name.c_str(), s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms);
-      json += std::string(json.size() > 2 ? ",\n" : "") + buf;
+      json += std::string(json.empty() ? "" : ",\n") + buf;
     }
   }
-  json += "\n]\n";
-  if (!json_path.empty()) {
-    FILE* f = std::fopen(json_path.c_str(), "w");
-    if (f) std::fputs(json.c_str(), f), std::fclose(f);
-  }
-  return 0;
+  return svoo::bench::write_json_rows(json_path, json) ? 0 : 1;
 }

@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
   const std::vector<Shape> shapes = {{"wan14b-720p", 40, 75600, 256, 1024},
                                      {"wan1.3b-720p", 12, 75600, 256, 1024},
                                      {"wan1.3b-480p", 12, 32760, 256, 1024}};
-  std::string json = "[\n";
+  std::string json;
   std::printf("%-14s %9s %9s %9s %9s %9s %9s %9s\n", "shape", "cocl T=2", "cocl T=1", "kmeans", "select", "perm qkv",
               "unperm o", "graph");
   for (const Shape& s : shapes) {
@@ -159,12 +159,7 @@ int main(int argc, char** argv) {
                   "\"cocluster_t2_ms\": %.4f, \"cocluster_t1_ms\": %.4f, \"kmeans_t2_ms\": %.4f, \"select_ms\": %.4f, "
                   "\"permute_qkv_ms\": %.4f, \"unpermute_o_ms\": %.4f, \"plan_graph_ms\": %.4f}",
                   s.name.c_str(), s.heads, (long long)s.tokens, s.kq, s.kk, prop.name, t2, t1, tk, ts, tp, tu, tg);
-    json += std::string(json.size() > 2 ? ",\n" : "") + buf;
+    json += std::string(json.empty() ? "" : ",\n") + buf;
   }
-  json += "\n]\n";
-  if (!json_path.empty()) {
-    FILE* f = std::fopen(json_path.c_str(), "w");
-    if (f) std::fputs(json.c_str(), f), std::fclose(f);
-  }
-  return 0;
+  return svoo::bench::write_json_rows(json_path, json) ? 0 : 1;
 }
