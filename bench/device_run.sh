@@ -4,6 +4,7 @@
 # benchmark and cuDNN dense attention timed in the same run. Output: $OUT/*.log, *.json.
 #   bench/device_run.sh [check] [sanitize] [bench] [attn] [dense]   (default: all)
 set -uo pipefail
+[ -f .carry/bundle.tar.xz ] && tar -xJf .carry/bundle.tar.xz -C .carry
 export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
