@@ -11,6 +11,7 @@
 
 #include "kernels.cuh"
 #include "ptx.cuh"
+#include "wgmma.cuh"
 
 namespace svoo::cuda::detail {
 
@@ -26,55 +27,8 @@ constexpr int kChunkBytes = 128 * 128;                    // one 64-wide K chunk
 constexpr int kTileBytes = 2 * kChunkBytes;               // 128 rows x 128 K, bf16
 constexpr int kSmemBytes = kTileBytes * 3 + 1024;         // X + 2 centroid stages + alignment slack
 
-// Byte offset of the 16-byte chunk `c16` (0..15 along K) of row r in a swizzled 128-row tile:
-// two K chunks of [128 rows x 128 B]; rows in 8-row groups of 1024 B; chunk j of a row stored at
-// j ^ (r % 8) (the 128-byte swizzle the wgmma descriptor names).
-[[maybe_unused]] __device__ __forceinline__ int swizzled(int r, int c16) {
-  const int kc = c16 >> 3, j = c16 & 7;
-  return kc * kChunkBytes + (r >> 3) * 1024 + (r & 7) * 128 + ((j ^ (r & 7)) << 4);
-}
-
-// wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row groups 1024 B apart.
-[[maybe_unused]] __device__ __forceinline__ std::uint64_t descriptor(const void* p) {
-  const std::uint64_t addr = ptx::smem_addr(p);
-  std::uint64_t d = 0;
-  d |= (addr & 0x3FFFF) >> 4;           // start address
-  d |= std::uint64_t{1} << 16;          // leading byte offset (unused for swizzled K-major)
-  d |= std::uint64_t{1024 >> 4} << 32;  // stride byte offset: next 8-row group
-  d |= std::uint64_t{1} << 62;          // 128-byte swizzle
-  return d;
-}
-
-[[maybe_unused]] __device__ __forceinline__ void fence_operands() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-[[maybe_unused]] __device__ __forceinline__ void commit_and_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-}
-
-template <bool kBf16>
-[[maybe_unused]] __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b, int accumulate) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if constexpr (kBf16) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(a), "l"(b), "r"(accumulate));
-  } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(a), "l"(b), "r"(accumulate));
-  }
-#endif
-}
+[[maybe_unused]] __device__ __forceinline__ int swizzled(int r, int c16) { return wgmma::swizzled(r, c16, kChunkBytes); }
+[[maybe_unused]] __device__ __forceinline__ std::uint64_t descriptor(const void* p) { return wgmma::descriptor(p, 16, 1024); }
 
 [[maybe_unused]] __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
@@ -118,18 +72,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   float d[64];
   for (int t = 0; t < tiles; ++t) {
     ptx::cp_async_wait<1>();
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async writes -> tensor-core reads
+    wgmma::fence_async_shared();  // cp.async writes -> tensor-core reads
     __syncthreads();
     const unsigned char* tile = sm + (t & 1) * kTileBytes;
-    fence_operands();
+    wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks) {
       const int kc = ks / 4, koff = (ks % 4) * 32;
       const std::uint64_t da = descriptor(sx + kc * kChunkBytes + wg * 64 * 128 + koff);
       const std::uint64_t db = descriptor(tile + kc * kChunkBytes + koff);
-      wgmma_m64n128k16<kBf16>(d, da, db, ks > 0 ? 1 : 0);
+      wgmma::m64n128k16_ss<kBf16>(d, da, db, ks > 0 ? 1 : 0);
     }
-    commit_and_wait();
+    wgmma::commit();
+    wgmma::wait<0>();
     // Fold: element i of d is row 16*warp + 8*((i/2)%2) + lane/4, column 8*(i/4) + 2*(lane%4) + i%2.
     if (bh || (t + 1) * kCols > clusters) {
 #pragma unroll

@@ -371,6 +371,7 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 void launch_attention(const AttentionArgs& a, cudaStream_t stream) {
+  if (attention_hopper_enabled()) return launch_attention_hopper(a, stream);
   const bool wide = attention_rows() == 128;
   if (a.q.elem == Elem::bf16) {
     wide ? launch_typed<true, 32>(a, stream) : launch_typed<true, 16>(a, stream);

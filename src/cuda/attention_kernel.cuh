@@ -40,7 +40,13 @@ struct AttentionArgs {
   int kq = 0;
 };
 
-// Dense mode when args.range_ptr is null: every query attends to every key.
+// Dense mode when args.range_ptr is null: every query attends to every key. Runs the Hopper kernel
+// where attention_hopper_enabled(), else the mma.sync one.
 void launch_attention(const AttentionArgs& args, cudaStream_t stream);
+
+// attention_hopper.cu: wgmma, warp-specialised (sm_90a). Enabled on compute capability 9.0 when
+// this build has sm_90a code, the work items have 128 rows and SVOO_ATTN_KERNEL is not "sm80".
+bool attention_hopper_enabled();
+void launch_attention_hopper(const AttentionArgs& args, cudaStream_t stream);
 
 }  // namespace svoo::cuda::detail

@@ -1,0 +1,296 @@
+// Variable-block sparse attention (spec 2.4) on Hopper's warpgroup tensor cores (sm_90a): the same
+// work items, virtual key sequence and permutation-through reads/writes as attention.cu, with
+// FlashAttention-3's structure:
+//   - warp specialisation: warpgroup 0 is the producer (it gathers K and V rows through the
+//     ranges and the key permutation with cp.async into a two-stage ring); warpgroups 1 and 2 are
+//     consumers, 64 query rows each, so a work item is 128 query rows;
+//   - mbarriers between them (full: a stage has landed; empty: both consumers are done with it),
+//     so the two consumers drift apart and one's softmax overlaps the other's products;
+//   - S = Q K^T with wgmma m64n128k16 (A and B from shared memory, 128-byte swizzle), online
+//     softmax in fp32 on the accumulators, then O += P V with P from registers (A operand) and V
+//     read N-major from the same row layout (no transpose pass);
+//   - setmaxnreg: the producer keeps 40 registers, the consumers 232.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cub/block/block_scan.cuh>
+
+#include <cfloat>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "attention_kernel.cuh"
+#include "ptx.cuh"
+#include "wgmma.cuh"
+
+namespace svoo::cuda::detail {
+
+bool assign_wgmma_available();  // assign_wgmma.cu: this build has sm_90a code and the device is 9.0
+
+namespace {
+
+constexpr int kD = 128, kBM = 128, kBN = 128, kThreads = 384, kMaxRanges = 1024;
+constexpr int kChunk = 128 * 128;   // one 64-column chunk of a 128-row tile, bytes
+constexpr int kTile = 2 * kChunk;   // a 128 x 128 tile, bytes
+constexpr int kSmemBytes = 1024 /*alignment slack*/ + 5 * kTile /*Q, K x2, V x2*/ + (2 * kMaxRanges + 2) * 4 + 4 * 8;
+
+__device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(AttentionArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* base = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
+  unsigned char* sq = base;
+  unsigned char* sk = sq + kTile;      // 2 stages
+  unsigned char* sv = sk + 2 * kTile;  // 2 stages
+  auto* r_begin = reinterpret_cast<std::int32_t*>(sv + 2 * kTile);
+  auto* r_cum = r_begin + kMaxRanges;  // kMaxRanges + 1
+  auto* bars = reinterpret_cast<std::uint64_t*>(r_cum + kMaxRanges + 1 + 1);  // 8-byte aligned (odd count + 1)
+  std::uint64_t* full = bars;       // [2]
+  std::uint64_t* empty = bars + 2;  // [2]
+  const bool sparse = a.range_ptr != nullptr;
+  const int tid = threadIdx.x;
+
+  // The item: (head, first query row, rows) and its key ranges.
+  int head, rows;
+  std::int64_t row0, rb, nr;
+  if (sparse) {
+    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return;
+    const int w = a.item_w[blockIdx.x];
+    head = w / a.kq;
+    const int i = w % a.kq;
+    row0 = a.item_row[blockIdx.x];
+    const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(head) * (a.kq + 1) + i + 1];
+    rows = static_cast<int>(end - row0 < kBM ? end - row0 : kBM);
+    rb = a.range_ptr[w];
+    nr = a.range_ptr[w + 1] - rb;
+  } else {
+    const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
+    head = static_cast<int>(blockIdx.x / tiles);
+    row0 = (blockIdx.x % tiles) * kBM;
+    rows = static_cast<int>(a.q.tokens - row0 < kBM ? a.q.tokens - row0 : kBM);
+    rb = 0;
+    nr = 1;
+  }
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int total_keys;
+  {
+    constexpr int kPer = (kMaxRanges + kThreads - 1) / kThreads;
+    int len[kPer];
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int j = tid * kPer + e;
+      len[e] = 0;
+      if (j < nr) {
+        const int b = sparse ? a.range_begin[rb + j] : 0;
+        const int en = sparse ? a.range_end[rb + j] : static_cast<int>(a.k.tokens);
+        r_begin[j] = b;
+        len[e] = en - b;
+      }
+    }
+    int agg;
+    Scan(scan_tmp).ExclusiveSum(len, len, agg);
+#pragma unroll
+    for (int e = 0; e < kPer; ++e)
+      if (tid * kPer + e <= kMaxRanges) r_cum[tid * kPer + e] = len[e];
+    if (tid == 0) {
+      total_keys = agg;
+      for (int s = 0; s < 2; ++s) {
+        wgmma::mbar_init(&full[s], 128);   // every producer thread arrives once its copies landed
+        wgmma::mbar_init(&empty[s], 256);  // every consumer thread arrives once its products are done
+      }
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+  }
+  __syncthreads();
+  const int L = total_keys;
+  const int tiles = (L + kBN - 1) / kBN;
+  const std::int64_t h = head;
+  const std::int32_t* qperm = sparse ? a.q_perm + h * a.q.tokens : nullptr;
+
+  if (tid < 128) {
+    // ---- producer: gather K and V tiles of the virtual key sequence into the ring ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
+    const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
+    const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
+    const int warp = tid / 32, lane = tid % 32, n = static_cast<int>(nr);
+    for (int t = 0; t < tiles; ++t) {
+      const int st = t & 1;
+      if (t >= 2) wgmma::mbar_wait(&empty[st], ((t >> 1) - 1) & 1);
+      // Lane l finds the token of row 32*warp + l: the last range whose prefix is <= the index.
+      const int vt = t * kBN + warp * 32 + lane;
+      std::int32_t tok = -1;
+      if (vt < L) {
+        int lo = 0, hi = n - 1;
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) / 2;
+          if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
+        }
+        const std::int64_t phys = r_begin[lo] + (vt - r_cum[lo]);
+        tok = sparse ? kperm[phys] : static_cast<std::int32_t>(phys);
+      }
+      // Half-warps copy whole 256-byte rows: full sectors from global memory.
+      unsigned char* dk = sk + st * kTile;
+      unsigned char* dv = sv + st * kTile;
+#pragma unroll 4
+      for (int i = 0; i < 16; ++i) {
+        const int rr = 2 * i + lane / 16, c = lane % 16, r = warp * 32 + rr;
+        const std::int32_t rt = __shfl_sync(0xffffffffu, tok, rr);
+        const std::int64_t row = rt < 0 ? 0 : rt;
+        ptx::cp_async16(dk + swz(r, c), kbase + row * a.k.row_stride + c * 8, rt < 0 ? 0 : 16);
+        ptx::cp_async16(dv + swz(r, c), vbase + row * a.v.row_stride + c * 8, rt < 0 ? 0 : 16);
+      }
+      ptx::cp_async_commit();
+      if (t >= 1) {
+        ptx::cp_async_wait<1>();
+        wgmma::fence_async_shared();
+        wgmma::mbar_arrive(&full[(t - 1) & 1]);
+      }
+    }
+    if (tiles >= 1) {
+      ptx::cp_async_wait<0>();
+      wgmma::fence_async_shared();
+      wgmma::mbar_arrive(&full[(tiles - 1) & 1]);
+    }
+    return;
+  }
+
+  // ---- consumers: 64 query rows each ----
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int g = tid / 128 - 1, ctid = tid % 128, warp = ctid / 32, lane = ctid % 32;
+  const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;
+  for (int e = ctid; e < 64 * 16; e += 128) {
+    const int r = g * 64 + e / 16, c = e % 16;
+    const bool ok = r < rows;
+    const std::int64_t tok = ok ? (sparse ? qperm[row0 + r] : row0 + r) : 0;
+    ptx::cp_async16(sq + swz(r, c), qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
+  }
+  ptx::cp_async_commit();
+  ptx::cp_async_wait<0>();
+  wgmma::fence_async_shared();
+  wgmma::named_sync(1 + g, 128);
+
+  const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
+  float o[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] = 0.f;
+  float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f};
+  const unsigned char* qg = sq + g * 64 * 128;  // this warpgroup's rows in each chunk
+
+  for (int t = 0; t < tiles; ++t) {
+    const int st = t & 1;
+    wgmma::mbar_wait(&full[st], (t >> 1) & 1);
+    const unsigned char* tk = sk + st * kTile;
+    const unsigned char* tv = sv + st * kTile;
+    float s[64];
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      const int kc = ks / 4, koff = (ks % 4) * 32;
+      wgmma::m64n128k16_ss<kBf16>(s, wgmma::descriptor(qg + kc * kChunk + koff, 16, 1024),
+                                  wgmma::descriptor(tk + kc * kChunk + koff, 16, 1024), ks > 0 ? 1 : 0);
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    // Element i: row 16*warp + 8*((i/2)%2) + lane/4, key column 8*(i/4) + 2*(lane%4) + i%2.
+    if ((t + 1) * kBN > L) {
+#pragma unroll
+      for (int i = 0; i < 64; ++i)
+        if (t * kBN + 8 * (i / 4) + 2 * (lane % 4) + (i % 2) >= L) s[i] = -FLT_MAX;
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float mx = m_row[half];
+#pragma unroll
+      for (int i = 0; i < 64; ++i)
+        if ((i / 2) % 2 == half) mx = fmaxf(mx, s[i]);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float alpha = exp2f((m_row[half] - mx) * scale_log2);
+      const float mxs = mx * scale_log2;
+      m_row[half] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int i = 0; i < 64; ++i)
+        if ((i / 2) % 2 == half) {
+          s[i] = exp2f(fmaf(s[i], scale_log2, -mxs));
+          sum += s[i];
+          o[i] *= alpha;
+        }
+      l_row[half] = l_row[half] * alpha + sum;
+    }
+    // P as the A operand: for keys 16*kk.., the m16n8k16 fragment is s[8kk .. 8kk + 7] in order.
+    std::uint32_t pa[kBN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) pa[kk][e] = ptx::pack2<kBf16>(s[8 * kk + 2 * e], s[8 * kk + 2 * e + 1]);
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk)
+      wgmma::m64n128k16_rs_mn<kBf16>(o, pa[kk], wgmma::descriptor(tv + kk * 16 * 128, kChunk, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::mbar_arrive(&empty[st]);
+  }
+
+  // Normalise, stage the rows in this warpgroup's part of the Q tile, write through the permutation.
+  float inv[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float l = l_row[half];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[half] = l > 0.f ? 1.f / l : 0.f;
+    const int r = g * 64 + warp * 16 + half * 8 + lane / 4;
+    if (a.lse && lane % 4 == 0 && r < rows) {
+      const std::int64_t tok = sparse ? qperm[row0 + r] : row0 + r;
+      a.lse[h * a.q.tokens + tok] = l > 0.f ? m_row[half] * (scale_log2 / 1.4426950408889634f) + logf(l) : -INFINITY;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 64; i += 2) {
+    const int half = (i / 2) % 2;
+    const int r = g * 64 + warp * 16 + half * 8 + lane / 4;
+    *reinterpret_cast<std::uint32_t*>(sq + swz(r, i / 4) + 4 * (lane % 4)) =
+        ptx::pack2<kBf16>(o[i] * inv[half], o[i + 1] * inv[half]);
+  }
+  wgmma::named_sync(1 + g, 128);
+  auto* obase = static_cast<std::uint16_t*>(a.out.data) + h * a.out.head_stride;
+  for (int e = ctid; e < 64 * 16; e += 128) {
+    const int r = g * 64 + e / 16, c = e % 16;
+    if (r >= rows) continue;
+    const std::int64_t tok = sparse ? qperm[row0 + r] : row0 + r;
+    *reinterpret_cast<uint4*>(obase + tok * a.out.row_stride + c * 8) = *reinterpret_cast<const uint4*>(sq + swz(r, c));
+  }
+#endif
+}
+
+template <bool kBf16>
+void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
+  const std::int64_t grid = a.range_ptr ? a.item_capacity : a.q.heads * ((a.q.tokens + kBM - 1) / kBM);
+  if (grid == 0) return;
+  cudaFuncSetAttribute(attention_hopper_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  attention_hopper_kernel<kBf16><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+}
+
+}  // namespace
+
+bool attention_hopper_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SVOO_ATTN_KERNEL");
+    return !(e && std::strcmp(e, "sm80") == 0) && assign_wgmma_available();
+  }();
+  return on && attention_rows() == kBM;
+}
+
+void launch_attention_hopper(const AttentionArgs& a, cudaStream_t stream) {
+  a.q.elem == Elem::bf16 ? launch_typed<true>(a, stream) : launch_typed<false>(a, stream);
+}
+
+}  // namespace svoo::cuda::detail
