@@ -30,15 +30,24 @@ bool assign_wgmma_available();  // assign_wgmma.cu: this build has sm_90a code a
 
 namespace {
 
-constexpr int kD = 128, kBM = 128, kBN = 128, kThreads = 384, kMaxRanges = 1024;
+[[maybe_unused]] constexpr int kD = 128, kBN = 128;
+constexpr int kBM = 128, kThreads = 384, kMaxRanges = 1024;
 constexpr int kChunk = 128 * 128;   // one 64-column chunk of a 128-row tile, bytes
 constexpr int kTile = 2 * kChunk;   // a 128 x 128 tile, bytes
-constexpr int kSmemBytes = 1024 /*alignment slack*/ + 5 * kTile /*Q, K x2, V x2*/ + (2 * kMaxRanges + 2) * 4 + 4 * 8;
+constexpr int kSmemBytes = 1024 /*alignment slack*/ + 5 * kTile /*Q, K x2, V x2*/ + (2 * kMaxRanges + 2) * 4 + 8 * 8;
+constexpr int kPingpong = 1;  // kernel flag: consumers take turns issuing products
 
-__device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
+// 2^x on the special-function unit, flushing denormals (the probabilities they would be are
+// below bf16's resolution of a row's sum anyway).
+[[maybe_unused]] __device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+[[maybe_unused]] __device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
 
 template <bool kBf16>
-__global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(AttentionArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(AttentionArgs a, int flags) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = reinterpret_cast<unsigned char*>(
@@ -49,8 +58,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   auto* r_begin = reinterpret_cast<std::int32_t*>(sv + 2 * kTile);
   auto* r_cum = r_begin + kMaxRanges;  // kMaxRanges + 1
   auto* bars = reinterpret_cast<std::uint64_t*>(r_cum + kMaxRanges + 1 + 1);  // 8-byte aligned (odd count + 1)
-  std::uint64_t* full = bars;       // [2]
-  std::uint64_t* empty = bars + 2;  // [2]
+  std::uint64_t* full = bars;       // [K stage 0, K stage 1, V stage 0, V stage 1]
+  std::uint64_t* empty = bars + 4;  // same order
   const bool sparse = a.range_ptr != nullptr;
   const int tid = threadIdx.x;
 
@@ -75,6 +84,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     rb = 0;
     nr = 1;
   }
+  // An item of at most 64 rows needs one consumer: the other leaves at once, and the tensor cores
+  // serve the one that works (no products on padding rows).
+  const bool solo = rows <= 64;
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ int total_keys;
@@ -99,9 +111,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       if (tid * kPer + e <= kMaxRanges) r_cum[tid * kPer + e] = len[e];
     if (tid == 0) {
       total_keys = agg;
-      for (int s = 0; s < 2; ++s) {
+      for (int s = 0; s < 4; ++s) {
         wgmma::mbar_init(&full[s], 128);   // every producer thread arrives once its copies landed
-        wgmma::mbar_init(&empty[s], 256);  // every consumer thread arrives once its products are done
+        wgmma::mbar_init(&empty[s], solo ? 128 : 256);  // every working consumer thread, products done
       }
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -113,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   const std::int32_t* qperm = sparse ? a.q_perm + h * a.q.tokens : nullptr;
 
   if (tid < 128) {
-    // ---- producer: gather K and V tiles of the virtual key sequence into the ring ----
+    // ---- producer: gather K and V tiles of the virtual key sequence into their rings ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
     const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
@@ -121,7 +133,6 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     const int warp = tid / 32, lane = tid % 32, n = static_cast<int>(nr);
     for (int t = 0; t < tiles; ++t) {
       const int st = t & 1;
-      if (t >= 2) wgmma::mbar_wait(&empty[st], ((t >> 1) - 1) & 1);
       // Lane l finds the token of row 32*warp + l: the last range whose prefix is <= the index.
       const int vt = t * kBN + warp * 32 + lane;
       std::int32_t tok = -1;
@@ -135,34 +146,29 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         tok = sparse ? kperm[phys] : static_cast<std::int32_t>(phys);
       }
       // Half-warps copy whole 256-byte rows: full sectors from global memory.
-      unsigned char* dk = sk + st * kTile;
-      unsigned char* dv = sv + st * kTile;
+      for (int which = 0; which < 2; ++which) {
+        if (t >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((t >> 1) - 1) & 1);
+        unsigned char* dst = (which == 0 ? sk : sv) + st * kTile;
+        const std::uint16_t* src = which == 0 ? kbase : vbase;
+        const std::int64_t stride = which == 0 ? a.k.row_stride : a.v.row_stride;
 #pragma unroll 4
-      for (int i = 0; i < 16; ++i) {
-        const int rr = 2 * i + lane / 16, c = lane % 16, r = warp * 32 + rr;
-        const std::int32_t rt = __shfl_sync(0xffffffffu, tok, rr);
-        const std::int64_t row = rt < 0 ? 0 : rt;
-        ptx::cp_async16(dk + swz(r, c), kbase + row * a.k.row_stride + c * 8, rt < 0 ? 0 : 16);
-        ptx::cp_async16(dv + swz(r, c), vbase + row * a.v.row_stride + c * 8, rt < 0 ? 0 : 16);
-      }
-      ptx::cp_async_commit();
-      if (t >= 1) {
-        ptx::cp_async_wait<1>();
-        wgmma::fence_async_shared();
-        wgmma::mbar_arrive(&full[(t - 1) & 1]);
+        for (int i = 0; i < 16; ++i) {
+          const int rr = 2 * i + lane / 16, c = lane % 16, r = warp * 32 + rr;
+          const std::int32_t rt = __shfl_sync(0xffffffffu, tok, rr);
+          ptx::cp_async16(dst + swz(r, c), src + static_cast<std::int64_t>(rt < 0 ? 0 : rt) * stride + c * 8,
+                          rt < 0 ? 0 : 16);
+        }
+        wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
       }
     }
-    if (tiles >= 1) {
-      ptx::cp_async_wait<0>();
-      wgmma::fence_async_shared();
-      wgmma::mbar_arrive(&full[(tiles - 1) & 1]);
-    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
   }
 
   // ---- consumers: 64 query rows each ----
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int g = tid / 128 - 1, ctid = tid % 128, warp = ctid / 32, lane = ctid % 32;
+  if (solo && g == 1) return;
   const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;
   for (int e = ctid; e < 64 * 16; e += 128) {
     const int r = g * 64 + e / 16, c = e % 16;
@@ -176,28 +182,51 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   wgmma::named_sync(1 + g, 128);
 
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
+  const bool pingpong = (flags & kPingpong) != 0 && !solo;
   float o[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.f;
-  float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f};
+  float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
+  float s[64];
+  std::uint32_t pa[kBN / 16][4];
   const unsigned char* qg = sq + g * 64 * 128;  // this warpgroup's rows in each chunk
 
-  for (int t = 0; t < tiles; ++t) {
-    const int st = t & 1;
-    wgmma::mbar_wait(&full[st], (t >> 1) & 1);
-    const unsigned char* tk = sk + st * kTile;
-    const unsigned char* tv = sv + st * kTile;
-    float s[64];
-    wgmma::fence();
+  // Ping-pong: the two consumers take turns issuing their products (named barriers 3 and 4), so
+  // one's softmax runs while the other's products occupy the tensor cores. Consumer 1 lets
+  // consumer 0 go first; consumer 0 absorbs the last turn at the end.
+  if (pingpong && g == 1) wgmma::named_arrive(3, 256);
+  auto turn_begin = [&] {
+    if (pingpong) wgmma::named_sync(3 + g, 256);
+  };
+  auto turn_end = [&] {
+    if (pingpong) wgmma::named_arrive(4 - g, 256);
+  };
+  auto wait_full = [&](int which, int t) {
+    wgmma::mbar_wait(&full[2 * which + (t & 1)], (t >> 1) & 1);
+  };
+  // Descriptors are built once; a step's operand is the base plus its byte offset / 16 (the
+  // address field cannot overflow: shared memory offsets stay below 2^18).
+  const std::uint64_t dq = wgmma::descriptor(qg, 16, 1024);
+  const std::uint64_t dk0 = wgmma::descriptor(sk, 16, 1024);
+  const std::uint64_t dv0 = wgmma::descriptor(sv, kChunk, 1024);
+  auto issue_s = [&](int t) {
+    const std::uint64_t dk = dk0 + (t & 1) * (kTile >> 4);
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
-      const int kc = ks / 4, koff = (ks % 4) * 32;
-      wgmma::m64n128k16_ss<kBf16>(s, wgmma::descriptor(qg + kc * kChunk + koff, 16, 1024),
-                                  wgmma::descriptor(tk + kc * kChunk + koff, 16, 1024), ks > 0 ? 1 : 0);
+      const int off = ((ks / 4) * kChunk + (ks % 4) * 32) >> 4;
+      wgmma::m64n128k16_ss<kBf16>(s, dq + off, dk + off, ks > 0 ? 1 : 0);
     }
     wgmma::commit();
-    wgmma::wait<0>();
-    // Element i: row 16*warp + 8*((i/2)%2) + lane/4, key column 8*(i/4) + 2*(lane%4) + i%2.
+  };
+  auto issue_pv = [&](int t) {
+    const std::uint64_t dv = dv0 + (t & 1) * (kTile >> 4);
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk) wgmma::m64n128k16_rs_mn<kBf16>(o, pa[kk], dv + ((kk * 16 * 128) >> 4));
+    wgmma::commit();
+  };
+  // Online softmax of tile t in s (element i: row 16*warp + 8*((i/2)%2) + lane/4, key column
+  // 8*(i/4) + 2*(lane%4) + i%2): s becomes P, alpha the rescaling of the rows' running output.
+  auto softmax = [&](int t) {
     if ((t + 1) * kBN > L) {
 #pragma unroll
       for (int i = 0; i < 64; ++i)
@@ -211,33 +240,77 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         if ((i / 2) % 2 == half) mx = fmaxf(mx, s[i]);
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float alpha = exp2f((m_row[half] - mx) * scale_log2);
+      alpha[half] = ex2((m_row[half] - mx) * scale_log2);
       const float mxs = mx * scale_log2;
       m_row[half] = mx;
       float sum = 0.f;
 #pragma unroll
       for (int i = 0; i < 64; ++i)
         if ((i / 2) % 2 == half) {
-          s[i] = exp2f(fmaf(s[i], scale_log2, -mxs));
+          s[i] = ex2(fmaf(s[i], scale_log2, -mxs));
           sum += s[i];
-          o[i] *= alpha;
         }
-      l_row[half] = l_row[half] * alpha + sum;
+      l_row[half] = l_row[half] * alpha[half] + sum;
     }
-    // P as the A operand: for keys 16*kk.., the m16n8k16 fragment is s[8kk .. 8kk + 7] in order.
-    std::uint32_t pa[kBN / 16][4];
+  };
+  // P as the A operand: for keys 16*kk.., the m16n8k16 fragment is s[8kk .. 8kk + 7] in order.
+  auto pack_p = [&] {
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk)
 #pragma unroll
       for (int e = 0; e < 4; ++e) pa[kk][e] = ptx::pack2<kBf16>(s[8 * kk + 2 * e], s[8 * kk + 2 * e + 1]);
+  };
+
+  // Software pipeline (FlashAttention-3's intra-warpgroup overlap): while P(t-1) V(t-1) runs on
+  // the tensor cores, the softmax of S(t) runs on the CUDA cores.
+  if (tiles > 0) {
+    wait_full(0, 0);
+    wgmma::fence_async_shared();
+    turn_begin();
     wgmma::fence();
-#pragma unroll
-    for (int kk = 0; kk < kBN / 16; ++kk)
-      wgmma::m64n128k16_rs_mn<kBf16>(o, pa[kk], wgmma::descriptor(tv + kk * 16 * 128, kChunk, 1024));
-    wgmma::commit();
+    issue_s(0);
+    turn_end();
     wgmma::wait<0>();
-    wgmma::mbar_arrive(&empty[st]);
+    wgmma::fence_regs(s);
+    wgmma::mbar_arrive(&empty[0]);
+    softmax(0);
+    pack_p();
+    for (int t = 1; t < tiles; ++t) {
+      wait_full(0, t);
+      wait_full(1, t - 1);
+      wgmma::fence_async_shared();
+      turn_begin();
+      wgmma::fence_regs(o);
+      wgmma::fence_regs(pa);
+      wgmma::fence();
+      issue_s(t);
+      issue_pv(t - 1);
+      turn_end();
+      wgmma::wait<1>();
+      wgmma::fence_regs(s);
+      wgmma::mbar_arrive(&empty[t & 1]);
+      softmax(t);
+      wgmma::wait<0>();
+      wgmma::fence_regs(o);
+      wgmma::fence_regs(pa);
+      wgmma::mbar_arrive(&empty[2 + ((t - 1) & 1)]);
+#pragma unroll
+      for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
+      pack_p();
+    }
+    wait_full(1, tiles - 1);
+    wgmma::fence_async_shared();
+    turn_begin();
+    wgmma::fence_regs(o);
+    wgmma::fence_regs(pa);
+    wgmma::fence();
+    issue_pv(tiles - 1);
+    turn_end();
+    wgmma::wait<0>();
+    wgmma::fence_regs(o);
+    wgmma::mbar_arrive(&empty[2 + ((tiles - 1) & 1)]);
   }
+  if (pingpong && g == 0) wgmma::named_sync(3, 256);
 
   // Normalise, stage the rows in this warpgroup's part of the Q tile, write through the permutation.
   float inv[2];
@@ -271,12 +344,21 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
 #endif
 }
 
+// SVOO_ATTN_PINGPONG=0 turns the consumers' turn-taking off (for comparison).
+int hopper_flags() {
+  static const int flags = [] {
+    const char* e = std::getenv("SVOO_ATTN_PINGPONG");
+    return e && std::strcmp(e, "0") == 0 ? 0 : kPingpong;
+  }();
+  return flags;
+}
+
 template <bool kBf16>
 void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   const std::int64_t grid = a.range_ptr ? a.item_capacity : a.q.heads * ((a.q.tokens + kBM - 1) / kBM);
   if (grid == 0) return;
   cudaFuncSetAttribute(attention_hopper_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  attention_hopper_kernel<kBf16><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+  attention_hopper_kernel<kBf16><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a, hopper_flags());
 }
 
 }  // namespace

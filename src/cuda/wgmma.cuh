@@ -135,9 +135,35 @@ __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, unsigned parity) {
 #endif
 }
 
-// A named barrier for `threads` threads (ids 1..15; 0 is __syncthreads).
+// Arrives on bar once every cp.async this thread issued before has landed. The barrier's expected
+// count includes this arrival (.noinc).
+__device__ __forceinline__ void mbar_arrive_cp_async(std::uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(ptx::smem_addr(bar)) : "memory");
+#endif
+}
+
+// A named barrier for `threads` threads (ids 1..15; 0 is __syncthreads): wait, or only arrive.
 __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Pins registers that an asynchronous wgmma reads or writes: the compiler may not move ordinary
+// uses of them across this point (put one after each wait and before each issue).
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N, int M>
+__device__ __forceinline__ void fence_regs(std::uint32_t (&r)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < M; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
 }
 
 }  // namespace svoo::cuda::detail::wgmma

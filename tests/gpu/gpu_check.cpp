@@ -202,8 +202,9 @@ void check_attention(const Case& cs, const HostTensor& q, const HostTensor& k, c
     CHECK(nan_rows == 0, "%s attention left %lld rows unwritten (NaN)", dense ? "dense" : "sparse", (long long)nan_rows);
     const auto rows = sample_rows(N, {N > 40000 ? 16 : 64, 5});
     const int heads = std::min(H, 3);
-    double err = 0, ref = 0, lse_err = 0;
+    double err = 0, ref = 0, lse_err = 0, round_err = 0;
     std::vector<double> o;
+    HostTensor one(cs.dtype, {1});  // rounds a value to the output's element type
     for (int h = 0; h < heads; ++h)
       for (std::int64_t t : rows) {
         double l;
@@ -212,14 +213,21 @@ void check_attention(const Case& cs, const HostTensor& q, const HostTensor& k, c
           const double g = out.get((h * N + t) * D + d);
           err += (g - o[d]) * (g - o[d]);
           ref += o[d] * o[d];
+          one.set(0, static_cast<float>(o[d]));
+          round_err += (one.get(0) - o[d]) * (one.get(0) - o[d]);
         }
         const double gl = lse.get(h * N + t);
         lse_err = std::max(lse_err, std::isinf(l) ? (std::isinf(gl) ? 0.0 : 1.0) : std::fabs(gl - l) / (1 + std::fabs(l)));
       }
     const double rel = std::sqrt(err / std::max(ref, 1e-30));
-    std::printf("  %s attention: rel L2 error %.2e on %zu sampled rows x %d heads, max lse error %.2e\n",
-                dense ? "dense " : "sparse", rel, rows.size(), heads, lse_err);
-    CHECK(rel < 1e-2, "%s attention error %.2e", dense ? "dense" : "sparse", rel);
+    // A bf16/f16 attention kernel rounds P before P V and rounds its output: about twice the error
+    // of rounding the exact output alone. The bound is twice that again.
+    const double rounding = std::sqrt(round_err / std::max(ref, 1e-30));
+    std::printf("  %s attention: rel L2 error %.2e (output rounding alone %.2e) on %zu sampled rows x %d heads, "
+                "max lse error %.2e\n",
+                dense ? "dense " : "sparse", rel, rounding, rows.size(), heads, lse_err);
+    CHECK(rel < 4 * rounding + 1e-5, "%s attention error %.2e exceeds 4x the output rounding %.2e",
+          dense ? "dense" : "sparse", rel, rounding);
     CHECK(lse_err < 1e-3, "%s lse error %.2e", dense ? "dense" : "sparse", lse_err);
   }
 }
@@ -398,6 +406,7 @@ int main(int argc, char** argv) {
   std::vector<Case> cases;
   cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});
   cases.push_back({"ties", 1, 500, 4, 8, DType::bf16, false, ClusterMethod::coclustering, true});
+  cases.push_back({"single-row clusters", 2, 700, 512, 64, DType::bf16});
   if (!quick) {
     cases.push_back({"empty key clusters (Kk > N)", 2, 1000, 16, 1024, DType::bf16});
     cases.push_back({"ragged f16", 3, 4097, 32, 128, DType::f16});
