@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import svoo
 import svoo.torch  # noqa: F401  (the CUDA planners)
+from svoo.torch import _dl
 
 from . import _svoo
 
@@ -103,16 +104,16 @@ class SvooState:
         if mode == "reuse" and (cached is None or len(cached) < 3 or cached[2] != shape):
             mode = "recluster"
         if mode == "reuse":
-            planner.load_clustering(cached[1], stream)
+            planner.load_clustering(_dl(cached[1]), stream)
         else:
-            planner.cluster(q, k, o["iterations"], o["seed"], "coclustering", stream)
+            planner.cluster(_dl(q), _dl(k), o["iterations"], o["seed"], "coclustering", stream)
             buf = cached[1] if cached is not None and len(cached) == 3 and cached[2] == shape else None
             if buf is None or buf.device != q.device:
                 buf = torch.empty(planner.clustering_bytes, dtype=torch.uint8, device=q.device)
-            planner.save_clustering(buf, stream)
+            planner.save_clustering(_dl(buf), stream)
             self.cache[slot] = (step, buf, shape)
         planner.select_device(o["top_p"], o["floor_lo"], o["floor_hi"], None, "released",
-                              self.device_density(density, q.device), stream)
+                              _dl(self.device_density(density, q.device)), stream)
         return mode
 
     def cached_at(self, keys) -> Optional[int]:
@@ -168,7 +169,7 @@ class SvooWanSelfAttnProcessor:
                 for b, ck in enumerate(keys):
                     q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
                     ran = st.cuda_plan(planner, q, k, mode, ck, step, density, stream)
-                    planner.sparse_attention(q, k, v, out[b].transpose(0, 1), stream)
+                    planner.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
             st.log.append((step, branch, self.expert, self.layer, ran))
         else:
             st.log.append((step, branch, self.expert, self.layer, mode))
@@ -282,10 +283,10 @@ class SvooHunyuanAttnProcessor:
                 ql = torch.empty((heads, video), dtype=torch.int32, device=query.device)
                 kl = torch.empty_like(ql)
                 keep = torch.empty((heads, kq, kk), dtype=torch.uint8, device=query.device)
-                pv.copy_plan(ql, kl, keep, stream)
+                pv.copy_plan(_dl(ql), _dl(kl), _dl(keep), stream)
                 ql, kl, keep = _with_text_clusters(ql, kl, keep, valid.to(query.device))
-                pf.load_plan(ql, kl, keep, stream)
-                pf.sparse_attention(q, k, v, out[b].transpose(0, 1), stream)
+                pf.load_plan(_dl(ql), _dl(kl), _dl(keep), stream)
+                pf.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
         return out.flatten(2, 3)
 
     @staticmethod

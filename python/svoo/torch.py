@@ -75,6 +75,14 @@ def _check_cuda(*tensors: torch.Tensor) -> None:
         raise ValueError(f"v must have k's shape {tuple(tensors[1].shape)}, got {tuple(tensors[2].shape)}")
 
 
+def _dl(t: torch.Tensor):
+    """t for the extension: on CUDA a DLPack capsule made without stream synchronisation (stream=-1;
+    the kernels run on torch's current stream, which already orders them after t's producers). The
+    plain `__dlpack__()` that nanobind would call may make the default stream wait on the current
+    one, which is illegal while a CUDA graph is being captured."""
+    return t.__dlpack__(stream=-1) if t.is_cuda else t
+
+
 def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
@@ -108,7 +116,7 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     out = torch.empty_like(q)
     if q.device.type == "cuda":
         with torch.cuda.device(q.device):
-            _svoo.dense_attention(q, k, v, out, _stream(q.device))
+            _svoo.dense_attention(_dl(q), _dl(k), _dl(v), _dl(out), _stream(q.device))
     else:
         _svoo.dense_attention(q, k, v, out)
     return out
@@ -151,9 +159,9 @@ def plan(q: torch.Tensor, k: torch.Tensor, profiled: torch.Tensor, kq: int, kk: 
         keep = torch.empty((heads, kq, kk), dtype=torch.uint8, device=q.device)
         with torch.cuda.device(q.device):
             s = _stream(q.device)
-            p.cluster(q.detach(), k.detach(), iterations, seed, "coclustering", s)
-            p.select_device(top_p, floor_lo, floor_hi, None, "released", prof, s)
-            p.copy_plan(q_labels, k_labels, keep, s)
+            p.cluster(_dl(q.detach()), _dl(k.detach()), iterations, seed, "coclustering", s)
+            p.select_device(top_p, floor_lo, floor_hi, None, "released", _dl(prof), s)
+            p.copy_plan(_dl(q_labels), _dl(k_labels), _dl(keep), s)
         return q_labels, k_labels, keep
     if q.device.type != "cpu":
         raise ValueError(f"svoo runs on CPU and CUDA tensors, got {q.device}")
@@ -199,9 +207,9 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_labels
     p = planner(q.device, heads, q.shape[1], k.shape[1], kq, kk)
     with torch.cuda.device(q.device):
         s = _stream(q.device)
-        p.load_plan(q_labels.to(torch.int32).contiguous(), k_labels.to(torch.int32).contiguous(),
-                    keep.to(torch.uint8).contiguous(), s)
-        p.sparse_attention(q.detach(), k.detach(), v.detach(), out, s)
+        p.load_plan(_dl(q_labels.to(torch.int32).contiguous()), _dl(k_labels.to(torch.int32).contiguous()),
+                    _dl(keep.to(torch.uint8).contiguous()), s)
+        p.sparse_attention(_dl(q.detach()), _dl(k.detach()), _dl(v.detach()), _dl(out), s)
     return out
 
 
