@@ -27,6 +27,7 @@ passed as [H, S, D] views without a copy). On CUDA:
 """
 from __future__ import annotations
 
+import atexit
 from typing import Any, Dict, Tuple
 
 import torch
@@ -106,6 +107,9 @@ def planner(device, heads: int, q_tokens: int, k_tokens: int, kq: int, kk: int):
 def clear_planners() -> None:
     """Drops the cached planners (their device workspaces are freed)."""
     _planners.clear()
+
+
+atexit.register(clear_planners)  # free the workspaces before the interpreter (and nanobind) shut down
 
 
 @torch.library.custom_op("svoo::dense_attention", mutates_args=())
