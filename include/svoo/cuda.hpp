@@ -89,6 +89,28 @@ class Planner {
   void upload_clustering(const Clustering& clustering, Stream stream = nullptr);
   void upload_scores(std::span<const float> scores, Stream stream = nullptr);
 
+  // ---- Device-side plan state for callers that keep several plans of one shape (svoo.torch,
+  // svoo.diffusers). Everything here is stream-ordered, allocates nothing and never waits for the
+  // device, so it can be captured in a CUDA graph. Caller buffers are device memory.
+
+  // Bytes of the clustering state: labels, centroids, sizes, offsets and permutations.
+  std::size_t clustering_bytes() const noexcept;
+  // Copies the clustering state to / from a caller buffer of clustering_bytes() (16-byte aligned):
+  // one device-to-device copy. A loaded clustering serves select() and sparse_attention exactly as
+  // if cluster() had just produced it (the reuse steps of spec 2.5 keep one such buffer per slot).
+  void save_clustering(void* dst, Stream stream = nullptr) const;
+  void load_clustering(const void* src, Stream stream = nullptr);
+  // Copies the current labels ([heads, tokens] int32) and keep ([heads, kq, kk] uint8) into caller
+  // buffers; a null pointer skips that array.
+  void copy_plan(std::int32_t* q_labels, std::int32_t* k_labels, std::uint8_t* keep, Stream stream = nullptr) const;
+  // A plan from caller labels and keep (the same layouts): sizes, offsets and permutations are
+  // rebuilt from the labels (the stable sort cluster() uses, so cluster()'s own labels give its own
+  // permutations back), then the key ranges and the attention work list from keep (non-zero =
+  // kept). Labels outside [0, k) are clamped into range, not reported: a check would need a host
+  // synchronisation. Centroids and scores are left as they were.
+  void load_plan(const std::int32_t* q_labels, const std::int32_t* k_labels, const std::uint8_t* keep,
+                 Stream stream = nullptr);
+
   // Attention recall per head (spec 3) of the current selection on the sampled query rows.
   std::vector<double> recall(const TensorView& q, const TensorView& k, std::span<const std::int64_t> rows,
                              Stream stream = nullptr);

@@ -95,6 +95,41 @@ nb::ndarray<nb::numpy, T> to_numpy(const std::vector<T>& v, std::vector<std::siz
   return nb::ndarray<nb::numpy, T>(copy->data(), shape.size(), shape.data(), owner);
 }
 
+#ifdef SVOO_WITH_CUDA
+// A contiguous CUDA array of the given dtype and shape (labels, keep); returns its data pointer.
+template <class A>
+void* plan_array(const A& a, bool u8, std::vector<std::int64_t> shape, const char* name) {
+  const bool dtype_ok = u8 ? (a.dtype() == nb::dtype<std::uint8_t>() || a.dtype() == nb::dtype<bool>())
+                           : a.dtype() == nb::dtype<std::int32_t>();
+  std::string want = "[";
+  for (std::size_t d = 0; d < shape.size(); ++d) want += (d ? ", " : "") + std::to_string(shape[d]);
+  want += "]";
+  require(a.device_type() == nb::device::cuda::value, ErrorKind::device, std::string(name) + " must be a CUDA tensor");
+  require(dtype_ok, ErrorKind::dtype, std::string(name) + (u8 ? " must be uint8" : " must be int32"));
+  bool shape_ok = a.ndim() == shape.size();
+  for (std::size_t d = 0; shape_ok && d < shape.size(); ++d) shape_ok = static_cast<std::int64_t>(a.shape(d)) == shape[d];
+  require(shape_ok, ErrorKind::shape, std::string(name) + " must have shape " + want + " (the plan's)");
+  std::int64_t expect = 1;
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    require(shape[d] == 1 || static_cast<std::int64_t>(a.stride(d)) == expect, ErrorKind::stride,
+            std::string(name) + " must be contiguous");
+    expect *= shape[d];
+  }
+  return const_cast<void*>(static_cast<const void*>(a.data()));
+}
+
+// A CUDA buffer of at least `bytes` bytes (any dtype, contiguous); returns its data pointer.
+template <class A>
+void* device_buffer(const A& a, std::size_t bytes, const char* name) {
+  require(a.device_type() == nb::device::cuda::value, ErrorKind::device, std::string(name) + " must be a CUDA tensor");
+  require(a.ndim() == 1 && a.stride(0) == 1, ErrorKind::shape, std::string(name) + " must be a contiguous 1-d tensor");
+  require(a.nbytes() >= bytes, ErrorKind::shape,
+          std::string(name) + " holds " + std::to_string(a.nbytes()) + " bytes; the clustering needs " +
+              std::to_string(bytes));
+  return const_cast<void*>(static_cast<const void*>(a.data()));
+}
+#endif
+
 // The CPU plan (clustering, selection, layout) of one call.
 struct CpuPlan {
   cpu::Plan plan;
@@ -124,11 +159,11 @@ NB_MODULE(_svoo, m) {
 
   m.def(
       "dense_attention",
-      [](Array q, Array k, Array v, MutArray out) {
+      [](Array q, Array k, Array v, MutArray out, std::uintptr_t stream) {
         const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v"), ov = view_of(out, "out");
         if (qv.device == Device::cuda) {
 #ifdef SVOO_WITH_CUDA
-          cuda::dense_attention(qv, kv, vv, ov);
+          cuda::dense_attention(qv, kv, vv, ov, nullptr, reinterpret_cast<cuda::Stream>(stream));
           return;
 #else
           fail(ErrorKind::unsupported, "this svoo was built without CUDA");
@@ -137,8 +172,9 @@ NB_MODULE(_svoo, m) {
         nb::gil_scoped_release release;
         cpu::dense_attention(qv, kv, vv, ov);
       },
-      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
-      "Dense attention of q [heads, tokens, dim] over k, v into out (any floating dtype on the CPU).");
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("stream") = 0,
+      "Dense attention of q [heads, tokens, dim] over k, v into out (any floating dtype on the CPU; bf16/f16, "
+      "head_dim 128 on the GPU, launched on `stream`, a cudaStream_t as an integer, 0 = the default stream).");
 
   nb::class_<CpuPlan>(m, "CpuPlan", "A CPU plan: clustering, selection and block layout of one call.")
       .def_prop_ro("block_density",
@@ -365,6 +401,66 @@ NB_MODULE(_svoo, m) {
             cuda::sparse_attention(view_of(q, "q"), view_of(k, "k"), view_of(v, "v"), p, view_of(out, "out"), nullptr,
                                    reinterpret_cast<cuda::Stream>(stream));
           },
-          nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("stream") = 0);
+          nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("stream") = 0)
+      .def_prop_ro("heads", [](const cuda::Planner& p) { return p.shape().heads; })
+      .def_prop_ro("q_tokens", [](const cuda::Planner& p) { return p.shape().q_tokens; })
+      .def_prop_ro("k_tokens", [](const cuda::Planner& p) { return p.shape().k_tokens; })
+      .def_prop_ro("kq", [](const cuda::Planner& p) { return p.shape().kq; })
+      .def_prop_ro("kk", [](const cuda::Planner& p) { return p.shape().kk; })
+      .def_prop_ro("workspace_bytes", &cuda::Planner::workspace_bytes)
+      .def_prop_ro("clustering_bytes", &cuda::Planner::clustering_bytes)
+      .def(
+          "select_device",
+          [](cuda::Planner& p, double top_p, double floor_lo, double floor_hi, std::optional<double> cap,
+             const std::string& rule, Array profiled, std::uintptr_t stream) {
+            require(profiled.device_type() == nb::device::cuda::value, ErrorKind::device,
+                    "profiled must be a CUDA tensor");
+            require(profiled.dtype() == nb::dtype<double>(), ErrorKind::dtype, "profiled must be float64");
+            require(profiled.ndim() == 1 && static_cast<std::int64_t>(profiled.shape(0)) == p.shape().heads &&
+                        (profiled.shape(0) == 1 || profiled.stride(0) == 1),
+                    ErrorKind::shape,
+                    "profiled must be a contiguous [heads] = [" + std::to_string(p.shape().heads) + "] tensor");
+            p.select(selection_config(top_p, floor_lo, floor_hi, cap, rule), static_cast<const double*>(profiled.data()),
+                     reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("top_p"), nb::arg("floor_lo"), nb::arg("floor_hi"), nb::arg("cap").none(), nb::arg("rule"),
+          nb::arg("profiled"), nb::arg("stream") = 0,
+          "Selection with per-head densities already on the device (fp64 [heads]): no host copy, capturable.")
+      .def(
+          "save_clustering",
+          [](const cuda::Planner& p, MutArray buf, std::uintptr_t stream) {
+            p.save_clustering(device_buffer(buf, p.clustering_bytes(), "buf"), reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("buf"), nb::arg("stream") = 0,
+          "Copies the clustering (labels, centroids, sizes, offsets, permutations) into a CUDA uint8 buffer of "
+          "clustering_bytes.")
+      .def(
+          "load_clustering",
+          [](cuda::Planner& p, Array buf, std::uintptr_t stream) {
+            p.load_clustering(device_buffer(buf, p.clustering_bytes(), "buf"), reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("buf"), nb::arg("stream") = 0, "Restores a clustering saved by save_clustering; run select next.")
+      .def(
+          "copy_plan",
+          [](const cuda::Planner& p, MutArray q_labels, MutArray k_labels, MutArray keep, std::uintptr_t stream) {
+            const cuda::PlanShape& sh = p.shape();
+            p.copy_plan(static_cast<std::int32_t*>(plan_array(q_labels, false, {sh.heads, sh.q_tokens}, "q_labels")),
+                        static_cast<std::int32_t*>(plan_array(k_labels, false, {sh.heads, sh.k_tokens}, "k_labels")),
+                        static_cast<std::uint8_t*>(plan_array(keep, true, {sh.heads, sh.kq, sh.kk}, "keep")),
+                        reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("q_labels"), nb::arg("k_labels"), nb::arg("keep"), nb::arg("stream") = 0,
+          "Copies the plan's labels (int32 [heads, tokens]) and keep (uint8 [heads, kq, kk]) into CUDA tensors.")
+      .def(
+          "load_plan",
+          [](cuda::Planner& p, Array q_labels, Array k_labels, Array keep, std::uintptr_t stream) {
+            const cuda::PlanShape& sh = p.shape();
+            p.load_plan(static_cast<const std::int32_t*>(plan_array(q_labels, false, {sh.heads, sh.q_tokens}, "q_labels")),
+                        static_cast<const std::int32_t*>(plan_array(k_labels, false, {sh.heads, sh.k_tokens}, "k_labels")),
+                        static_cast<const std::uint8_t*>(plan_array(keep, true, {sh.heads, sh.kq, sh.kk}, "keep")),
+                        reinterpret_cast<cuda::Stream>(stream));
+          },
+          nb::arg("q_labels"), nb::arg("k_labels"), nb::arg("keep"), nb::arg("stream") = 0,
+          "The layout from CUDA labels and keep (labels outside [0, k) are clamped, not reported).");
 #endif
 }

@@ -7,22 +7,40 @@ processors. Wan's cross-attention stays dense.
 
 The step and the CFG branch are learned from the calls: a new `timestep` starts a new step, and
 the calls within one step are the branches in order (conditional first, as the Wan pipelines
-call them). Current limit: the sparse path runs on CPU tensors (GPU tensors run dense through
-torch until the GPU plan is wired in here).
+call them).
+
+CPU tensors run the C++ CPU backend. CUDA tensors (float16/bfloat16, head_dim 128, as Wan and
+HunyuanVideo run) run the CUDA backend on torch's current stream: one shared `svoo.CudaPlanner`
+per shape clusters, selects and lays out on the device, and `sparse_attention` reads q, k, v
+through [H, S, D] views of the [B, S, H, D] activations (no copies). Each (branch, expert, layer,
+batch element) keeps its clustering in a device buffer (`CudaPlanner.clustering_bytes`, about
+14 MB per slot at Wan2.1-1.3B 480p) that reuse steps load back; nothing is downloaded to the host.
+HunyuanVideo's text pseudo-clusters on CUDA: the video tokens are planned on the device, the two
+text clusters are appended to the labels and keep there, and the kernel runs on the layout
+rebuilt from them (one extra sort per call). Dense calls (warm-up steps, dense layers) use
+torch's scaled_dot_product_attention. CUDA tensors the kernels cannot take (float32, another
+head_dim, a build without CUDA) run dense, with a warning once per reason.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+import json
+import os
+import struct
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 import svoo
+import svoo.torch  # noqa: F401  (the CUDA planners)
+from svoo.torch import _dl
 
 from . import _svoo
 
-__all__ = ["enable", "disable", "profile", "SvooState"]
+__all__ = ["enable", "disable", "profile", "save_capture", "SvooState"]
 
 
 @dataclass
@@ -34,8 +52,11 @@ class SvooState:
     step: int = 0
     branch: int = -1
     last_timestep: Optional[float] = None
-    cache: Dict[Tuple[int, int, int, int], Tuple[int, Any]] = field(default_factory=dict)
+    # (branch, expert, layer, batch element) -> (step of the clustering, CpuPlan or CUDA buffer[, shape])
+    cache: Dict[Tuple[int, int, int, int], Tuple[Any, ...]] = field(default_factory=dict)
     log: List[Tuple[int, int, int, int, str]] = field(default_factory=list)  # (step, branch, expert, layer, mode)
+    densities: Dict[Tuple[str, Tuple[float, ...]], torch.Tensor] = field(default_factory=dict)
+    warned: set = field(default_factory=set)
 
     def on_transformer_call(self, timestep: torch.Tensor) -> None:
         t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
@@ -45,6 +66,55 @@ class SvooState:
             self.last_timestep = t
         else:
             self.branch += 1
+
+    def device_density(self, density, device) -> torch.Tensor:
+        """The per-head densities as a float64 tensor on `device`, made once per distinct value."""
+        key = (str(device), tuple(float(d) for d in density))
+        t = self.densities.get(key)
+        if t is None:
+            t = torch.tensor(key[1], dtype=torch.float64, device=device)
+            self.densities[key] = t
+        return t
+
+    def gpu_unsupported(self, query: torch.Tensor) -> Optional[str]:
+        """Why the CUDA sparse path cannot take these activations [B, S, H, D] (None if it can);
+        the reason is warned about once."""
+        reason = None
+        if query.device.type != "cuda":
+            reason = f"svoo's sparse kernels run on CPU and CUDA tensors, not {query.device.type}"
+        elif not svoo.has_cuda:
+            reason = "this svoo was built without the CUDA backend"
+        elif query.dtype not in (torch.float16, torch.bfloat16):
+            reason = f"the CUDA kernels take float16/bfloat16 activations, the model runs {query.dtype}"
+        elif query.shape[-1] != 128:
+            reason = f"the CUDA kernels are built for head_dim 128, the model has {query.shape[-1]}"
+        if reason is not None and reason not in self.warned:
+            self.warned.add(reason)
+            warnings.warn(f"svoo: {reason}; these attention calls run dense", RuntimeWarning, stacklevel=3)
+        return reason
+
+    def cuda_plan(self, planner, q, k, mode: str, slot, step: int, density, stream: int) -> str:
+        """The device plan of one slot on `planner`: cluster (keeping the clustering in the
+        slot's device buffer) or, on reuse, load the slot's clustering back; then select with
+        this step's densities. Returns the mode that ran (a cached clustering of another shape
+        is reclustered)."""
+        o = self.options["gpu"]
+        shape = (planner.heads, planner.q_tokens, planner.k_tokens, planner.kq, planner.kk)
+        cached = self.cache.get(slot)
+        if mode == "reuse" and (cached is None or len(cached) < 3 or cached[2] != shape):
+            mode = "recluster"
+        if mode == "reuse":
+            planner.load_clustering(_dl(cached[1]), stream)
+        else:
+            planner.cluster(_dl(q), _dl(k), o["iterations"], o["seed"], "coclustering", stream)
+            buf = cached[1] if cached is not None and len(cached) == 3 and cached[2] == shape else None
+            if buf is None or buf.device != q.device:
+                buf = torch.empty(planner.clustering_bytes, dtype=torch.uint8, device=q.device)
+            planner.save_clustering(_dl(buf), stream)
+            self.cache[slot] = (step, buf, shape)
+        planner.select_device(o["top_p"], o["floor_lo"], o["floor_hi"], None, "released",
+                              _dl(self.device_density(density, q.device)), stream)
+        return mode
 
     def cached_at(self, keys) -> Optional[int]:
         """The step of the oldest cached clustering among `keys` (None if any is missing)."""
@@ -82,13 +152,27 @@ class SvooWanSelfAttnProcessor:
         branch = max(st.branch, 0)
         keys = [(branch, self.expert, self.layer, b) for b in range(query.shape[0])]
         mode, density = st.controller.decide(step, self.layer, branch, self.expert, st.cached_at(keys))
-        if mode != "dense" and query.device.type != "cpu":
-            mode = "dense"  # the GPU plan is not wired into this integration yet
-        st.log.append((step, branch, self.expert, self.layer, mode))
+        if mode != "dense" and query.device.type != "cpu" and st.gpu_unsupported(query) is not None:
+            mode = "dense"
         if mode == "dense":
+            st.log.append((step, branch, self.expert, self.layer, mode))
             out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
             out = out.transpose(1, 2)
+        elif query.device.type == "cuda":
+            o = st.options["gpu"]
+            _, tokens, heads, _ = query.shape
+            planner = svoo.torch.planner(query.device, heads, tokens, tokens, o["kq"], o["kk"])
+            out = torch.empty_like(query)
+            ran = mode
+            with torch.cuda.device(query.device):
+                stream = torch.cuda.current_stream(query.device).cuda_stream
+                for b, ck in enumerate(keys):
+                    q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
+                    ran = st.cuda_plan(planner, q, k, mode, ck, step, density, stream)
+                    planner.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
+            st.log.append((step, branch, self.expert, self.layer, ran))
         else:
+            st.log.append((step, branch, self.expert, self.layer, mode))
             outs = []
             for b, ck in enumerate(keys):
                 q, k, v = (x[b].transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
@@ -121,8 +205,12 @@ class SvooHunyuanAttnProcessor:
         batch = hidden_states.shape[0]
         keys = [(branch, self.expert, self.layer, b) for b in range(batch)]
         mode, density = st.controller.decide(step, self.layer, branch, self.expert, st.cached_at(keys))
-        if mode != "dense" and (hidden_states.device.type != "cpu" or encoder_hidden_states is None):
+        if mode != "dense" and encoder_hidden_states is None:
             mode = "dense"
+        if mode != "dense" and hidden_states.device.type != "cpu":
+            probe = hidden_states.new_empty((1, 1, attn.heads, attn.to_q.out_features // attn.heads))
+            if st.gpu_unsupported(probe) is not None:
+                mode = "dense"
         st.log.append((step, branch, self.expert, self.layer, mode))
         if mode == "dense":
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
@@ -154,6 +242,9 @@ class SvooHunyuanAttnProcessor:
             query, key, value = torch.cat([query, eq], 1), torch.cat([key, ek], 1), torch.cat([value, ev], 1)
         total = query.shape[1]
         video = total - text
+        if query.device.type == "cuda":
+            hidden_states = self._cuda(query, key, value, attention_mask, keys, mode, density, step, text)
+            return self._finish(attn, hidden_states, text)
         outs = []
         for b, ck in enumerate(keys):
             # valid prompt slots: the key mask over the text part (all valid without a mask)
@@ -165,26 +256,63 @@ class SvooHunyuanAttnProcessor:
                              **st.options["plan"])
             if mode == "recluster":
                 st.cache[ck] = (step, plan)
-            ql, kl, keep = (torch.from_numpy(a) for a in (plan.q_labels, plan.k_labels, plan.keep))
-            heads, kq, kk = keep.shape
-            text_q = torch.where(valid, kq, kq + 1).to(torch.int32).expand(heads, text)
-            text_k = torch.where(valid, kk, kk + 1).to(torch.int32).expand(heads, text)
-            keep2 = torch.zeros(heads, kq + 2, kk + 2, dtype=torch.uint8)
-            keep2[:, :kq, :kk] = keep
-            keep2[:, :kq, kk] = 1          # video queries attend the prompt
-            keep2[:, kq, :kk + 1] = 1      # prompt queries attend every video and prompt key
-            keep2[:, kq + 1, kk + 1] = 1   # padding attends only padding
+            ql, kl, keep = _with_text_clusters(*(torch.from_numpy(a) for a in (plan.q_labels, plan.k_labels, plan.keep)),
+                                               valid)
             out = torch.empty_like(q)
-            _svoo.cpu_sparse_attention_labels(q, k, v, torch.cat([ql, text_q], 1).contiguous(),
-                                              torch.cat([kl, text_k], 1).contiguous(), keep2, out)
+            _svoo.cpu_sparse_attention_labels(q, k, v, ql, kl, keep, out)
             outs.append(out.transpose(0, 1))
         hidden_states = torch.stack(outs).flatten(2, 3).to(query.dtype)
+        return self._finish(attn, hidden_states, text)
+
+    def _cuda(self, query, key, value, attention_mask, keys, mode, density, step, text):
+        """The joint attention on CUDA: the video tokens planned on the device (cached per slot),
+        the text pseudo-clusters appended there, the kernel run on the rebuilt layout."""
+        st, o = self.state, self.state.options["gpu"]
+        _, total, heads, _ = query.shape
+        video, kq, kk = total - text, o["kq"], o["kk"]
+        pv = svoo.torch.planner(query.device, heads, video, video, kq, kk)
+        pf = svoo.torch.planner(query.device, heads, total, total, kq + 2, kk + 2)
+        out = torch.empty_like(query)
+        with torch.cuda.device(query.device):
+            stream = torch.cuda.current_stream(query.device).cuda_stream
+            for b, ck in enumerate(keys):
+                valid = (attention_mask[b].reshape(-1)[-text:].bool() if attention_mask is not None
+                         else torch.ones(text, dtype=torch.bool, device=query.device))
+                q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
+                st.cuda_plan(pv, q[:, :video], k[:, :video], mode, ck, step, density, stream)
+                ql = torch.empty((heads, video), dtype=torch.int32, device=query.device)
+                kl = torch.empty_like(ql)
+                keep = torch.empty((heads, kq, kk), dtype=torch.uint8, device=query.device)
+                pv.copy_plan(_dl(ql), _dl(kl), _dl(keep), stream)
+                ql, kl, keep = _with_text_clusters(ql, kl, keep, valid.to(query.device))
+                pf.load_plan(_dl(ql), _dl(kl), _dl(keep), stream)
+                pf.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
+        return out.flatten(2, 3)
+
+    @staticmethod
+    def _finish(attn, hidden_states, text):
         hidden_states, encoder_hidden_states = hidden_states[:, :-text], hidden_states[:, -text:]
         if getattr(attn, "to_out", None) is not None:
             hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if getattr(attn, "to_add_out", None) is not None:
             encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
         return hidden_states, encoder_hidden_states
+
+
+def _with_text_clusters(ql: torch.Tensor, kl: torch.Tensor, keep: torch.Tensor, valid: torch.Tensor):
+    """Labels [heads, video] and keep [heads, kq, kk] of the video tokens extended by the text
+    slots (valid: [text] bool) as two pseudo-clusters on each side (spec 2.5): kq / kk is the
+    prompt, kq + 1 / kk + 1 the padding. On the tensors' device."""
+    heads, kq, kk = keep.shape
+    text = valid.shape[0]
+    text_q = torch.where(valid, kq, kq + 1).to(torch.int32).expand(heads, text)
+    text_k = torch.where(valid, kk, kk + 1).to(torch.int32).expand(heads, text)
+    keep2 = torch.zeros(heads, kq + 2, kk + 2, dtype=torch.uint8, device=keep.device)
+    keep2[:, :kq, :kk] = keep
+    keep2[:, :kq, kk] = 1          # video queries attend the prompt
+    keep2[:, kq, :kk + 1] = 1      # prompt queries attend every video and prompt key
+    keep2[:, kq + 1, kk + 1] = 1   # padding attends only padding
+    return (torch.cat([ql, text_q], 1).contiguous(), torch.cat([kl, text_k], 1).contiguous(), keep2)
 
 
 def _attention_modules(model) -> List[Tuple[Any, type]]:
@@ -225,7 +353,10 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
                                   layers=len(_attention_modules(models[0])), heads=cfg.num_attention_heads)
     plan_opts = {k: v for k, v in dict(kq=kq, kk=kk, top_p=top_p, floor_lo=floor_lo, floor_hi=floor_hi).items()
                  if v is not None}
-    state = SvooState(controller, d, {"plan": plan_opts})
+    gpu_opts = dict(kq=d["kq"], kk=d["kk"], iterations=d["iterations"], seed=0, top_p=d["top_p"],
+                    floor_lo=d["floor_lo"], floor_hi=d["floor_hi"])
+    gpu_opts.update(plan_opts)
+    state = SvooState(controller, d, {"plan": plan_opts, "gpu": gpu_opts})
     for expert, model in enumerate(models):
         if getattr(model, "_svoo_state", None) is not None:
             raise ValueError("svoo is already enabled on this model; call svoo.diffusers.disable first")
@@ -258,14 +389,20 @@ class _ProfilingWanProcessor:
         self.recorder, self.layer, self.original = recorder, layer, original
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        if encoder_hidden_states is None and attention_mask is None and self.recorder.branch == 0:
+        rec = self.recorder
+        capture = (rec.step, self.layer) in rec.capture
+        if encoder_hidden_states is None and attention_mask is None and rec.branch == 0 and (rec.measure or capture):
             query, key = attn.norm_q(attn.to_q(hidden_states)), attn.norm_k(attn.to_k(hidden_states))
             query, key = (x.unflatten(2, (attn.heads, -1)) for x in (query, key))
             if rotary_emb is not None:
                 query, key = _apply_rotary(query, *rotary_emb), _apply_rotary(key, *rotary_emb)
-            q, k = (x[0].transpose(0, 1).detach().float().cpu() for x in (query, key))  # first batch element
-            self.recorder.record(self.layer, svoo.tau_density(q, k, tau=self.recorder.tau, rows=self.recorder.rows,
-                                                              seed=self.recorder.seed))
+            q, k = (x[0].transpose(0, 1).detach() for x in (query, key))  # first batch element, [H, S, D]
+            if capture:  # as attention reads them (after QK-norm and RoPE), in the model's dtype
+                rec.captured[f"q.s{rec.step}.l{self.layer}"] = q.to("cpu", copy=True).contiguous()
+                rec.captured[f"k.s{rec.step}.l{self.layer}"] = k.to("cpu", copy=True).contiguous()
+            if rec.measure:
+                q, k = q.float().cpu(), k.float().cpu()
+                rec.record(self.layer, svoo.tau_density(q, k, tau=rec.tau, rows=rec.rows, seed=rec.seed))
         return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
 
@@ -278,6 +415,9 @@ class _Recorder:
     branch: int = -1
     last_timestep: Optional[float] = None
     values: Dict[Tuple[int, int, int], List[float]] = field(default_factory=dict)  # (step, layer, head) -> inputs
+    measure: bool = True
+    capture: frozenset = frozenset()  # (step, layer) slots whose Q/K are saved
+    captured: Dict[str, torch.Tensor] = field(default_factory=dict)  # of the current input
 
     def on_transformer_call(self, timestep) -> None:
         SvooState.on_transformer_call(self, timestep)  # same step/branch rule
@@ -287,19 +427,71 @@ class _Recorder:
             self.values.setdefault((self.step, layer, head), []).append(d)
 
 
-def profile(pipe, prompts: List[str], seeds: List[int], out: str, *, tau: float = 0.95, rows: int = 256,
-            aggregate: str = "max", **pipe_kwargs) -> str:
+_ST_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+
+
+def save_capture(path: str, tensors: Dict[str, torch.Tensor], model: Optional[str] = None) -> str:
+    """Writes `tensors` (`q.s{step}.l{layer}` / `k.s{step}.l{layer}`, [heads, tokens, head_dim],
+    BF16/F16/F32) as one safetensors file in the capture format of docs/capture-format.md, the
+    input of `svoo profile`. Written to a temporary name and renamed (no partial files)."""
+    header: Dict[str, Any] = {}
+    offset = 0
+    items = []
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.dtype not in _ST_DTYPES:
+            raise ValueError(f"{name}: capture tensors must be bfloat16, float16 or float32, got {t.dtype}")
+        if t.dim() != 3:
+            raise ValueError(f"{name}: capture tensors are [heads, tokens, head_dim], got {tuple(t.shape)}")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+        items.append(t)
+    if model is not None:
+        header["__metadata__"] = {"model": str(model)}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in items:
+            f.write(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    os.replace(tmp, path)
+    return path
+
+
+def profile(pipe, prompts: List[str], seeds: List[int], out: Optional[str], *, tau: float = 0.95, rows: int = 256,
+            aggregate: str = "max", capture: Optional[List[Tuple[int, int]]] = None,
+            capture_path: Optional[str] = None, **pipe_kwargs) -> Optional[str]:
     """Runs one dense generation per (prompt, seed) and measures the tau-density of every
     (step, layer, head) of the video self-attention on the fly (conditional branch; `rows` sampled
-    query rows, 0 = all; no N x N matrix and no tensor dumps). Writes the profile CSV with the
-    per-entry statistics over inputs (`Count,Mean,Std,Min,Max`, sample std) and a JSON sidecar.
-    `aggregate`: "max" (released) or "quantile" (mean + 1.645 std). Wan models (CPU tensors are
-    measured in place; CUDA tensors are copied to the host first, which is slow at 720p)."""
-    import json
+    query rows, 0 = all; no N x N matrix). Writes the profile CSV with the per-entry statistics
+    over inputs (`Count,Mean,Std,Min,Max`, sample std) and a JSON sidecar. `aggregate`: "max"
+    (released) or "quantile" (mean + 1.645 std). Wan models (CPU tensors are measured in place;
+    CUDA tensors are copied to the host first, which is slow at 720p).
 
+    `capture`: (step, layer) slots (step 1-based, layer 0-based) whose Q and K (conditional
+    branch, first batch element, after QK-norm and RoPE, the model's dtype) are saved, one
+    safetensors file per input `capture_path/p{prompt index}_s{seed}.safetensors` in the format
+    of docs/capture-format.md (`svoo profile` reads them). `out=None` with `capture` only
+    captures (no densities). Returns `out`."""
     if aggregate not in ("max", "quantile"):
         raise ValueError(f"aggregate must be 'max' or 'quantile', got {aggregate!r}")
-    recorder = _Recorder(tau, rows, 0)
+    slots = frozenset()
+    if capture is not None:
+        try:
+            slots = frozenset((int(s), int(layer)) for s, layer in capture)
+        except (TypeError, ValueError):
+            raise ValueError(f"capture must be a list of (step, layer) pairs, got {capture!r}") from None
+        if any(s < 1 or layer < 0 for s, layer in slots):
+            raise ValueError(f"capture steps are 1-based and layers 0-based, got {sorted(slots)}")
+        if not capture_path:
+            raise ValueError("capture needs capture_path (a folder for one safetensors file per input)")
+        os.makedirs(capture_path, exist_ok=True)
+    if out is None and not slots:
+        raise ValueError("profile needs an output path `out`, or `capture` slots (or both)")
+    recorder = _Recorder(tau, rows, 0, measure=out is not None, capture=slots)
     models = _transformers(pipe)
     restore = []
     for model in models:
@@ -312,11 +504,20 @@ def profile(pipe, prompts: List[str], seeds: List[int], out: str, *, tau: float 
             lambda module, args, kwargs: recorder.on_transformer_call(kwargs.get("timestep", args[1] if len(args) > 1 else 0)),
             with_kwargs=True)))
     try:
-        for prompt in prompts:
+        for pi, prompt in enumerate(prompts):
             for seed in seeds:
                 recorder.step, recorder.branch, recorder.last_timestep = 0, -1, None
+                recorder.captured = {}
                 generator = torch.Generator().manual_seed(seed)
                 pipe(prompt=prompt, generator=generator, **pipe_kwargs)
+                if slots:
+                    missing = sorted(s for s in slots if f"q.s{s[0]}.l{s[1]}" not in recorder.captured)
+                    if missing:
+                        raise ValueError(f"capture slots {missing} did not occur (steps run: {recorder.step}, "
+                                         f"layers: {len(models[0].blocks)})")
+                    save_capture(os.path.join(capture_path, f"p{pi}_s{seed}.safetensors"), recorder.captured,
+                                 model=type(models[0]).__name__)
+                    recorder.captured = {}
     finally:
         for kind, obj, saved in reversed(restore):
             if kind == "hook":
@@ -324,6 +525,8 @@ def profile(pipe, prompts: List[str], seeds: List[int], out: str, *, tau: float 
             else:
                 obj.set_processor(saved)
     inputs = len(prompts) * len(seeds)
+    if out is None:
+        return None
     entries = [(step, layer, head, vals) for (step, layer, head), vals in sorted(recorder.values.items())]
     _svoo.save_profile(out, entries, aggregate)  # the statistics and the CSV of `svoo profile`
     with open(out + ".json", "w") as f:

@@ -142,3 +142,73 @@ def test_profile_from_a_pipeline(tmp_path):
     torch.testing.assert_close(run(model, inputs(), 100), ref)
     with pytest.raises(ValueError, match="aggregate"):
         sd.profile(TinyPipeline(model), ["a"], [0], str(tmp_path / "q.csv"), aggregate="median")
+
+
+def test_gpu_fallbacks_are_explicit_and_warned_once():
+    import warnings
+    model = tiny_wan(layers=1)
+    state = sd.enable(model, num_inference_steps=4, warmup_steps=0, kq=4, kk=12)
+    assert state.options["gpu"]["kq"] == 4 and state.options["gpu"]["kk"] == 12
+    assert state.options["gpu"]["top_p"] == 0.9 and state.options["gpu"]["iterations"] == 2  # the preset's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reason = state.gpu_unsupported(torch.empty(1, 8, 2, 128, device="meta"))
+        assert state.gpu_unsupported(torch.empty(1, 8, 2, 128, device="meta")) == reason
+    assert "not meta" in reason and len(caught) == 1 and "run dense" in str(caught[0].message)
+    if torch.cuda.is_available():
+        assert "float16/bfloat16" in state.gpu_unsupported(torch.empty(1, 8, 2, 128, device="cuda"))
+    # the per-head densities become one device tensor per distinct value
+    a = state.device_density([0.1, 0.2], "cpu")
+    assert a.dtype == torch.float64 and a.tolist() == [0.1, 0.2] and state.device_density((0.1, 0.2), "cpu") is a
+    sd.disable(model)
+
+
+def read_safetensors(path):
+    import json
+    import struct
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    out = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        buf = bytearray(raw[8 + n + a:8 + n + b])
+        out[name] = torch.frombuffer(buf, dtype=dtypes[h["dtype"]]).reshape(h["shape"])
+    return out, meta
+
+
+def test_profile_captures_qk_in_the_capture_format(tmp_path):
+    model = tiny_wan(layers=2)
+    cap = tmp_path / "cap"
+    out = sd.profile(TinyPipeline(model), prompts=["a", "b"], seeds=[3], out=None, capture=[(1, 0), (2, 1)],
+                     capture_path=str(cap), num_inference_steps=2)
+    assert out is None
+    files = sorted(p.name for p in cap.iterdir())
+    assert files == ["p0_s3.safetensors", "p1_s3.safetensors"]
+    tensors, meta = read_safetensors(cap / "p0_s3.safetensors")
+    assert sorted(tensors) == ["k.s1.l0", "k.s2.l1", "q.s1.l0", "q.s2.l1"]
+    assert meta == {"model": "WanTransformer3DModel"}
+    assert all(t.shape == (2, 108, 32) and t.dtype == torch.float32 for t in tensors.values())
+    # Q as attention reads it: QK-norm and RoPE applied (RMS-normed rows, not the raw projection)
+    assert torch.isfinite(tensors["q.s1.l0"]).all() and tensors["q.s1.l0"].std() > 0
+    # densities and capture in one pass
+    csv = sd.profile(TinyPipeline(model), ["a"], [0], str(tmp_path / "p.csv"), rows=0, capture=[(1, 1)],
+                     capture_path=str(cap), num_inference_steps=2)
+    assert csv.endswith("p.csv") and (cap / "p0_s0.safetensors").exists()
+
+
+def test_capture_errors_are_clear(tmp_path):
+    model = tiny_wan(layers=2)
+    with pytest.raises(ValueError, match="capture_path"):
+        sd.profile(TinyPipeline(model), ["a"], [0], None, capture=[(1, 0)])
+    with pytest.raises(ValueError, match="1-based"):
+        sd.profile(TinyPipeline(model), ["a"], [0], None, capture=[(0, 0)], capture_path=str(tmp_path))
+    with pytest.raises(ValueError, match="out"):
+        sd.profile(TinyPipeline(model), ["a"], [0], None)
+    with pytest.raises(ValueError, match="did not occur"):
+        sd.profile(TinyPipeline(model), ["a"], [0], None, capture=[(9, 0)], capture_path=str(tmp_path),
+                   num_inference_steps=2)
+    with pytest.raises(ValueError, match="bfloat16, float16 or float32"):
+        sd.save_capture(str(tmp_path / "x.safetensors"), {"q.s1.l0": torch.zeros(1, 2, 2, dtype=torch.float64)})

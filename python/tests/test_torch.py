@@ -80,3 +80,39 @@ def test_sparse_rejects_labels_that_do_not_fit(qkv):
         st.sparse_attention(q[:, :100], k, v, ql, kl, keep)
     with pytest.raises((TypeError, RuntimeError), match="Tensor"):  # torch's own op-schema check
         st.sparse_attention(q, k, v, ql.float().numpy(), kl, keep)
+
+
+def test_cuda_requirements_are_checked_before_the_kernels(qkv):
+    # The CUDA path's argument checks are plain Python: exercised here on CPU tensors.
+    q = torch.zeros(2, 64, 128, dtype=torch.bfloat16)
+    st._check_cuda(q, q, q)  # what the kernels take
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        st._check_cuda(q.float(), q, q)
+    with pytest.raises(ValueError, match="head_dim 128"):
+        st._check_cuda(q[..., :64], q[..., :64], q[..., :64])
+    with pytest.raises(ValueError, match="16-byte boundaries"):
+        big = torch.zeros(2, 64, 130, dtype=torch.bfloat16)[..., 1:129]  # rows 2 bytes off
+        st._check_cuda(big, q, q)
+    with pytest.raises(ValueError, match="share one dtype"):
+        st._check_cuda(q, q.half(), q)
+    with pytest.raises(ValueError, match="same number of heads"):
+        st._check_cuda(q, q[:1], q[:1])
+    with pytest.raises(ValueError, match="v must have k's shape"):
+        st._check_cuda(q, q, q[:, :10])
+    # [B, S, H, D] activations as [H, S, D] views pass without a copy
+    act = torch.zeros(1, 64, 4, 128, dtype=torch.bfloat16)
+    st._check_cuda(*(act[0].transpose(0, 1),) * 3)
+
+
+def test_profiled_must_be_a_tensor(qkv):
+    q, k, v = qkv
+    with pytest.raises((ValueError, TypeError, RuntimeError)):  # torch's op-schema check
+        st.plan(q, k, [0.1, 0.2], kq=4, kk=8)
+
+
+def test_planner_cache_needs_a_cuda_build():
+    import svoo
+    if svoo.has_cuda:
+        pytest.skip("CUDA build: planner() is exercised by python/tests/gpu/check_cuda.py on a GPU")
+    with pytest.raises(NotImplementedError, match="without the CUDA backend"):
+        st.planner("cuda:0", 2, 128, 128, 4, 8)

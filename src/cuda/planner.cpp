@@ -417,6 +417,57 @@ void Planner::upload_scores(std::span<const float> scores, Stream stream) {
   check_cuda(cudaStreamSynchronize(as_cuda(stream)), "cuda::Planner::upload_scores");
 }
 
+namespace detail {
+void launch_clamp_labels(const std::int32_t* src, std::int32_t* dst, std::int64_t n, int clusters, cudaStream_t stream);
+}
+
+// The clustering state is the workspace's first arrays, q_labels up to (not including) scores.
+std::size_t Planner::clustering_bytes() const noexcept {
+  return static_cast<std::size_t>(reinterpret_cast<const char*>(plan_.scores) -
+                                  reinterpret_cast<const char*>(plan_.q_labels));
+}
+
+void Planner::save_clustering(void* dst, Stream stream) const {
+  require(dst != nullptr, ErrorKind::invalid_argument, "cuda::Planner::save_clustering: no buffer");
+  check_cuda(cudaMemcpyAsync(dst, plan_.q_labels, clustering_bytes(), cudaMemcpyDeviceToDevice, as_cuda(stream)),
+             "cuda::Planner::save_clustering");
+}
+
+void Planner::load_clustering(const void* src, Stream stream) {
+  require(src != nullptr, ErrorKind::invalid_argument, "cuda::Planner::load_clustering: no buffer");
+  check_cuda(cudaMemcpyAsync(plan_.q_labels, src, clustering_bytes(), cudaMemcpyDeviceToDevice, as_cuda(stream)),
+             "cuda::Planner::load_clustering");
+}
+
+void Planner::copy_plan(std::int32_t* q_labels, std::int32_t* k_labels, std::uint8_t* keep, Stream stream) const {
+  const cudaStream_t st = as_cuda(stream);
+  const PlanShape& sh = shape_;
+  auto copy = [&](void* dst, const void* src, std::size_t bytes) {
+    if (dst) check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, st), "cuda::Planner::copy_plan");
+  };
+  copy(q_labels, plan_.q_labels, sizeof(std::int32_t) * sh.heads * sh.q_tokens);
+  copy(k_labels, plan_.k_labels, sizeof(std::int32_t) * sh.heads * sh.k_tokens);
+  copy(keep, plan_.keep, static_cast<std::size_t>(sh.heads) * sh.kq * sh.kk);
+}
+
+void Planner::load_plan(const std::int32_t* q_labels, const std::int32_t* k_labels, const std::uint8_t* keep,
+                        Stream stream) {
+  require(q_labels && k_labels && keep, ErrorKind::invalid_argument, "cuda::Planner::load_plan: null buffer");
+  const cudaStream_t st = as_cuda(stream);
+  const PlanShape& sh = shape_;
+  detail::launch_clamp_labels(q_labels, plan_.q_labels, sh.heads * sh.q_tokens, sh.kq, st);
+  detail::launch_clamp_labels(k_labels, plan_.k_labels, sh.heads * sh.k_tokens, sh.kk, st);
+  detail::launch_update_side(nullptr, plan_.q_labels, sh.heads, sh.q_tokens, sh.kq, s_->q_sort, plan_.q_sizes,
+                             plan_.q_offsets, plan_.q_perm, nullptr, st);
+  detail::launch_update_side(nullptr, plan_.k_labels, sh.heads, sh.k_tokens, sh.kk, s_->k_sort, plan_.k_sizes,
+                             plan_.k_offsets, plan_.k_perm, nullptr, st);
+  check_cuda(cudaMemcpyAsync(plan_.keep, keep, static_cast<std::size_t>(sh.heads) * sh.kq * sh.kk,
+                             cudaMemcpyDeviceToDevice, st),
+             "cuda::Planner::load_plan");
+  build_ranges(stream);
+  check_launch("cuda::Planner::load_plan");
+}
+
 std::vector<double> Planner::recall(const TensorView& q, const TensorView& k, std::span<const std::int64_t> rows,
                                     Stream stream) {
   const RowsView qv = rows_of(q, "q", shape_.heads, shape_.q_tokens, shape_.dim, "cuda::Planner::recall");
