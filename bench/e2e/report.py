@@ -67,10 +67,13 @@ def evaluate_targets(result: Dict, targets: List[Dict]) -> List[Dict]:
                     act = max(mem["recluster"]["peak_allocated"], mem["reuse"]["peak_allocated"]) - mem["dense_peak_bytes"]
                     stage = "planner workspace" if ws >= act else "activations of the svoo calls (torch allocations)"
                     row["limiting_stage"] = stage
+                    fix = ("one planner workspace shared by every layer (and both CFG branches), sized for one call"
+                           if stage == "planner workspace" else
+                           "no per-call copies in the svoo processor (Q/K/V views instead of contiguous copies, the "
+                           "output written in place)")
                     row["note"] = (f"svoo peak {mem['svoo_peak_bytes'] / GIB:.2f} GiB vs dense {mem['dense_peak_bytes'] / GIB:.2f} "
-                                   f"GiB: planner workspace {ws / GIB:.2f} GiB, extra torch peak {act / GIB:.2f} GiB; "
-                                   f"fix: share one planner workspace across layers / free per-call temporaries in "
-                                   f"the {stage}")
+                                   f"GiB at {worst[0]} {worst[1]}: planner workspace {ws / GIB:.2f} GiB, extra torch peak "
+                                   f"{act / GIB:.2f} GiB; fix: {fix}")
             out.append(row)
             continue
         t = _find(result.get("transformer", []), tg["model"], tg["res"])

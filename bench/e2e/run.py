@@ -205,10 +205,10 @@ def model_policy(model: str, profiles: str, smoke: bool) -> Dict[str, Any]:
     p = svoo.preset(m["preset"])
     path = os.path.join(profiles, m["profile"])
     if smoke:
-        path = tiny_profile(path, steps=10, layers=m["config"]["num_layers"], heads=attn_heads(model))
+        path = tiny_profile(path, steps=6, layers=m["config"]["num_layers"], heads=attn_heads(model))
     opts = dict(preset=m["preset"], profile=path, **policy.RULE_OVERRIDES)
     if smoke:  # few tokens: few clusters, few steps, short reuse window (exercises every call class)
-        opts.update(kq=4, kk=12, num_inference_steps=10, reuse_interval=3)
+        opts.update(kq=4, kk=12, num_inference_steps=6, reuse_interval=3)
     return {"preset": p, "profile_path": path, "profile": svoo.load_profile(path), "enable": opts,
             "kq": opts.get("kq", p["kq"]), "kk": opts.get("kk", p["kk"]),
             "steps": opts.get("num_inference_steps", p["steps"])}
@@ -221,7 +221,9 @@ def tiny_profile(path: str, steps: int, layers: int, heads: int) -> str:
     import svoo
     full = svoo.load_profile(path)
     picks = [round(i * (full.shape[0] - 1) / max(1, steps - 1)) for i in range(steps)]
+    import atexit
     fd, out = tempfile.mkstemp(prefix="svoo_e2e_tiny_", suffix=".csv")
+    atexit.register(lambda: os.path.exists(out) and os.remove(out))
     with os.fdopen(fd, "w") as f:
         f.write("Step,Layer,Head,Sparsity\n")
         for s, src in enumerate(picks, 1):
@@ -411,7 +413,7 @@ def transformer_level(model: str, res: str, pol, dens, dev: Device, args, net=No
     own = net is None
     if own:
         net = build_model(model, dev)
-    build_s = time.perf_counter() - t_build
+    build_s = time.perf_counter() - t_build if own else None
     params = sum(p.numel() for p in net.parameters())
     inp = model_inputs(model, res, dev)
     _, N = latent_shape(model, res)
@@ -552,7 +554,7 @@ def generation_level(model: str, res: str, pol, trow: Dict[str, Any], steps: Opt
     return out, sched
 
 
-def check_level(model: str, res: str, pol, trow, dev: Device, args, clock: Clock) -> Dict[str, Any]:
+def check_level(model: str, res: str, pol, trow, dev: Device, args, clock: Clock, net=None) -> Dict[str, Any]:
     """A real full denoising loop with svoo (and dense, if the budget allows), vs the composition."""
     import svoo.diffusers as sd
     per_call = {k: trow[f"{k}_call_s"] for k in ("dense", "recluster", "reuse")}
@@ -565,8 +567,17 @@ def check_level(model: str, res: str, pol, trow, dev: Device, args, clock: Clock
     if steps is None:
         return {"model": model, "res": res, "skipped": "budget"}
     comp, sched = generation_level(model, res, pol, trow, steps)
-    net = build_model(model, dev)
+    own = net is None
+    if own:
+        net = build_model(model, dev)
     opts = dict(pol["enable"], num_inference_steps=steps)
+    # warm-up as a pipeline's first generation pays it once: a 2-step loop (a reclustering and a
+    # sparse step), then a fresh enable for the measured loop
+    sd.enable(net, **dict(opts, num_inference_steps=2, warmup_steps=0))
+    try:
+        run_loop(net, model, res, 2, dev)
+    finally:
+        sd.disable(net)
     state = sd.enable(net, **opts)
     try:
         svoo_s = run_loop(net, model, res, steps, dev, state)
@@ -588,7 +599,6 @@ def check_level(model: str, res: str, pol, trow, dev: Device, args, clock: Clock
                    measured_speedup=dense_s / svoo_s, composed_speedup=comp["speedup"])
     else:
         out["dense_skipped"] = "budget"
-    del net
     return out
 
 
@@ -731,9 +741,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         for m, r in shapes():
             iters = args.model_iters if m in ("wan1.3b", "tiny") else args.big_model_iters
             est = estimate_call_s(m, r, tflops) * 3 * (iters + 1) + (60 if m != "wan1.3b" else 10)
+            net = None
+            if check == (m, r) and "generation" in levels:  # one model for both: the check runs warm
+                net = guarded(f"build {m}", 60, lambda: build_model(m, dev))
             row = guarded(f"transformer {m} {r}", est if dev.cuda else 5,
-                          lambda: transformer_level(m, r, pols[m], dens[m], dev, args))
+                          lambda: transformer_level(m, r, pols[m], dens[m], dev, args, net=net))
             if not row:
+                net = None
                 continue
             result["transformer"].append(row)
             _, N = latent_shape(m, r)
@@ -750,7 +764,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             result["generation"].append(g)
             log(f"generation {m} {r}: dense {g['dense_s']:.1f} s, svoo {g['svoo_s']:.1f} s, {g['speedup']:.2f}x")
             if check == (m, r):
-                c = guarded(f"check {m} {r} full loop", 0, lambda: check_level(m, r, pols[m], row, dev, args, clock))
+                c = guarded(f"check {m} {r} full loop", 0,
+                            lambda: check_level(m, r, pols[m], row, dev, args, clock, net=net))
                 if c:
                     result["checks"].append(c)
                     if "skipped" in c:
@@ -758,6 +773,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     else:
                         log(f"  check: measured svoo {c['measured_svoo_s']:.2f} s vs composed {c['composed_svoo_s']:.2f} s "
                             f"({100 * c['svoo_error']:+.1f} %)")
+            net = None
+            gc.collect()
+            if dev.cuda:
+                torch.cuda.empty_cache()
         if check and "generation" in levels and not result["checks"]:
             result["skipped"].append({"what": f"check {args.check}", "reason": "that shape was not measured"})
     result["targets"] = report.evaluate_targets(result, TARGETS)
