@@ -178,12 +178,13 @@ def markdown(result: Dict) -> str:
              "yes" if t["sparse_path_active"] else "**no**"] for t in result["transformer"]]))
         md.append("\n## Peak GPU memory (torch.cuda.max_memory_allocated over the timed calls; + planner workspace)\n")
         md.append(_table(["model", "res", "dense GiB", "recluster GiB", "sparse GiB", "planner workspace GiB",
-                          "svoo extra"], [
+                          "svoo extra", "extra vs activations only"], [
             [t["model"], t["res"], _f(t["memory"]["dense"]["peak_allocated"] and t["memory"]["dense"]["peak_allocated"] / GIB),
              _f(t["memory"]["recluster"]["peak_allocated"] and t["memory"]["recluster"]["peak_allocated"] / GIB),
              _f(t["memory"]["reuse"]["peak_allocated"] and t["memory"]["reuse"]["peak_allocated"] / GIB),
              _f(t["memory"]["planner_workspace_bytes"] and t["memory"]["planner_workspace_bytes"] / GIB, "{:.3f}"),
-             _f(t["memory"].get("extra_fraction"), "{:+.1%}")] for t in result["transformer"]]))
+             _f(t["memory"].get("extra_fraction"), "{:+.1%}"),
+             _f(t["memory"].get("extra_fraction_of_activations"), "{:+.1%}")] for t in result["transformer"]]))
     if result.get("generation"):
         md.append("\n## Generation level (denoising loop composed from the Controller's schedule and the per-call times)\n")
         md.append(_table(["model", "res", "steps x branches", "calls dense/recluster/sparse", "dense s", "svoo s",

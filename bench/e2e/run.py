@@ -29,7 +29,6 @@ import argparse
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import sys
@@ -493,6 +492,12 @@ def transformer_level(model: str, res: str, pol, dens, dev: Device, args, net=No
         mem["svoo_peak_bytes"] = svoo_peak
         mem["dense_peak_bytes"] = mem_dense["peak_allocated"]
         mem["extra_fraction"] = svoo_peak / mem_dense["peak_allocated"] - 1.0
+        # the same against the activations alone (peak minus weights and buffers)
+        weights = sum(p.numel() * p.element_size() for p in net.parameters()) + \
+            sum(b.numel() * b.element_size() for b in net.buffers())
+        mem["weights_bytes"] = weights
+        act_dense = mem_dense["peak_allocated"] - weights
+        mem["extra_fraction_of_activations"] = (svoo_peak - weights) / act_dense - 1.0 if act_dense > 0 else None
     row["memory"] = mem
     if own:
         del net
