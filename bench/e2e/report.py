@@ -90,7 +90,11 @@ def evaluate_targets(result: Dict, targets: List[Dict]) -> List[Dict]:
             row.update(measured=measured, met=measured >= tg["target"])
             if not row["met"]:
                 need = t["dense_call_s"] / tg["target"]
-                row["limiting_stage"] = "sparse attention" if t["sparse_attention_per_layer_s"] * (t["layers"] - t["controller"]["dense_layers"]) > t["non_attention_s"] else "non-attention layers"
+                fixed = t["non_attention_s"] + t["controller"]["dense_layers"] * t["dense_attention_call_ms"] * 1e-3
+                sparse_attn = t["sparse_attention_per_layer_s"] * (t["layers"] - t["controller"]["dense_layers"])
+                row["limiting_stage"] = ("non-attention layers and dense layers (Amdahl bound)" if need <= fixed else
+                                         "sparse attention kernel" if sparse_attn > t["non_attention_s"] else
+                                         "non-attention layers")
                 notes.append(f"sparse call {t['reuse_call_s']:.3f} s, needs {need:.3f} s for {tg['target']}x: " +
                              _attention_budget(t, need))
         else:
