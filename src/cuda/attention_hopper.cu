@@ -130,19 +130,16 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
     const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
     const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
-    const int warp = tid / 32, lane = tid % 32, n = static_cast<int>(nr);
+    const int warp = tid / 32, lane = tid % 32;
+    int cur = 0;  // the range holding this lane's row: it only moves forward from tile to tile
     for (int t = 0; t < tiles; ++t) {
       const int st = t & 1;
-      // Lane l finds the token of row 32*warp + l: the last range whose prefix is <= the index.
+      // Lane l finds the token of row 32*warp + l of the tile (r_cum[nr] = L ends the walk).
       const int vt = t * kBN + warp * 32 + lane;
       std::int32_t tok = -1;
       if (vt < L) {
-        int lo = 0, hi = n - 1;
-        while (lo < hi) {
-          const int mid = (lo + hi + 1) / 2;
-          if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
-        }
-        const std::int64_t phys = r_begin[lo] + (vt - r_cum[lo]);
+        while (r_cum[cur + 1] <= vt) ++cur;
+        const std::int64_t phys = r_begin[cur] + (vt - r_cum[cur]);
         tok = sparse ? kperm[phys] : static_cast<std::int32_t>(phys);
       }
       // Half-warps copy whole 256-byte rows: full sectors from global memory.
@@ -232,26 +229,34 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       for (int i = 0; i < 64; ++i)
         if (t * kBN + 8 * (i / 4) + 2 * (lane % 4) + (i % 2) >= L) s[i] = -FLT_MAX;
     }
+    // Row maxima and sums as 4-way trees: serial chains of 32 dependent operations would stall
+    // the two warps a scheduler has.
+    float pm[2][4];
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) pm[half][j] = m_row[half];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) pm[(i / 2) % 2][(i / 4) % 4] = fmaxf(pm[(i / 2) % 2][(i / 4) % 4], s[i]);
+    float mxs[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float mx = m_row[half];
-#pragma unroll
-      for (int i = 0; i < 64; ++i)
-        if ((i / 2) % 2 == half) mx = fmaxf(mx, s[i]);
+      float mx = fmaxf(fmaxf(pm[half][0], pm[half][1]), fmaxf(pm[half][2], pm[half][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       alpha[half] = ex2((m_row[half] - mx) * scale_log2);
-      const float mxs = mx * scale_log2;
+      mxs[half] = mx * scale_log2;
       m_row[half] = mx;
-      float sum = 0.f;
-#pragma unroll
-      for (int i = 0; i < 64; ++i)
-        if ((i / 2) % 2 == half) {
-          s[i] = ex2(fmaf(s[i], scale_log2, -mxs));
-          sum += s[i];
-        }
-      l_row[half] = l_row[half] * alpha[half] + sum;
     }
+    float ps[2][4] = {};
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      s[i] = ex2(fmaf(s[i], scale_log2, -mxs[(i / 2) % 2]));
+      ps[(i / 2) % 2][(i / 4) % 4] += s[i];
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+      l_row[half] = l_row[half] * alpha[half] + ((ps[half][0] + ps[half][1]) + (ps[half][2] + ps[half][3]));
   };
   // P as the A operand: for keys 16*kk.., the m16n8k16 fragment is s[8kk .. 8kk + 7] in order.
   auto pack_p = [&] {
