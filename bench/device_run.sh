@@ -8,7 +8,7 @@ set -uo pipefail
 export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
-steps=${*:-check sanitize bench attn dense}
+steps=${*:-check sanitize bench attn density dense}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 for s in $steps; do
   case $s in
@@ -21,6 +21,10 @@ for s in $steps; do
       done ;;
     bench) timeout 150 .carry/bin/svoo_cuda_plan_bench --json "$out/plan_bench.json" 2>&1 | tee "$out/plan_bench.log" ;;
     attn) timeout 240 .carry/bin/svoo_cuda_attention_bench --json "$out/attention_bench.json" 2>&1 | tee "$out/attention_bench.log" ;;
+    density)
+      timeout 200 .carry/bin/svoo_gpu_density_check 2>&1 | tee "$out/density_check.log"
+      timeout 200 .carry/bin/svoo_cuda_density_bench --heads 12 --heads 40 --json "$out/density_bench.json" 2>&1 |
+        tee "$out/density_bench.log" ;;
     dense) timeout 120 python3 .carry/dense_baseline.py --shape 40x75600 --shape 12x75600 --shape 12x32760 \
              --json "$out/dense_baseline.json" 2>&1 | tee "$out/dense_baseline.log" ;;
   esac
