@@ -22,12 +22,14 @@ int main(int argc, char** argv) {
   double tau = 0.9;
   std::vector<int> heads_list;
   std::vector<std::string> data_list;
+  bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--tau" && i + 1 < argc) tau = std::atof(argv[++i]);
     else if (a == "--heads" && i + 1 < argc) heads_list.push_back(std::atoi(argv[++i]));
     else if (a == "--data" && i + 1 < argc) data_list.push_back(argv[++i]);
+    else if (a == "--breakdown") breakdown = true;  // also time passes 1 and 1+2 (SVOO_DENSITY_PASSES)
   }
   if (heads_list.empty()) heads_list = {12};
   if (data_list.empty()) data_list = {"synthetic", "normal"};
@@ -61,6 +63,18 @@ int main(int argc, char** argv) {
       o.density = out, o.bound = out + H, o.fallbacks = reinterpret_cast<std::int32_t*>(out + 2 * H);
       const double ms = bench::median_ms(
           [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); }, 5);
+      double ms1 = 0, ms12 = 0;
+      if (breakdown) {
+        auto run = [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); };
+        setenv("SVOO_DENSITY_PASSES", "1", 1);
+        ms1 = bench::median_ms(run, 3);
+        setenv("SVOO_DENSITY_PASSES", "2", 1);
+        ms12 = bench::median_ms(run, 3);
+        unsetenv("SVOO_DENSITY_PASSES");
+        std::printf("   breakdown: pass 1 (row max) %.2f ms, pass 2 (histogram) %.2f ms, pass 3 (refine) %.2f ms\n", ms1,
+                    ms12 - ms1, ms - ms12);
+        run();  // valid results again
+      }
       std::vector<double> dens(2 * H);
       std::vector<std::int32_t> fb(H);
       test::cuda_ok(cudaMemcpy(dens.data(), out, 2 * H * sizeof(double), cudaMemcpyDeviceToHost), "download");
@@ -75,8 +89,8 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf,
                     " {\"heads\": %d, \"tokens\": %lld, \"dim\": 128, \"dtype\": \"bf16\", \"data\": \"%s\", \"tau\": %.3f, "
                     "\"device\": \"%s\", \"density_ms\": %.3f, \"mean_density\": %.6f, \"max_bound\": %.3e, "
-                    "\"fallback_rows\": %.0f}",
-                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs);
+                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f}",
+                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms12);
       json += std::string(json.empty() ? "" : ",\n") + buf;
       cudaFree(work);
       cudaFree(out);

@@ -16,6 +16,7 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "density_kernels.cuh"
@@ -252,7 +253,10 @@ template <bool kBf16>
 void launch_passes(const DensityArgs& a, cudaStream_t stream) {
   cudaFuncSetAttribute(density_pass_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   const dim3 grid(static_cast<unsigned>((a.nrows + kBM - 1) / kBM), static_cast<unsigned>(a.q.heads));
-  for (int mode = 0; mode < 3; ++mode)
+  // SVOO_DENSITY_PASSES=1|2 stops after that pass (benchmark breakdown only: results are then invalid).
+  const char* env = std::getenv("SVOO_DENSITY_PASSES");
+  const int passes = env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3;
+  for (int mode = 0; mode < passes; ++mode)
     density_pass_kernel<kBf16><<<grid, kThreads, kSmemBytes, stream>>>(a, mode);
 }
 
