@@ -23,7 +23,7 @@ for b in "${bins[@]}"; do
   if [ -x "build/$b" ]; then cp "build/$b" "$stage/bin/" && strip "$stage/bin/$b"; else echo "carry: no build/$b" >&2; exit 1; fi
 done
 for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
-  path=$(ldd build/svoo_gpu_check | awk -v l="$lib" '$1 == l {print $3}')
+  path=$(ldd "build/${bins[0]}" | awk -v l="$lib" '$1 == l {print $3}')
   [ -n "$path" ] && cp -L "$path" "$stage/lib/"
 done
 cp ../shared/tools/dense_baseline.py "$stage/"

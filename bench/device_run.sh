@@ -2,14 +2,14 @@
 # Runs on a lent GPU machine, from the repository root, with binaries built here and carried in
 # .carry/ (see bench/carry.sh): the GPU check, compute-sanitizer on a quick pass, the planning
 # benchmark and cuDNN dense attention timed in the same run. Output: $OUT/*.log, *.json.
-#   bench/device_run.sh [check] [sanitize] [bench] [attn] [attn80] [dense]   (default: all but attn80)
+#   bench/device_run.sh [check] [sanitize] [bench] [attn] [attn80] [density] [dense]   (default: all but attn80)
 # attn80: the attention benchmark with the mma.sync kernel forced (SVOO_ATTN_KERNEL=sm80).
 set -uo pipefail
 [ -f .carry/bundle.tar.xz ] && tar -xJf .carry/bundle.tar.xz -C .carry
 export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
-steps=${*:-check sanitize bench attn dense}
+steps=${*:-check sanitize bench attn density dense}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 for s in $steps; do
   case $s in
@@ -24,6 +24,10 @@ for s in $steps; do
     attn) timeout 240 .carry/bin/svoo_cuda_attention_bench --json "$out/attention_bench.json" 2>&1 | tee "$out/attention_bench.log" ;;
     attn80) SVOO_ATTN_KERNEL=sm80 timeout 240 .carry/bin/svoo_cuda_attention_bench --json "$out/attention_bench_sm80.json" 2>&1 |
               tee "$out/attention_bench_sm80.log" ;;
+    density)
+      timeout 200 .carry/bin/svoo_gpu_density_check 2>&1 | tee "$out/density_check.log"
+      timeout 200 .carry/bin/svoo_cuda_density_bench --heads 12 --heads 40 --json "$out/density_bench.json" 2>&1 |
+        tee "$out/density_bench.log" ;;
     dense) timeout 120 python3 .carry/dense_baseline.py --shape 40x75600 --shape 12x75600 --shape 12x32760 \
              --json "$out/dense_baseline.json" 2>&1 | tee "$out/dense_baseline.log" ;;
   esac

@@ -17,9 +17,11 @@ namespace svoo::cli {
 namespace {
 
 nlohmann::json sidecar(const std::vector<std::string>& inputs, double tau, std::int64_t rows, std::uint64_t seed,
-                       const std::string& aggregate) {
-  return {{"tau", tau}, {"rows", rows}, {"seed", seed}, {"inputs", inputs}, {"aggregate", aggregate},
-          {"std", "sample (n - 1), 0 for one input"}};
+                       const std::string& aggregate, const std::string& device) {
+  nlohmann::json j = {{"tau", tau}, {"rows", rows}, {"seed", seed}, {"inputs", inputs}, {"aggregate", aggregate},
+                      {"std", "sample (n - 1), 0 for one input"}};
+  if (device != "cpu") j["device"] = device;  // CPU sidecars stay as before (resume compares them)
+  return j;
 }
 
 void write_text(const std::string& path, const std::string& text) {
@@ -35,7 +37,7 @@ void write_text(const std::string& path, const std::string& text) {
 void add_profile_command(CLI::App& app, int& exit_code) {
   struct Options {
     std::vector<std::string> inputs;
-    std::string output, aggregate = "max";
+    std::string output, aggregate = "max", device = "cpu";
     double tau = 0.95;
     std::int64_t rows = 0;
     std::uint64_t seed = 0;
@@ -51,6 +53,9 @@ void add_profile_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", o->seed, "seed of the row sample");
   cmd->add_option("--aggregate", o->aggregate, "max (released) or quantile (mean + 1.645 std, clipped to [0, 1])")
       ->check(CLI::IsMember({"max", "quantile"}));
+  cmd->add_option("--device", o->device,
+                  "cpu (default), or cuda: the GPU tau-density kernel (bf16/f16 captures; a CUDA build and a visible GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_flag("--resume", o->resume, "keep the (step, layer)s OUTPUT already holds for the same inputs");
   cmd->add_flag("--quiet,-q", o->quiet, "no progress lines");
   auto* cmp = cmd->add_subcommand("compare", "per-entry differences between two profiles");
@@ -81,7 +86,7 @@ void add_profile_command(CLI::App& app, int& exit_code) {
     exit_code = guarded([o] {
       require(!o->inputs.empty(), ErrorKind::invalid_argument, "svoo profile: give at least one --input capture");
       require(!o->output.empty(), ErrorKind::invalid_argument, "svoo profile: give --output PROFILE.csv");
-      const nlohmann::json meta = sidecar(o->inputs, o->tau, o->rows, o->seed, o->aggregate);
+      const nlohmann::json meta = sidecar(o->inputs, o->tau, o->rows, o->seed, o->aggregate, o->device);
       std::optional<Profile> previous;
       if (o->resume && std::filesystem::exists(o->output)) {
         // Resuming with other settings would mix two measurements in one file.
@@ -109,6 +114,7 @@ void add_profile_command(CLI::App& app, int& exit_code) {
       po.tau = o->tau;
       po.rows = {o->rows, o->seed};
       po.aggregate = o->aggregate == "quantile" ? Aggregate::quantile : Aggregate::max;
+      po.device = o->device == "cuda" ? Device::cuda : Device::cpu;
       int computed = 0, skipped = 0;
       const double t0 = now_ms();
       const Profile p = profile_captures(

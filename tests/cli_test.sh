@@ -74,6 +74,10 @@ check profile-resume-other-settings 1 "other settings" -- "$svoo" profile -i "$t
 check profile-quantile 0 "wrote" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap2.safetensors" -o "$tmp/profq.csv" --aggregate quantile --rows 8 --seed 3 --quiet
 check profile-bad-aggregate 2 "" -- "$svoo" profile -i "$tmp/cap1.safetensors" -o "$tmp/x.csv" --aggregate median
 check profile-no-input 1 "at least one --input" -- "$svoo" profile -o "$tmp/x.csv"
+check profile-bad-device 2 "" -- "$svoo" profile -i "$tmp/cap1.safetensors" -o "$tmp/x.csv" --device tpu
+# --device cuda: no GPU (CI) or a CUDA-less build -> a clear error; with a GPU the tiny captures
+# (head dim 16) are refused by the kernel, which needs 128.
+check profile-device-cuda 1 "no CUDA device|without the CUDA backend|head_dim 128" -- "$svoo" profile -i "$tmp/cap1.safetensors" -o "$tmp/x.csv" --device cuda --quiet
 check profile-bad-names 1 "is not q.s\{step\}.l\{layer\}" -- "$svoo" profile -i "$tmp/qkv.safetensors" -o "$tmp/x.csv"
 "$svoo" synth-capture -o "$tmp/cap3h.safetensors" --steps 2 --layers 2 --heads 3 --frames 2 --height 4 --width 6 --dim 16 >/dev/null
 check profile-mismatched-heads 1 "same heads" -- "$svoo" profile -i "$tmp/cap1.safetensors" -i "$tmp/cap3h.safetensors" -o "$tmp/x.csv"

@@ -144,3 +144,23 @@ TEST(Profiler, AtomicSaveReplacesTheFile) {
 
 }  // namespace
 }  // namespace svoo
+
+namespace svoo {
+namespace {
+
+// --device cuda: without a CUDA build or a visible GPU (CI) an unsupported error before any work;
+// with one, the tiny capture (dim 16) is refused by the kernel (head dim 128 only).
+TEST(Profiler, CudaDeviceFailsCleanlyWhereItCannotRun) {
+  const std::vector<SafetensorsFile> caps{tiny_capture(1)};
+  ProfilerOptions o;
+  o.device = Device::cuda;
+  try {
+    profile_captures(caps, {"a"}, o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(e.kind() == ErrorKind::unsupported || e.kind() == ErrorKind::dtype) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace svoo

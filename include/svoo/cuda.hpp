@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "svoo/clustering.hpp"
+#include "svoo/measures.hpp"
 #include "svoo/tensor.hpp"
 
 struct CUstream_st;
@@ -137,5 +138,52 @@ void sparse_attention(const TensorView& q, const TensorView& k, const TensorView
 // Dense attention through the same kernel (warm-up steps, dense layers).
 void dense_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                      float* lse = nullptr, Stream stream = nullptr);
+
+
+// ---- tau-density (spec 1) on the device (density.cu) ----
+//
+// Three tensor-core passes over the scores of each 64-row query tile (row max; a 128-bin log2
+// histogram of count and mass per row, walked to the bin where the mass crosses tau; that bin
+// split into 128 sub-bins with the exact mass above it), no N x N matrix, no sort. Per row the
+// result is a bracket [lo, hi] that contains the exact count c_i of the GPU's fp32 probabilities
+// and an estimate inside it; its width is at most ~0.14 % of the keys that share the crossing
+// sub-bin (1/512 octave), plus 1. Rows where level 1 misplaced the crossing (tau * total within
+// ~1e-5 of a bin edge) are counted as fallbacks; their bracket assumes the neighbouring bin.
+// The scores are fp32 sums of bf16/f16 products, so they differ from the CPU's BLAS sums in the
+// last bits: compare with svoo::tau_density allowing the bound plus a few keys per row.
+
+// Device outputs; all device pointers, only density is required.
+struct DensityOutputs {
+  double* density = nullptr;        // [heads]: mean over rows of the estimate / k_tokens
+  double* bound = nullptr;          // [heads]: mean over rows of (hi - lo) / k_tokens
+  std::int32_t* fallbacks = nullptr;  // [heads]: rows with a fallback bracket
+  std::int32_t* counts = nullptr;   // [heads, nrows]: per-row estimate
+  std::int32_t* count_lo = nullptr;  // [heads, nrows]
+  std::int32_t* count_hi = nullptr;  // [heads, nrows]
+};
+
+// Workspace bytes for `heads` x `nrows` rows (nrows: the sampled rows, or q_tokens for all).
+std::size_t tau_density_workspace_bytes(std::int64_t heads, std::int64_t nrows);
+
+// q [heads, q_tokens, 128], k [heads, k_tokens, 128]: bf16 or f16 device views, one dtype, rows
+// 16-byte aligned. rows: device int64 [nrows] query tokens (the same for every head), or null for
+// every token (then nrows must be q_tokens). tau in (0, 1]; tau == 1 is the count of entries with
+// p > 0. Stream-ordered, no allocation, no host synchronisation (capturable); the workspace must
+// hold tau_density_workspace_bytes(heads, nrows) bytes, 256-byte aligned.
+void tau_density(const TensorView& q, const TensorView& k, double tau, const std::int64_t* rows, std::int64_t nrows,
+                 void* workspace, std::size_t workspace_bytes, const DensityOutputs& out, Stream stream = nullptr);
+
+// Host results of a whole measurement.
+struct DensityResult {
+  std::vector<double> density, bound;      // [heads]
+  std::vector<std::int32_t> fallbacks;     // [heads]
+  std::vector<std::int64_t> rows;          // the query tokens measured
+  std::vector<std::int32_t> counts, count_lo, count_hi;  // [heads, rows]
+};
+// Convenience: q and k on the device or on the host (bf16/f16; host tensors are copied to the
+// device), rows as svoo::sample_rows draws them (the CPU's rows for the same sample). Allocates,
+// synchronises, frees.
+DensityResult tau_density(const TensorView& q, const TensorView& k, double tau, const RowSample& sample,
+                          Stream stream = nullptr);
 
 }  // namespace svoo::cuda

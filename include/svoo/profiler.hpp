@@ -30,6 +30,9 @@ struct ProfilerOptions {
   double tau = 0.95;
   RowSample rows;  // rows per head (0: all) and their seed
   Aggregate aggregate = Aggregate::max;
+  // Device::cuda: svoo::cuda::tau_density (bf16/f16 captures; needs a build with CUDA and a visible
+  // GPU, else Error(unsupported)); its counts lie within a bracket of the exact ones (svoo/cuda.hpp).
+  Device device = Device::cpu;
 };
 
 // Called after each (step, layer): the profile so far, the slot, its position (1-based) of

@@ -10,6 +10,10 @@
 
 #include "svoo/error.hpp"
 
+#ifdef SVOO_WITH_CUDA
+#include "svoo/cuda.hpp"
+#endif
+
 namespace svoo {
 namespace {
 
@@ -40,6 +44,16 @@ TensorView head_view(const SafetensorsFile& f, const std::string& name, const st
   require(is_floating(t.dtype()), ErrorKind::dtype,
           source + ": tensor '" + name + "' must be F32, F16 or BF16, got " + dtype_name(t.dtype()));
   return TensorView::contiguous(const_cast<std::byte*>(t.bytes()), t.dtype(), {shape[0], shape[1], shape[2]});
+}
+
+std::vector<double> slot_density(const TensorView& q, const TensorView& k, const ProfilerOptions& o) {
+  if (o.device == Device::cpu) return tau_density(q, k, o.tau, o.rows);
+#ifdef SVOO_WITH_CUDA
+  require(cuda::available(), ErrorKind::unsupported, "profiler: --device cuda, but no CUDA device is visible");
+  return cuda::tau_density(q, k, o.tau, o.rows).density;
+#else
+  fail(ErrorKind::unsupported, "profiler: --device cuda, but this svoo was built without the CUDA backend");
+#endif
 }
 
 }  // namespace
@@ -73,6 +87,13 @@ Profile profile_captures(const std::vector<SafetensorsFile>& captures, const std
   require(!captures.empty() && captures.size() == sources.size(), ErrorKind::invalid_argument,
           "the profiler needs at least one input, and one name per input");
   const int m = static_cast<int>(captures.size());
+  if (options.device == Device::cuda) {  // fail before any work, not after the first slot
+#ifdef SVOO_WITH_CUDA
+    require(cuda::available(), ErrorKind::unsupported, "profiler: --device cuda, but no CUDA device is visible");
+#else
+    fail(ErrorKind::unsupported, "profiler: --device cuda, but this svoo was built without the CUDA backend");
+#endif
+  }
   const std::vector<CaptureSlot> slots = capture_slots(captures[0], sources[0]);
   for (int i = 1; i < m; ++i)
     require(capture_slots(captures[i], sources[i]) == slots, ErrorKind::invalid_argument,
@@ -114,7 +135,7 @@ Profile profile_captures(const std::vector<SafetensorsFile>& captures, const std
       require(q.shape[2] == k.shape[2], ErrorKind::shape,
               sources[i] + ": '" + qn + "' and '" + kn + "' have head_dim " + std::to_string(q.shape[2]) + " and " +
                   std::to_string(k.shape[2]));
-      per_input[i] = tau_density(q, k, options.tau, options.rows);
+      per_input[i] = slot_density(q, k, options);
     }
     std::vector<double> values(m);
     for (int h = 0; h < heads; ++h) {

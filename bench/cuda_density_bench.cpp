@@ -1,0 +1,99 @@
+// Benchmark (not a test) of the device tau-density (svoo::cuda::tau_density): every row of every
+// head of a full layer (no sampling), bf16, head dim 128, at the Wan2.1 720p shapes. Reports ms per
+// layer (median of CUDA-event timings after a warm-up) and the mean density and bound. Time cuDNN
+// dense attention in the same run for the ratio (.carry/dense_baseline.py --shape 12x75600).
+//   svoo_cuda_density_bench [--json out.json] [--tau T] [--heads H]... [--data normal|synthetic]...
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../tests/gpu/device_buffer.hpp"
+#include "timing.hpp"
+#include "svoo/cuda.hpp"
+#include "svoo/synthetic.hpp"
+
+int main(int argc, char** argv) {
+  using namespace svoo;
+  std::string json_path;
+  double tau = 0.9;
+  std::vector<int> heads_list;
+  std::vector<std::string> data_list;
+  bool breakdown = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--tau" && i + 1 < argc) tau = std::atof(argv[++i]);
+    else if (a == "--heads" && i + 1 < argc) heads_list.push_back(std::atoi(argv[++i]));
+    else if (a == "--data" && i + 1 < argc) data_list.push_back(argv[++i]);
+    else if (a == "--breakdown") breakdown = true;  // also time passes 1 and 1+2 (SVOO_DENSITY_PASSES)
+  }
+  if (heads_list.empty()) heads_list = {12};
+  if (data_list.empty()) data_list = {"synthetic", "normal"};
+  if (!cuda::available()) return 77;
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("# %s, tau %.2f, every row (no sampling)\n", prop.name, tau);
+  std::string json;
+  for (int H : heads_list)
+    for (const std::string& data : data_list) {
+      const std::int64_t N = 21 * 45 * 80, D = 128;  // Wan2.1 720p: 75,600 tokens
+      HostTensor hq, hk;
+      if (data == "synthetic") {
+        SyntheticConfig sc;
+        sc.heads = H, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 64, sc.tau = tau;
+        SyntheticLayer l = make_synthetic_layer(sc);
+        hq = std::move(l.q), hk = std::move(l.k);
+      } else {
+        hq = HostTensor(DType::bf16, {H, N, D}), hk = HostTensor(DType::bf16, {H, N, D});
+        std::mt19937 rng(5);
+        std::normal_distribution<float> dist(0.f, 1.f);
+        for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, 1.5f * dist(rng));
+      }
+      test::DeviceTensor q(hq), k(hk);
+      const std::size_t ws = cuda::tau_density_workspace_bytes(H, N);
+      void* work = nullptr;
+      double* out = nullptr;
+      test::cuda_ok(cudaMalloc(&work, ws), "cudaMalloc");
+      test::cuda_ok(cudaMalloc(&out, 2 * H * sizeof(double) + 4 * H), "cudaMalloc");
+      cuda::DensityOutputs o;
+      o.density = out, o.bound = out + H, o.fallbacks = reinterpret_cast<std::int32_t*>(out + 2 * H);
+      const double ms = bench::median_ms(
+          [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); }, 5);
+      double ms1 = 0, ms12 = 0;
+      if (breakdown) {
+        auto run = [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); };
+        setenv("SVOO_DENSITY_PASSES", "1", 1);
+        ms1 = bench::median_ms(run, 3);
+        setenv("SVOO_DENSITY_PASSES", "2", 1);
+        ms12 = bench::median_ms(run, 3);
+        unsetenv("SVOO_DENSITY_PASSES");
+        std::printf("   breakdown: pass 1 (row max) %.2f ms, pass 2 (histogram) %.2f ms, pass 3 (refine) %.2f ms\n", ms1,
+                    ms12 - ms1, ms - ms12);
+        run();  // valid results again
+      }
+      std::vector<double> dens(2 * H);
+      std::vector<std::int32_t> fb(H);
+      test::cuda_ok(cudaMemcpy(dens.data(), out, 2 * H * sizeof(double), cudaMemcpyDeviceToHost), "download");
+      test::cuda_ok(cudaMemcpy(fb.data(), out + 2 * H, 4 * H, cudaMemcpyDeviceToHost), "download");
+      double md = 0, mb = 0, fbs = 0;
+      for (int h = 0; h < H; ++h) md += dens[h] / H, mb = std::max(mb, dens[H + h]), fbs += fb[h];
+      const double tflop = 2.0 * H * double(N) * N * D * 3 / 1e12;  // three QK^T passes
+      std::printf("%2d heads x %lld tokens, %-9s: %8.2f ms per layer (%.0f TFLOP/s over 3 QK^T passes), mean density "
+                  "%.4f, max bound %.2e, fallback rows %.0f\n",
+                  H, (long long)N, data.c_str(), ms, tflop / ms * 1e3, md, mb, fbs);
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    " {\"heads\": %d, \"tokens\": %lld, \"dim\": 128, \"dtype\": \"bf16\", \"data\": \"%s\", \"tau\": %.3f, "
+                    "\"device\": \"%s\", \"density_ms\": %.3f, \"mean_density\": %.6f, \"max_bound\": %.3e, "
+                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f}",
+                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms12);
+      json += std::string(json.empty() ? "" : ",\n") + buf;
+      cudaFree(work);
+      cudaFree(out);
+    }
+  return svoo::bench::write_json_rows(json_path, json) ? 0 : 1;
+}

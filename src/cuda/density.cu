@@ -1,0 +1,273 @@
+// tau-density (spec 1) on the device without the N x N matrix and without sorting: three
+// tensor-core passes over the scores of each query tile, then a per-head mean.
+//   pass 1: the row max of the fp32 scores q.k (mma.sync, bf16/f16 operands, fp32 accumulators);
+//   pass 2: a 128-bin log2 histogram per row (count + fixed-point mass, shared-memory integer
+//           atomics), walked at the end of the tile to the bin where the mass crosses tau;
+//   pass 3: the exact mass and count above that bin and the total (fp32 per key tile, fp64
+//           across tiles, in registers), and a 128-sub-bin histogram of the crossing bin alone,
+//           walked to a bracket [lo, hi] that holds the exact count and an estimate inside it.
+// The arithmetic of the bins and of both walks is density_math.hpp (shared with the CPU tests).
+// A CTA owns 64 query rows of one head (4 warps x 16 rows; Q fragments stay in registers) and
+// streams every key of the head in 64-key tiles through a two-stage cp.async pipeline, as
+// attention.cu does. Shared memory: 2 K stages (34.8 KB) + the histograms (66 KB), which also
+// stage the Q tile before its fragments are loaded: two CTAs per SM.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <cstdlib>
+
+#include "common.cuh"
+#include "density_kernels.cuh"
+#include "density_math.hpp"
+#include "ptx.cuh"
+
+namespace svoo::cuda::detail {
+namespace {
+
+namespace dm = density;
+
+constexpr int kD = 128, kBM = 64, kBN = 64, kThreads = 128, kPitch = kD + 8;
+constexpr int kTileElems = kBN * kPitch;
+constexpr int kHP = dm::kBins1 + 1;  // histogram row pitch in words: rows start on different banks
+static_assert(dm::kBins2 <= dm::kBins1, "level 2 reuses level 1's histogram rows");
+constexpr int kHistBytes = 2 * kBM * kHP * 4;
+constexpr int kSmemBytes = 2 * kTileElems * 2 + kHistBytes;
+static_assert(kBM * kPitch * 2 <= kHistBytes, "the Q tile is staged in the histogram region");
+
+__device__ __noinline__ dm::Level1 walk1_noinline(const std::uint32_t* cnt, const std::uint32_t* units, float scale,
+                                                  double tau) {
+  return dm::walk1(cnt, units, scale, tau);
+}
+__device__ __noinline__ dm::Count finish_noinline(const dm::Row3& r, const dm::Level1& l, const std::uint32_t* cnt,
+                                                  const std::uint32_t* units, float scale, double tau) {
+  return dm::finish_row(r, l, cnt, units, scale, tau);
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a, int mode) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* sk = reinterpret_cast<std::uint16_t*>(smem_raw);  // 2 stages
+  unsigned char* hist_raw = smem_raw + 2 * kTileElems * 2;
+  auto* sq = reinterpret_cast<std::uint16_t*>(hist_raw);
+  auto* hcnt = reinterpret_cast<std::uint32_t*>(hist_raw);
+  std::uint32_t* hunits = hcnt + kBM * kHP;
+  __shared__ double s_above[kBM], s_total[kBM];
+  __shared__ long long s_count[kBM], s_pos[kBM];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const std::int64_t h = blockIdx.y;
+  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * kBM;
+  const std::int64_t nk = a.k.tokens;
+  const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;
+  const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
+  const std::int64_t out0 = h * a.nrows;  // per-row arrays: [heads, nrows]
+
+  for (int e = tid; e < kBM * (kD / 8); e += kThreads) {
+    const int r = e / (kD / 8), c = e % (kD / 8);
+    const std::int64_t ri = row0 + r;
+    const bool ok = ri < a.nrows;
+    const std::int64_t tok = ok ? (a.rows ? a.rows[ri] : ri) : 0;
+    ptx::cp_async16(sq + r * kPitch + c * 8, qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
+  }
+  auto issue_k = [&](int tile, int stage) {
+    for (int e = tid; e < kBN * (kD / 8); e += kThreads) {
+      const int r = e / (kD / 8), c = e % (kD / 8);
+      const std::int64_t key = static_cast<std::int64_t>(tile) * kBN + r;
+      const bool ok = key < nk;
+      ptx::cp_async16(sk + stage * kTileElems + r * kPitch + c * 8, kbase + (ok ? key : 0) * a.k.row_stride + c * 8,
+                      ok ? 16 : 0);
+    }
+  };
+  const int tiles = static_cast<int>((nk + kBN - 1) / kBN);
+  issue_k(0, 0);
+  ptx::cp_async_commit();
+  if (tiles > 1) issue_k(1, 1);
+  ptx::cp_async_commit();
+
+  // The two rows of this thread (mma accumulator layout): local rows lr[half].
+  int lr[2];
+  bool row_ok[2];
+  float m[2] = {0.f, 0.f};
+  int bs[2] = {0, 0};
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    lr[half] = warp * 16 + lane / 4 + half * 8;
+    row_ok[half] = row0 + lr[half] < a.nrows;
+    if (row_ok[half] && mode >= 1) m[half] = a.row_max[out0 + row0 + lr[half]];
+    if (row_ok[half] && mode == 2) bs[half] = a.bstar[out0 + row0 + lr[half]];
+  }
+  const float sl2 = a.scale_log2, fscale = a.fixed_scale;
+  const bool count_pos = a.tau >= 1.0;
+  float mx[2] = {-FLT_MAX, -FLT_MAX};
+  double above[2] = {0.0, 0.0}, total[2] = {0.0, 0.0};
+  long long acount[2] = {0, 0}, pos[2] = {0, 0};
+
+  std::uint32_t qf[kD / 16][4];
+  for (int t = 0; t < tiles; ++t) {
+    ptx::cp_async_wait<1>();
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks)
+        ptx::ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+      if (mode >= 1) {
+        __syncthreads();  // every warp has its Q fragments: the staging area becomes the histograms
+        for (int i = tid; i < 2 * kBM * kHP; i += kThreads) hcnt[i] = 0u;
+        __syncthreads();
+      }
+    }
+    const std::uint16_t* tk = sk + (t & 1) * kTileElems;
+    float s[kBN / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+#pragma unroll
+      for (int p = 0; p < kBN / 16; ++p) {
+        std::uint32_t b[4];
+        ptx::ldmatrix_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+        ptx::mma16816<kBf16>(s[2 * p], qf[ks], b[0], b[1]);
+        ptx::mma16816<kBf16>(s[2 * p + 1], qf[ks], b[2], b[3]);
+      }
+    }
+    const std::int64_t key0 = static_cast<std::int64_t>(t) * kBN + (lane % 4) * 2;
+    const bool full = static_cast<std::int64_t>(t + 1) * kBN <= nk;
+    if (mode == 0) {
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (full || key0 + n * 8 + (e % 2) < nk) mx[e / 2] = fmaxf(mx[e / 2], s[n][e]);
+    } else if (mode == 1) {
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (!full && key0 + n * 8 + (e % 2) >= nk) continue;
+          const int half = e / 2;
+          const float pt = (m[half] - s[n][e]) * (sl2 * dm::kBinsPerOctave);
+          const int b = dm::bin1(pt);
+          const std::uint32_t u = dm::fixed(dm::rel1(pt, b), fscale);
+          atomicAdd(&hcnt[lr[half] * kHP + b], 1u);
+          atomicAdd(&hunits[lr[half] * kHP + b], u);
+        }
+    } else {
+      float ta[2] = {0.f, 0.f}, tt[2] = {0.f, 0.f};
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (!full && key0 + n * 8 + (e % 2) >= nk) continue;
+          const int half = e / 2;
+          const float d = s[n][e] - m[half];
+          const float pt = d * (-sl2 * dm::kBinsPerOctave);
+          const float p = exp2f(d * sl2);
+          const int b = dm::bin1(pt);
+          tt[half] += p;
+          if (b < bs[half]) {
+            ta[half] += p;
+            ++acount[half];
+          } else if (b == bs[half]) {
+            const int sub = dm::bin2(pt, b);
+            const std::uint32_t u = dm::fixed(dm::rel2(pt, b, sub), fscale);
+            atomicAdd(&hcnt[lr[half] * kHP + sub], 1u);
+            atomicAdd(&hunits[lr[half] * kHP + sub], u);
+          }
+          if (count_pos) pos[half] += p > 0.f;
+        }
+#pragma unroll
+      for (int half = 0; half < 2; ++half) above[half] += ta[half], total[half] += tt[half];
+    }
+    __syncthreads();
+    if (t + 2 < tiles) issue_k(t + 2, t & 1);
+    ptx::cp_async_commit();
+  }
+  ptx::cp_async_wait<0>();
+
+  if (mode == 0) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float v = mx[half];
+      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+      if (lane % 4 == 0 && row_ok[half]) a.row_max[out0 + row0 + lr[half]] = v;
+    }
+    return;
+  }
+  if (tiles == 0) return;  // no keys: nothing was zeroed (the host rejects k_tokens == 0)
+  if (mode == 2) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      double A = above[half], T = total[half];
+      long long C = acount[half], P = pos[half];
+      for (int o = 1; o <= 2; o <<= 1) {
+        A += __shfl_xor_sync(0xffffffffu, A, o);
+        T += __shfl_xor_sync(0xffffffffu, T, o);
+        C += __shfl_xor_sync(0xffffffffu, C, o);
+        P += __shfl_xor_sync(0xffffffffu, P, o);
+      }
+      if (lane % 4 == 0) s_above[lr[half]] = A, s_total[lr[half]] = T, s_count[lr[half]] = C, s_pos[lr[half]] = P;
+    }
+  }
+  __syncthreads();
+  if (tid < kBM && row0 + tid < a.nrows) {
+    const std::int64_t o = out0 + row0 + tid;
+    if (mode == 1) {
+      const dm::Level1 l = walk1_noinline(hcnt + tid * kHP, hunits + tid * kHP, fscale, a.tau);
+      a.bstar[o] = l.bstar, a.fb_lo[o] = l.fb_lo, a.fb_hi[o] = l.fb_hi;
+    } else {
+      const dm::Level1 l{a.bstar[o], a.fb_lo[o], a.fb_hi[o]};
+      const dm::Row3 r{s_above[tid], s_total[tid], s_count[tid], s_pos[tid]};
+      const dm::Count c = finish_noinline(r, l, hcnt + tid * kHP, hunits + tid * kHP, fscale, a.tau);
+      a.counts[o] = c.estimate, a.count_lo[o] = c.lo, a.count_hi[o] = c.hi;
+      a.fallback[o] = c.fallback ? 1 : 0;
+    }
+  }
+}
+
+// Per head: density = mean(estimate) / k_tokens, bound = mean(hi - lo) / k_tokens, fallback rows.
+__global__ void density_finish_kernel(DensityArgs a, double* density, double* bound, std::int32_t* fallbacks) {
+  __shared__ double scratch[32];
+  const std::int64_t h = blockIdx.x;
+  double sum = 0.0, width = 0.0, fb = 0.0;
+  for (std::int64_t i = threadIdx.x; i < a.nrows; i += blockDim.x) {
+    const std::int64_t o = h * a.nrows + i;
+    sum += a.counts[o];
+    width += a.count_hi[o] - a.count_lo[o];
+    fb += a.fallback[o];
+  }
+  sum = block_sum(sum, scratch);
+  width = block_sum(width, scratch);
+  fb = block_sum(fb, scratch);
+  if (threadIdx.x == 0) {
+    const double denom = static_cast<double>(a.nrows) * static_cast<double>(a.k.tokens);
+    density[h] = sum / denom;
+    if (bound) bound[h] = width / denom;
+    if (fallbacks) fallbacks[h] = static_cast<std::int32_t>(fb);
+  }
+}
+
+template <bool kBf16>
+void launch_passes(const DensityArgs& a, cudaStream_t stream) {
+  cudaFuncSetAttribute(density_pass_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  const dim3 grid(static_cast<unsigned>((a.nrows + kBM - 1) / kBM), static_cast<unsigned>(a.q.heads));
+  // SVOO_DENSITY_PASSES=1|2 stops after that pass (benchmark breakdown only: results are then invalid).
+  const char* env = std::getenv("SVOO_DENSITY_PASSES");
+  const int passes = env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3;
+  for (int mode = 0; mode < passes; ++mode)
+    density_pass_kernel<kBf16><<<grid, kThreads, kSmemBytes, stream>>>(a, mode);
+}
+
+}  // namespace
+
+void launch_tau_density(const DensityArgs& a, double* density, double* bound, std::int32_t* fallbacks,
+                        cudaStream_t stream) {
+  if (a.q.heads == 0 || a.nrows == 0) return;
+  if (a.q.elem == Elem::bf16) launch_passes<true>(a, stream);
+  else launch_passes<false>(a, stream);
+  density_finish_kernel<<<static_cast<unsigned>(a.q.heads), 256, 0, stream>>>(a, density, bound, fallbacks);
+}
+
+}  // namespace svoo::cuda::detail

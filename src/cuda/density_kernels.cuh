@@ -1,0 +1,31 @@
+// Internal: the launcher of the device tau-density (density.cu) and its arguments.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels.cuh"
+
+namespace svoo::cuda::detail {
+
+// Per-row arrays are [heads, nrows] (the same sampled rows for every head), device memory.
+struct DensityArgs {
+  RowsView q, k;                        // [heads, tokens, 128], bf16 or f16, 16-byte rows
+  const std::int64_t* rows = nullptr;   // [nrows] query tokens, or null: every token (nrows = q tokens)
+  std::int64_t nrows = 0;
+  double tau = 0.95;                    // in (0, 1]
+  float scale_log2 = 0.f;               // log2(e) / sqrt(dim)
+  float fixed_scale = 0.f;              // density::fixed_scale(k tokens)
+  float* row_max = nullptr;             // pass 1 -> 2, 3
+  std::int32_t *bstar = nullptr, *fb_lo = nullptr, *fb_hi = nullptr;  // pass 2 -> 3
+  std::int32_t *counts = nullptr, *count_lo = nullptr, *count_hi = nullptr;  // results per row
+  std::uint8_t* fallback = nullptr;     // 1 where level 1 misplaced the crossing (see density_math.hpp)
+};
+
+// Three passes and the per-head mean: density[h] (fp64), optionally bound[h] = mean width of the
+// per-row brackets / k tokens and fallbacks[h] (rows). Stream-ordered, no allocation.
+void launch_tau_density(const DensityArgs& args, double* density, double* bound, std::int32_t* fallbacks,
+                        cudaStream_t stream);
+
+}  // namespace svoo::cuda::detail

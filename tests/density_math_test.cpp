@@ -1,0 +1,174 @@
+// The histogram arithmetic of the device tau-density (src/cuda/density_math.hpp), run on the host
+// exactly as the three passes of density.cu run it per row, against svoo::tau_count on the same
+// fp32 probabilities: the bracket must contain the exact count, the estimate lie inside it, and
+// the width stay within the stated bound. Also the argument checks of the public entry.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "cuda/density_math.hpp"
+#include "svoo/measures.hpp"
+
+#ifdef SVOO_WITH_CUDA
+#include "svoo/cuda.hpp"
+#include "svoo/error.hpp"
+#endif
+
+namespace {
+
+namespace dm = svoo::cuda::detail::density;
+
+struct Sim {
+  dm::Count count;
+  std::int64_t exact;
+  std::int64_t crossing_subbin_keys;
+};
+
+// One row of scores through passes 1-3 (the kernel's per-element arithmetic) and the final walk.
+Sim simulate(const std::vector<float>& s, double tau) {
+  const float sl2 = static_cast<float>(1.4426950408889634 / std::sqrt(128.0));
+  const auto n = static_cast<std::int64_t>(s.size());
+  const float m = *std::max_element(s.begin(), s.end());
+  const float scale = dm::fixed_scale(n);
+  std::vector<std::uint32_t> cnt(dm::kBins1, 0), units(dm::kBins1, 0);
+  for (float x : s) {
+    const float pt = (m - x) * (sl2 * dm::kBinsPerOctave);
+    const int b = dm::bin1(pt);
+    cnt[b] += 1;
+    units[b] += dm::fixed(dm::rel1(pt, b), scale);
+  }
+  const dm::Level1 l1 = dm::walk1(cnt.data(), units.data(), scale, tau);
+  std::vector<std::uint32_t> c2(dm::kBins2, 0), u2(dm::kBins2, 0);
+  std::vector<float> p(s.size());
+  dm::Row3 r{0, 0, 0, 0};
+  for (std::size_t j = 0; j < s.size(); ++j) {
+    const float d = s[j] - m;
+    const float pt = d * (-sl2 * dm::kBinsPerOctave);
+    p[j] = std::exp2(d * sl2);
+    const int b = dm::bin1(pt);
+    r.total += p[j];
+    r.positives += p[j] > 0.f;
+    if (b < l1.bstar) {
+      r.above_mass += p[j];
+      ++r.above_count;
+    } else if (b == l1.bstar) {
+      const int sub = dm::bin2(pt, b);
+      c2[sub] += 1;
+      u2[sub] += dm::fixed(dm::rel2(pt, b, sub), scale);
+    }
+  }
+  Sim out;
+  out.count = dm::finish_row(r, l1, c2.data(), u2.data(), scale, tau);
+  out.exact = svoo::tau_count(p.data(), n, tau);
+  out.crossing_subbin_keys = *std::max_element(c2.begin(), c2.end());
+  return out;
+}
+
+std::vector<float> row(std::int64_t n, float spread, unsigned seed, bool ties = false) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, spread);
+  std::vector<float> s(static_cast<std::size_t>(n));
+  for (auto& x : s) x = ties ? std::round(dist(rng)) : dist(rng);
+  return s;
+}
+
+TEST(DensityMath, FixedPointSumsCannotOverflow) {
+  for (std::int64_t n : {1LL, 77LL, 75600LL, 1000000LL, 3000000000LL}) {
+    const double s = dm::fixed_scale(n);
+    EXPECT_LT(static_cast<double>(n) * s, 4294967296.0) << n;
+    EXPECT_GE(s, 1.0);
+  }
+  EXPECT_EQ(dm::fixed_scale(75600), 32768.0f);
+}
+
+TEST(DensityMath, BinsOrderValues) {
+  // Larger probabilities (smaller t) never land in a later bin or sub-bin.
+  for (float t = 0.f; t < 40.f; t += 0.013f) {
+    EXPECT_LE(dm::bin1(t), dm::bin1(t + 0.013f));
+    const int b = dm::bin1(t);
+    const float v = dm::rel1(t, b);
+    EXPECT_LE(v, 1.0f);
+    EXPECT_GT(v, 0.0f);
+    if (b < dm::kBins1 - 1) {
+      EXPECT_GE(v, std::exp2(-1.0f / dm::kBinsPerOctave) * 0.9999f);
+      const int sub = dm::bin2(t, b);
+      EXPECT_GE(sub, 0);
+      EXPECT_LT(sub, dm::kBins2);
+      EXPECT_LE(dm::rel2(t, b, sub), 1.0001f);
+    }
+  }
+}
+
+TEST(DensityMath, BracketHoldsTheExactCount) {
+  struct Shape {
+    std::int64_t n;
+    float spread;
+    bool ties;
+  };
+  const Shape shapes[] = {{64, 1.f, false},   {1000, 0.05f, false}, {4097, 3.f, false}, {20000, 12.f, false},
+                          {75600, 0.2f, false}, {75600, 8.f, false}, {5000, 2.f, true},  {3, 1.f, false},
+                          {75600, 30.f, false}};
+  int rows = 0;
+  for (const Shape& sh : shapes)
+    for (double tau : {0.5, 0.9, 0.95, 0.99, 0.999})
+      for (unsigned seed = 0; seed < 3; ++seed) {
+        const Sim r = simulate(row(sh.n, sh.spread, seed * 7 + static_cast<unsigned>(sh.n), sh.ties), tau);
+        ++rows;
+        SCOPED_TRACE("n " + std::to_string(sh.n) + " spread " + std::to_string(sh.spread) + " tau " +
+                     std::to_string(tau));
+        EXPECT_LE(r.count.lo, r.exact);
+        EXPECT_GE(r.count.hi, r.exact);
+        EXPECT_LE(r.count.lo, r.count.estimate);
+        EXPECT_GE(r.count.hi, r.count.estimate);
+        EXPECT_FALSE(r.count.fallback);
+        // Width: 2^(1/512) - 1 of the keys in the crossing sub-bin (at most all of them), plus the
+        // delta margin of a few keys.
+        EXPECT_LE(r.count.hi - r.count.lo, 0.0014 * r.crossing_subbin_keys + 4 + 0.002 * r.exact);
+      }
+  EXPECT_GT(rows, 100);
+}
+
+TEST(DensityMath, TauOneIsThePositiveCount) {
+  std::vector<float> s = row(1000, 1.f, 3);
+  s[10] = -1e6f;  // underflows to 0
+  const Sim r = simulate(s, 1.0);
+  EXPECT_EQ(r.count.estimate, 999);
+  EXPECT_EQ(r.exact, 999);
+  EXPECT_EQ(r.count.lo, r.count.hi);
+}
+
+TEST(DensityMath, OneDominantKey) {
+  std::vector<float> s(5000, 0.f);
+  s[42] = 400.f;  // p of the rest ~ 2^-51: all mass on one key
+  const Sim r = simulate(s, 0.99);
+  EXPECT_EQ(r.exact, 1);
+  EXPECT_EQ(r.count.estimate, 1);
+  EXPECT_EQ(r.count.lo, 1);
+}
+
+#ifdef SVOO_WITH_CUDA
+TEST(CudaDensity, ArgumentChecks) {
+  // Checked before any device work, so they run without a GPU.
+  std::uint16_t host[16] = {};
+  svoo::TensorView q = svoo::TensorView::contiguous(host, svoo::DType::bf16, {1, 1, 128});
+  svoo::cuda::DensityOutputs o;
+  double d = 0;
+  o.density = &d;
+  EXPECT_THROW(svoo::cuda::tau_density(q, q, 0.9, nullptr, 1, nullptr, 0, o), svoo::Error);  // host views
+  q.device = svoo::Device::cuda;
+  EXPECT_THROW(svoo::cuda::tau_density(q, q, 1.5, nullptr, 1, nullptr, 0, o), svoo::Error);  // tau
+  EXPECT_THROW(svoo::cuda::tau_density(q, q, 0.9, nullptr, 2, nullptr, 0, o), svoo::Error);  // nrows != tokens
+  EXPECT_THROW(svoo::cuda::tau_density(q, q, 0.9, nullptr, 1, nullptr, 0, o), svoo::Error);  // no workspace
+  svoo::TensorView q64 = svoo::TensorView::contiguous(host, svoo::DType::bf16, {1, 1, 64}, svoo::Device::cuda);
+  EXPECT_THROW(svoo::cuda::tau_density(q64, q64, 0.9, nullptr, 1, nullptr, 0, o), svoo::Error);  // head dim
+  svoo::TensorView f = svoo::TensorView::contiguous(host, svoo::DType::f32, {1, 1, 128});
+  EXPECT_THROW(svoo::cuda::tau_density(f, f, 0.9, svoo::RowSample{}), svoo::Error);  // f32 host input
+  EXPECT_GT(svoo::cuda::tau_density_workspace_bytes(12, 75600), 12u * 75600u * 28u);
+}
+#endif
+
+}  // namespace

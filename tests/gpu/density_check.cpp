@@ -1,0 +1,144 @@
+// GPU check of the device tau-density (svoo::cuda::tau_density) against the CPU on sampled rows,
+// over a grid of heads, tokens (ragged included), tau, dtypes and row shapes (near-uniform, normal,
+// very peaked, the synthetic workload). Exit 77 without a GPU, 1 on any failure.
+//
+// Two comparisons:
+//  - per row: the GPU's bracket [lo, hi] must contain the count of an fp32 CPU reference row
+//    (scores summed in double and rounded to fp32, p = expf(s - max), svoo::tau_count), up to
+//    kRowSlack keys for the rounding differences of the scores (bf16 products summed in another
+//    order); the excess beyond the bracket is reported;
+//  - per head: |GPU density - svoo::tau_density| <= bound + kHeadSlack, where bound is the GPU's
+//    own mean bracket width / k_tokens.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "svoo/cuda.hpp"
+#include "svoo/measures.hpp"
+#include "svoo/synthetic.hpp"
+
+namespace svoo {
+namespace {
+
+int g_failures = 0;
+constexpr std::int64_t kRowSlack = 4;
+constexpr double kHeadSlack = 2e-5;
+
+struct Case {
+  std::string name;
+  int heads;
+  std::int64_t tokens;
+  DType dtype;
+  float q_std, k_std;  // normal entries; q_std == 0: the synthetic workload
+  std::int64_t rows;   // sampled rows (0: all)
+};
+
+void run_case(const Case& cs, double& worst_diff, double& worst_bound) {
+  const int H = cs.heads, D = 128;
+  HostTensor q, k;
+  std::int64_t N = cs.tokens;
+  if (cs.q_std == 0.f) {
+    SyntheticConfig sc;
+    sc.heads = H, sc.dtype = cs.dtype, sc.calibration_rows = 64;
+    SyntheticLayer l = make_synthetic_layer(sc);
+    q = std::move(l.q), k = std::move(l.k);
+    N = q.shape()[1];
+  } else {
+    q = HostTensor(cs.dtype, {H, N, D}), k = HostTensor(cs.dtype, {H, N, D});
+    std::mt19937 rng(static_cast<unsigned>(N * 131 + H));
+    std::normal_distribution<float> dist(0.f, 1.f);
+    for (std::int64_t i = 0; i < q.numel(); ++i) q.set(i, dist(rng) * cs.q_std), k.set(i, dist(rng) * cs.k_std);
+  }
+  const RowSample sample{cs.rows, 11};
+  const auto rows = sample_rows(N, sample);
+  const auto nr = static_cast<std::int64_t>(rows.size());
+  // fp32 reference rows: scores of the sampled rows, once per head.
+  std::vector<float> scores(static_cast<std::size_t>(H) * nr * N);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel for collapse(2) schedule(dynamic, 4)
+  for (int h = 0; h < H; ++h)
+    for (std::int64_t i = 0; i < nr; ++i) {
+      std::vector<float> qr(D);
+      for (int d = 0; d < D; ++d) qr[d] = q.get((h * N + rows[i]) * D + d);
+      float* s = &scores[(h * nr + i) * N];
+      for (std::int64_t n = 0; n < N; ++n) {
+        double acc = 0;
+        const std::int64_t base = (h * N + n) * D;
+        for (int d = 0; d < D; ++d) acc += static_cast<double>(qr[d]) * k.get(base + d);
+        s[n] = static_cast<float>(acc) * scale;
+      }
+      const float mx = *std::max_element(s, s + N);
+      for (std::int64_t n = 0; n < N; ++n) s[n] = std::exp(s[n] - mx);
+    }
+  for (double tau : {0.5, 0.9, 0.95, 0.99}) {
+    const cuda::DensityResult g = cuda::tau_density(q.view(), k.view(), tau, sample);
+    const std::vector<double> c = tau_density(q.view(), k.view(), tau, sample);
+    std::int64_t outside = 0, max_excess = 0, fallbacks = 0;
+    double max_width = 0;
+    std::vector<std::int64_t> ref(static_cast<std::size_t>(H) * nr);
+#pragma omp parallel for
+    for (std::int64_t x = 0; x < H * nr; ++x) ref[x] = tau_count(&scores[x * N], N, tau);
+    for (std::int64_t x = 0; x < H * nr; ++x) {
+      const std::int64_t excess = std::max<std::int64_t>({0, g.count_lo[x] - ref[x], ref[x] - g.count_hi[x]});
+      max_excess = std::max(max_excess, excess);
+      outside += excess > kRowSlack;
+      max_width = std::max(max_width, double(g.count_hi[x] - g.count_lo[x]));
+      if (!(g.count_lo[x] <= g.counts[x] && g.counts[x] <= g.count_hi[x])) ++outside;
+    }
+    double diff = 0, bound = 0, mean_d = 0;
+    int bad_heads = 0;
+    for (int h = 0; h < H; ++h) {
+      const double dd = std::fabs(g.density[h] - c[h]);
+      diff = std::max(diff, dd);
+      bound = std::max(bound, g.bound[h]);
+      mean_d += c[h] / H;
+      fallbacks += g.fallbacks[h];
+      bad_heads += dd > g.bound[h] + kHeadSlack;
+    }
+    worst_diff = std::max(worst_diff, diff), worst_bound = std::max(worst_bound, bound);
+    std::printf("  %-28s H=%2d N=%6lld %s rows=%5lld tau=%.2f: CPU density %.5f | max|GPU-CPU| %.2e, bound %.2e, "
+                "max row width %.0f, rows beyond bracket+%lld: %lld (max excess %lld), fallbacks %lld%s\n",
+                cs.name.c_str(), H, (long long)N, dtype_name(cs.dtype), (long long)nr, tau, mean_d, diff, bound, max_width,
+                (long long)kRowSlack, (long long)outside, (long long)max_excess, (long long)fallbacks,
+                (bad_heads || outside) ? "  FAIL" : "");
+    if (bad_heads || outside) ++g_failures;
+  }
+}
+
+}  // namespace
+}  // namespace svoo
+
+int main() {
+  using namespace svoo;
+  if (!cuda::available()) {
+    std::printf("density_check: no CUDA device, skipped\n");
+    return 77;
+  }
+  const std::vector<Case> cases = {
+      {"tiny ragged, near-uniform", 1, 77, DType::bf16, 0.05f, 0.05f, 0},
+      {"normal, all rows", 2, 1000, DType::bf16, 1.f, 1.5f, 0},
+      {"near-uniform f16", 3, 4097, DType::f16, 0.05f, 0.1f, 96},
+      {"very peaked", 2, 12345, DType::bf16, 3.f, 3.f, 96},
+      {"peaked f16", 5, 30001, DType::f16, 2.f, 2.f, 48},
+      {"synthetic workload", 12, 0, DType::bf16, 0.f, 0.f, 64},
+      {"wan1.3b-720p normal", 12, 75600, DType::bf16, 1.f, 1.5f, 16},
+      {"wan1.3b-720p near-uniform f16", 12, 75600, DType::f16, 0.1f, 0.1f, 8},
+  };
+  double worst_diff = 0, worst_bound = 0;
+  for (const Case& c : cases) {
+    try {
+      run_case(c, worst_diff, worst_bound);
+    } catch (const std::exception& e) {
+      ++g_failures;
+      std::printf("  FAIL %s: %s\n", c.name.c_str(), e.what());
+    }
+  }
+  std::printf("density_check: worst |GPU - CPU| per head %.2e, worst bound %.2e; %d failure(s)\n", worst_diff,
+              worst_bound, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
