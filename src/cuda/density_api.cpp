@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "density_kernels.cuh"
+#include "device_views.hpp"
 #include "density_math.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/error.hpp"
@@ -25,22 +26,7 @@ void ok(cudaError_t e, const char* what) {
 }
 
 RowsView rows_view(const TensorView& t, const char* name) {
-  const std::string who = std::string("cuda::tau_density: ") + name;
-  require(t.data != nullptr, ErrorKind::invalid_argument, who + " has no data pointer");
-  require(t.rank == 3, ErrorKind::shape, who + " must have shape [heads, tokens, head_dim], got " + t.describe());
-  require(t.device == Device::cuda, ErrorKind::device, who + " must be on cuda, got " + t.describe());
-  require(t.dtype == DType::bf16 || t.dtype == DType::f16, ErrorKind::dtype,
-          who + " must be bf16 or f16 on the GPU, got " + t.describe());
-  require(t.shape[2] == 128, ErrorKind::unsupported, who + ": only head_dim 128 is built, got " + t.describe());
-  require(t.strides[2] == 1, ErrorKind::stride, who + " must be contiguous in head_dim, got " + t.describe());
-  require(t.strides[0] % 8 == 0 && t.strides[1] % 8 == 0 && reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0,
-          ErrorKind::stride, who + " rows must start on 16-byte boundaries (strides multiple of 8), got " + t.describe());
-  RowsView r;
-  r.data = t.data;
-  r.elem = t.dtype == DType::bf16 ? Elem::bf16 : Elem::f16;
-  r.heads = t.shape[0], r.tokens = t.shape[1], r.dim = t.shape[2];
-  r.head_stride = t.strides[0], r.row_stride = t.strides[1];
-  return r;
+  return detail::device_rows(t, std::string("cuda::tau_density: ") + name);
 }
 
 struct Layout {

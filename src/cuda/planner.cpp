@@ -7,6 +7,7 @@
 
 #include "attention_kernel.cuh"
 #include "cluster_ops.cuh"
+#include "device_views.hpp"
 #include "kernels.cuh"
 #include "svoo/cuda.hpp"
 #include "svoo/error.hpp"
@@ -44,27 +45,11 @@ class Carver {
   std::size_t offset_ = 0;
 };
 
-// Validates a device [heads, tokens, 128] bf16/f16 view for the kernels (16-byte rows for cp.async).
+// Validates a device view of the plan's shape for the kernels.
 RowsView rows_of(const TensorView& t, const char* name, std::int64_t heads, std::int64_t tokens, std::int64_t dim,
                  const char* where) {
-  const std::string who = std::string(where) + ": " + name;
-  require(t.data != nullptr, ErrorKind::invalid_argument, who + " has no data pointer");
-  require(t.rank == 3, ErrorKind::shape, who + " must have shape [heads, tokens, head_dim], got " + t.describe());
-  require(t.device == Device::cuda, ErrorKind::device, who + " must be on cuda, got " + t.describe());
-  require(t.dtype == DType::bf16 || t.dtype == DType::f16, ErrorKind::dtype,
-          who + " must be bf16 or f16 on the GPU, got " + t.describe());
-  require(t.shape[0] == heads && t.shape[1] == tokens && t.shape[2] == dim, ErrorKind::shape,
-          who + " must have shape [" + std::to_string(heads) + ", " + std::to_string(tokens) + ", " +
-              std::to_string(dim) + "] (the plan's), got " + t.describe());
-  require(t.strides[2] == 1, ErrorKind::stride, who + " must be contiguous in head_dim, got " + t.describe());
-  require(t.strides[0] % 8 == 0 && t.strides[1] % 8 == 0 && reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0,
-          ErrorKind::stride, who + " rows must start on 16-byte boundaries (strides multiple of 8), got " + t.describe());
-  RowsView r;
-  r.data = t.data;
-  r.elem = t.dtype == DType::bf16 ? Elem::bf16 : Elem::f16;
-  r.heads = heads, r.tokens = tokens, r.dim = dim;
-  r.head_stride = t.strides[0], r.row_stride = t.strides[1];
-  return r;
+  const std::int64_t expect[3] = {heads, tokens, dim};
+  return detail::device_rows(t, std::string(where) + ": " + name, expect);
 }
 
 template <class T>
