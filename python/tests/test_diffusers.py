@@ -212,3 +212,24 @@ def test_capture_errors_are_clear(tmp_path):
                    num_inference_steps=2)
     with pytest.raises(ValueError, match="bfloat16, float16 or float32"):
         sd.save_capture(str(tmp_path / "x.safetensors"), {"q.s1.l0": torch.zeros(1, 2, 2, dtype=torch.float64)})
+
+
+def test_enabled_model_under_torch_compile_matches_eager():
+    # The processors' host-side decisions run between compiled graphs (graph breaks); the
+    # decisions and the outputs must be those of eager mode.
+    steps = [1000, 900, 800]  # dense warm-up, recluster, reuse
+    model, x = tiny_wan(layers=2), inputs()
+    opts = dict(preset="wan2.1-t2v-1.3b", num_inference_steps=3, warmup_steps=1, kq=4, kk=12, reuse_interval=2)
+    state = sd.enable(model, **opts)
+    eager = [run(model, x, t) for t in steps]
+    eager_log = list(state.log)
+    sd.disable(model)
+    state = sd.enable(model, **opts)
+    compiled = torch.compile(model)
+    for t, ref in zip(steps, eager):
+        with torch.no_grad():
+            out = compiled(timestep=torch.tensor([t]), return_dict=False, **x)[0]
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert list(state.log) == eager_log
+    assert {m for *_, m in eager_log} == {"dense", "recluster", "reuse"}
+    sd.disable(model)
