@@ -56,6 +56,39 @@ TEST(CudaValidation, PlannerRejectsUnsupportedShapesBeforeAllocating) {
   expect_error([] { cuda::Planner p({0, 100, 100, 128, 8, 16}); }, ErrorKind::invalid_argument, "at least one head");
 }
 
+TEST(CudaValidation, TauDensityRejectsBadArguments) {
+  const TensorView q = device_view(DType::bf16, 1, 1, 128);
+  cuda::DensityOutputs o;
+  double d = 0;
+  o.density = &d;
+  alignas(256) static char ws[256];
+  TensorView host = q;
+  host.device = Device::cpu;
+  expect_error([&] { cuda::tau_density(host, q, 0.9, nullptr, 1, ws, sizeof ws, o); }, ErrorKind::device,
+               "q must be on cuda");
+  expect_error([&] { cuda::tau_density(q, q, 1.5, nullptr, 1, ws, sizeof ws, o); }, ErrorKind::invalid_argument,
+               "tau must be in (0, 1]");
+  expect_error([&] { cuda::tau_density(q, q, 0.9, nullptr, 2, ws, sizeof ws, o); }, ErrorKind::invalid_argument,
+               "nrows must equal q's tokens");
+  expect_error([&] { cuda::tau_density(q, q, 0.9, nullptr, 1, nullptr, 0, o); }, ErrorKind::invalid_argument,
+               "the workspace needs");
+  const TensorView d64 = device_view(DType::bf16, 1, 1, 64);
+  expect_error([&] { cuda::tau_density(d64, d64, 0.9, nullptr, 1, ws, sizeof ws, o); }, ErrorKind::unsupported,
+               "head_dim 128");
+  const TensorView f16 = device_view(DType::f16, 1, 1, 128);
+  expect_error([&] { cuda::tau_density(q, f16, 0.9, nullptr, 1, ws, sizeof ws, o); }, ErrorKind::dtype,
+               "share one dtype");
+  const TensorView two = device_view(DType::bf16, 2, 1, 128);
+  expect_error([&] { cuda::tau_density(q, two, 0.9, nullptr, 1, ws, sizeof ws, o); }, ErrorKind::shape,
+               "same heads");
+  cuda::DensityOutputs none;
+  expect_error([&] { cuda::tau_density(q, q, 0.9, nullptr, 1, ws, sizeof ws, none); }, ErrorKind::invalid_argument,
+               "out.density is null");
+  alignas(16) std::uint16_t f32host[8] = {};
+  const TensorView f32 = TensorView::contiguous(f32host, DType::f32, {1, 1, 128});
+  expect_error([&] { cuda::tau_density(f32, f32, 0.9, RowSample{}); }, ErrorKind::dtype, "must be bf16 or f16");
+}
+
 }  // namespace
 }  // namespace svoo
 #endif

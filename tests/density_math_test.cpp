@@ -150,25 +150,5 @@ TEST(DensityMath, OneDominantKey) {
   EXPECT_EQ(r.count.lo, 1);
 }
 
-#ifdef SVOO_WITH_CUDA
-TEST(CudaDensity, ArgumentChecks) {
-  // Checked before any device work, so they run without a GPU.
-  std::uint16_t host[16] = {};
-  svoo::TensorView q = svoo::TensorView::contiguous(host, svoo::DType::bf16, {1, 1, 128});
-  svoo::cuda::DensityOutputs o;
-  double d = 0;
-  o.density = &d;
-  EXPECT_THROW(svoo::cuda::tau_density(q, q, 0.9, nullptr, 1, nullptr, 0, o), svoo::Error);  // host views
-  q.device = svoo::Device::cuda;
-  EXPECT_THROW(svoo::cuda::tau_density(q, q, 1.5, nullptr, 1, nullptr, 0, o), svoo::Error);  // tau
-  EXPECT_THROW(svoo::cuda::tau_density(q, q, 0.9, nullptr, 2, nullptr, 0, o), svoo::Error);  // nrows != tokens
-  EXPECT_THROW(svoo::cuda::tau_density(q, q, 0.9, nullptr, 1, nullptr, 0, o), svoo::Error);  // no workspace
-  svoo::TensorView q64 = svoo::TensorView::contiguous(host, svoo::DType::bf16, {1, 1, 64}, svoo::Device::cuda);
-  EXPECT_THROW(svoo::cuda::tau_density(q64, q64, 0.9, nullptr, 1, nullptr, 0, o), svoo::Error);  // head dim
-  svoo::TensorView f = svoo::TensorView::contiguous(host, svoo::DType::f32, {1, 1, 128});
-  EXPECT_THROW(svoo::cuda::tau_density(f, f, 0.9, svoo::RowSample{}), svoo::Error);  // f32 host input
-  EXPECT_GT(svoo::cuda::tau_density_workspace_bytes(12, 75600), 12u * 75600u * 28u);
-}
-#endif
 
 }  // namespace
