@@ -471,6 +471,11 @@ def transformer_level(model: str, res: str, pol, dens, dev: Device, args, net=No
             use = dev.time_s(reuse, **it)
             row["reuse_modes"] = call_modes(state, n1)
         mem1 = dev.memory()
+        # the reuse steps' clustering cache (CUDA path: one device buffer per slot), which stays
+        # allocated between calls and is part of svoo's peak
+        cache_bytes = sum(v[1].numel() * v[1].element_size() for v in state.cache.values()
+                          if len(v) == 3 and torch.is_tensor(v[1]))
+        cache_slots = len(state.cache)
     finally:
         sd.disable(net)
     row.update(recluster_step=rs, reuse_step=us, recluster_call_s=rec["median_s"], reuse_call_s=use["median_s"],
@@ -496,6 +501,7 @@ def transformer_level(model: str, res: str, pol, dens, dev: Device, args, net=No
     mem = {"dense": mem_dense, "recluster": mem_rec, "reuse": mem_use,
            "outside_torch_before": mem0["outside_torch"], "outside_torch_after": mem1["outside_torch"],
            "planner_workspace_bytes": extra if isinstance(extra, int) else ws,
+           "clustering_cache_bytes": cache_bytes, "clustering_cache_slots": cache_slots,
            "planner_workspace_source": "state.workspace_bytes" if isinstance(extra, int) else
            "device memory in use outside torch's allocator, after svoo calls minus before (cudaMalloc by svoo)"}
     if dev.cuda:
