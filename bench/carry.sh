@@ -15,7 +15,8 @@ while [ $# -gt 0 ]; do
     *) bins+=("$1"); shift ;;
   esac
 done
-[ ${#bins[@]} -eq 0 ] && bins=(svoo_gpu_check svoo_cuda_plan_bench svoo_cuda_attention_bench)
+[ ${#bins[@]} -eq 0 ] && bins=(svoo_gpu_check svoo_cuda_plan_bench svoo_cuda_attention_bench svoo_gpu_density_check
+                             svoo_cuda_density_bench)  # what bench/device_run.sh runs by default
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
