@@ -39,7 +39,8 @@ constexpr int kBM = 128, kThreads = 384, kMaxRanges = 1024;
 constexpr int kChunk = 128 * 128;   // one 64-column chunk of a 128-row tile, bytes
 constexpr int kTile = 2 * kChunk;   // a 128 x 128 tile, bytes
 constexpr int kSmemBytes = 1024 /*alignment slack*/ + 5 * kTile /*Q, K x2, V x2*/ + (2 * kMaxRanges + 2) * 4 + 8 * 8;
-constexpr int kPingpong = 1;  // kernel flag: consumers take turns issuing products
+constexpr int kPingpong = 1;     // kernel flag: consumers take turns issuing products
+constexpr int kLazyRescale = 2;  // kernel flag: rescale O only when a row maximum grows a lot
 
 // 2^x on the special-function unit, flushing denormals (the probabilities they would be are
 // below bf16's resolution of a row's sum anyway).
@@ -131,33 +132,63 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   if (tid < 128) {
     // ---- producer: gather K and V tiles of the virtual key sequence into their rings ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
-    const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
+    const auto* kbase = reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride);
+    const auto* vbase = reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride);
+    const std::int64_t kstride = a.k.row_stride * 2, vstride = a.v.row_stride * 2;  // bytes
     const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
     const int warp = tid / 32, lane = tid % 32;
-    int cur = 0;  // the range holding this lane's row: it only moves forward from tile to tile
+    // Lane l copies the 16-byte piece c = l % 16 of rows 2i + l / 16 (i = 0..15) of its warp's 32
+    // rows: a half-warp reads one whole 256-byte row (full sectors). The shared-memory offsets of
+    // those pieces depend on i only through i % 4 (the swizzle) and a constant, so they are four
+    // registers plus immediates; the global row addresses come from the lane that owns the row.
+    const int hrow = lane >> 4, c = lane & 15;
+    std::uint32_t soff[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      soff[q] = (c >> 3) * kChunk + warp * 4096 + hrow * 128 + ((((c & 7) ^ hrow) ^ (2 * q)) << 4);
+    const std::uint32_t sk_addr = ptx::smem_addr(sk), sv_addr = ptx::smem_addr(sv);
+    // The token of this lane's row of tile t (row 32*warp + lane), or -1 past the end. The range
+    // holding it only moves forward from tile to tile (r_cum[nr] = L ends the walk).
+    int cur = 0;
+    auto token_of = [&](int t) -> std::int32_t {
+      const int vt = t * kBN + warp * 32 + lane;
+      if (vt >= L) return -1;
+      while (r_cum[cur + 1] <= vt) ++cur;
+      const std::int64_t phys = r_begin[cur] + (vt - r_cum[cur]);
+      return sparse ? __ldg(kperm + phys) : static_cast<std::int32_t>(phys);
+    };
+    std::int32_t tok = tiles > 0 ? token_of(0) : -1;
     for (int t = 0; t < tiles; ++t) {
       const int st = t & 1;
-      // Lane l finds the token of row 32*warp + l of the tile (r_cum[nr] = L ends the walk).
-      const int vt = t * kBN + warp * 32 + lane;
-      std::int32_t tok = -1;
-      if (vt < L) {
-        while (r_cum[cur + 1] <= vt) ++cur;
-        const std::int64_t phys = r_begin[cur] + (vt - r_cum[cur]);
-        tok = sparse ? kperm[phys] : static_cast<std::int32_t>(phys);
-      }
-      // Half-warps copy whole 256-byte rows: full sectors from global memory.
+      const bool full_tile = (t + 1) * kBN <= L;  // the same for the whole warpgroup
+      const std::int32_t row_tok = tok;
+      if (t + 1 < tiles) tok = token_of(t + 1);  // its load flies while this tile's copies issue
       for (int which = 0; which < 2; ++which) {
         if (t >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((t >> 1) - 1) & 1);
-        unsigned char* dst = (which == 0 ? sk : sv) + st * kTile;
-        const std::uint16_t* src = which == 0 ? kbase : vbase;
-        const std::int64_t stride = which == 0 ? a.k.row_stride : a.v.row_stride;
+        const std::uint32_t dst = (which == 0 ? sk_addr : sv_addr) + st * kTile;
+        const unsigned char* row = (which == 0 ? kbase : vbase) +
+                                   static_cast<std::int64_t>(row_tok < 0 ? 0 : row_tok) * (which == 0 ? kstride : vstride);
+        const auto rowbits = reinterpret_cast<std::uint64_t>(row);
+        const std::uint32_t lo = static_cast<std::uint32_t>(rowbits), hi = static_cast<std::uint32_t>(rowbits >> 32);
+        if (full_tile) {
 #pragma unroll 4
-        for (int i = 0; i < 16; ++i) {
-          const int rr = 2 * i + lane / 16, c = lane % 16, r = warp * 32 + rr;
-          const std::int32_t rt = __shfl_sync(0xffffffffu, tok, rr);
-          ptx::cp_async16(dst + swz(r, c), src + static_cast<std::int64_t>(rt < 0 ? 0 : rt) * stride + c * 8,
-                          rt < 0 ? 0 : 16);
+          for (int i = 0; i < 16; ++i) {
+            const int src = 2 * i + hrow;
+            const std::uint64_t p = (static_cast<std::uint64_t>(__shfl_sync(0xffffffffu, hi, src)) << 32 |
+                                     __shfl_sync(0xffffffffu, lo, src)) + c * 16;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + soff[i & 3] + (i >> 2) * 1024 + (i & 3) * 256),
+                         "l"(p));
+          }
+        } else {  // the last, partial tile: rows past the end are zero-filled
+#pragma unroll 4
+          for (int i = 0; i < 16; ++i) {
+            const int src = 2 * i + hrow;
+            const std::uint64_t p = (static_cast<std::uint64_t>(__shfl_sync(0xffffffffu, hi, src)) << 32 |
+                                     __shfl_sync(0xffffffffu, lo, src)) + c * 16;
+            const int bytes = __shfl_sync(0xffffffffu, row_tok, src) < 0 ? 0 : 16;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + soff[i & 3] + (i >> 2) * 1024 + (i & 3) * 256),
+                         "l"(p), "r"(bytes));
+          }
         }
         wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
       }
@@ -188,6 +219,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.f;
   float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f}, alpha[2] = {1.f, 1.f};
+  const bool lazy = (flags & kLazyRescale) != 0;
+  bool rescale = true;  // the last softmax moved this warp's maxima: O must be rescaled
   float s[64];
   std::uint32_t pa[kBN / 16][4];
   const unsigned char* qg = sq + g * 64 * 128;  // this warpgroup's rows in each chunk
@@ -242,15 +275,26 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       for (int j = 0; j < 4; ++j) pm[half][j] = m_row[half];
 #pragma unroll
     for (int i = 0; i < 64; ++i) pm[(i / 2) % 2][(i / 4) % 4] = fmaxf(pm[(i / 2) % 2][(i / 4) % 4], s[i]);
+    // Lazy rescaling: a warp keeps its rows' running maxima until one of them grows by more
+    // than 2^8 (in probability), so most tiles skip the rescaling of O; probabilities stay below
+    // 256, harmless in fp32 and bf16, and the result is the same (the max cancels in O / l).
+    float mx[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      mx[half] = fmaxf(fmaxf(pm[half][0], pm[half][1]), fmaxf(pm[half][2], pm[half][3]));
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 1));
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 2));
+    }
+    rescale = !lazy || __any_sync(0xffffffffu, (mx[0] - m_row[0]) * scale_log2 > 8.f ||
+                                                   (mx[1] - m_row[1]) * scale_log2 > 8.f);
     float mxs[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float mx = fmaxf(fmaxf(pm[half][0], pm[half][1]), fmaxf(pm[half][2], pm[half][3]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      alpha[half] = ex2((m_row[half] - mx) * scale_log2);
-      mxs[half] = mx * scale_log2;
-      m_row[half] = mx;
+      if (rescale) {
+        alpha[half] = ex2((m_row[half] - mx[half]) * scale_log2);
+        m_row[half] = mx[half];
+      }
+      mxs[half] = m_row[half] * scale_log2;
     }
     float ps[2][4] = {};
 #pragma unroll
@@ -259,8 +303,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       ps[(i / 2) % 2][(i / 4) % 4] += s[i];
     }
 #pragma unroll
-    for (int half = 0; half < 2; ++half)
-      l_row[half] = l_row[half] * alpha[half] + ((ps[half][0] + ps[half][1]) + (ps[half][2] + ps[half][3]));
+    for (int half = 0; half < 2; ++half) {
+      const float sum = (ps[half][0] + ps[half][1]) + (ps[half][2] + ps[half][3]);
+      l_row[half] = rescale ? l_row[half] * alpha[half] + sum : l_row[half] + sum;
+    }
   };
   // P as the A operand: for keys 16*kk.., the m16n8k16 fragment is s[8kk .. 8kk + 7] in order.
   auto pack_p = [&] {
@@ -303,8 +349,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       wgmma::fence_regs(o);
       wgmma::fence_regs(pa);
       wgmma::mbar_arrive(&empty[2 + ((t - 1) & 1)]);
+      if (rescale) {
 #pragma unroll
-      for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
+        for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
+      }
       pack_p();
     }
     wait_full(1, tiles - 1);
@@ -353,11 +401,15 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
 #endif
 }
 
-// SVOO_ATTN_PINGPONG=0 turns the consumers' turn-taking off (for comparison).
+// SVOO_ATTN_PINGPONG=0 turns the consumers' turn-taking off, SVOO_ATTN_LAZY=0 the lazy
+// rescaling (for comparison).
 int hopper_flags() {
   static const int flags = [] {
-    const char* e = std::getenv("SVOO_ATTN_PINGPONG");
-    return e && std::strcmp(e, "0") == 0 ? 0 : kPingpong;
+    auto off = [](const char* name) {
+      const char* e = std::getenv(name);
+      return e && std::strcmp(e, "0") == 0;
+    };
+    return (off("SVOO_ATTN_PINGPONG") ? 0 : kPingpong) | (off("SVOO_ATTN_LAZY") ? 0 : kLazyRescale);
   }();
   return flags;
 }
