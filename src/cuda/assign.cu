@@ -211,13 +211,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
-// Tile variant (0 default); SVOO_ASSIGN_VARIANT selects another for benchmarks: 1 and 2 other
-// mma.sync tiles, 3 the first wgmma kernel, 4 the pipelined persistent wgmma kernel (sm_90a;
-// unverified until run on a GPU). 3 and 4 fall back to 0 where the sm_90a code cannot run.
+// Tile variant. By default (-1): 4, the pipelined persistent wgmma kernel, where the sm_90a code
+// runs and there is no bias (co-clustering); else 0, the mma.sync kernel (k-means' bias costs the
+// wgmma kernels a global load per score). SVOO_ASSIGN_VARIANT selects one for benchmarks: 1 and 2
+// other mma.sync tiles, 3 the first (unpipelined) wgmma kernel. 3 and 4 fall back to 0 where the
+// sm_90a code cannot run.
 int assign_variant() {
   static const int v = [] {
     const char* e = std::getenv("SVOO_ASSIGN_VARIANT");
-    return e ? std::atoi(e) : 0;
+    return e ? std::atoi(e) : -1;
   }();
   return v;
 }
@@ -270,7 +272,9 @@ bool assign_variant_runs(int variant) {
 
 void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                    cudaStream_t stream) {
-  launch_assign_variant(assign_variant(), x, m, bias, clusters, labels, stream);
+  int variant = assign_variant();
+  if (variant < 0) variant = bias == nullptr && assign_wgmma_available() ? 4 : 0;
+  launch_assign_variant(variant, x, m, bias, clusters, labels, stream);
 }
 
 }  // namespace svoo::cuda::detail

@@ -26,6 +26,7 @@ void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float
 namespace {
 
 [[maybe_unused]] constexpr int kDim = 128, kRows = 128, kCols = 128, kThreads = 256;
+static_assert(kThreads == 256, "load_contiguous_tile copies 16 rows a pass, 8 passes");
 constexpr int kChunkBytes = 128 * 128;                    // one 64-wide K chunk of 128 rows
 constexpr int kTileBytes = 2 * kChunkBytes;               // 128 rows x 128 K, bf16
 constexpr int kSmemBytes = kTileBytes * 3 + 1024;         // X + 2 centroid stages + alignment slack
@@ -132,9 +133,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-
-// ---- Variant 4 (SVOO_ASSIGN_VARIANT=4): pipelined and persistent. Written without a GPU: unverified
-// until the GPU check has passed with it (docs/cuda-backend.md). ----
+// ---- Variant 4: pipelined and persistent; the default for co-clustering on compute capability
+// 9.0 (verified and timed on an H100: docs/cuda-backend.md). ----
 //
 // Same tile shapes, layout and fold values as above; what changes is the schedule:
 //   - two accumulator banks: step g+1's products are issued into one bank before step g's argmax
@@ -166,6 +166,23 @@ __global__ void __launch_bounds__(kThreads, 1)
 // L2 (128 FLOP per byte: 500 TFLOP/s needs ~3.9 TB/s of L2 reads).
 constexpr int kStages = 4;
 constexpr int kPipeSmemBytes = (2 + kStages) * kTileBytes + 1024;  // 2 X buffers + ring + alignment slack
+
+// A tile of 128 centroid rows, contiguous in memory (row stride kDim): thread t copies the
+// 16-byte piece t % 16 of rows t / 16 + 16 k (k = 0..7). Source and destination then advance by
+// constants (4096 and 2048 bytes: the swizzle of row r + 16k equals that of row r), so each copy
+// is one instruction instead of a row-address computation. Rows >= valid are zero-filled.
+[[maybe_unused]] __device__ __forceinline__ void load_contiguous_tile(unsigned char* dst, const std::uint16_t* src,
+                                                                      int valid) {
+  const int t = threadIdx.x, r0 = t >> 4;
+  const std::uint32_t d0 = ptx::smem_addr(dst + swizzled(r0, t & 15));
+  const unsigned char* s0 = reinterpret_cast<const unsigned char*>(src) + t * 16;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const bool ok = r0 + 16 * k < valid;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d0 + k * 2048),
+                 "l"(ok ? s0 + k * 4096 : s0), "r"(ok ? 16 : 0));
+  }
+}
 
 template <bool kBf16>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -210,8 +227,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const std::uint16_t* ld_mh = m + static_cast<std::int64_t>(item_head(0)) * clusters * kDim;
   auto load_next_tile = [&] {
     if (ld_step < steps) {
-      load_rows(sm + (ld_step % kStages) * kTileBytes, ld_mh, static_cast<std::int64_t>(ld_t) * kCols, clusters,
-                kDim);
+      load_contiguous_tile(sm + (ld_step % kStages) * kTileBytes, ld_mh + static_cast<std::int64_t>(ld_t) * kCols * kDim,
+                           clusters - ld_t * kCols);
       wgmma::mbar_arrive_cp_async(&full[ld_step % kStages]);
     }
     ++ld_step;

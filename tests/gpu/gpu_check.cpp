@@ -7,8 +7,9 @@
 // reported), every centroid the mean of its members. Selection and layout must equal the CPU's
 // exactly given the same inputs; permutations are bit copies; recall agrees to 1e-4.
 //
-// The planner uses the assignment variant SVOO_ASSIGN_VARIANT selects (0 by default; e.g.
-// SVOO_ASSIGN_VARIANT=4 svoo_gpu_check runs every case with the pipelined wgmma kernel). Before the
+// The planner uses the assignment variant SVOO_ASSIGN_VARIANT selects (by default the pipelined
+// wgmma kernel, 4, for co-clustering on Hopper and 0 otherwise; e.g. SVOO_ASSIGN_VARIANT=0
+// svoo_gpu_check runs every case with the mma.sync kernel). Before the
 // cases, every assignment variant that can run here is checked directly against a double-precision
 // argmax on ragged shapes, with bias, strided rows, duplicated centroids (ties to the lower index)
 // and more work items than SMs, and compared label for label with variant 0.
@@ -542,7 +543,7 @@ int main(int argc, char** argv) {
   }
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // for compute-sanitizer
   const char* variant = std::getenv("SVOO_ASSIGN_VARIANT");
-  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "0");
+  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (4 for co-clustering on Hopper, else 0)");
   if (!quick) check_assign_variants();
   std::vector<Case> cases;
   cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});
