@@ -4,6 +4,8 @@
 // CUDA-event timings after warm-up, on random normal bf16 inputs. Compare with dense attention
 // timed in the same run (../shared/tools/dense_baseline.py).
 //   svoo_cuda_plan_bench [--json out.json] [--shape NAME]...
+//   svoo_cuda_plan_bench --breakdown   (one co-clustering iteration stage by stage at 40 x 75,600,
+//     then every assignment variant that runs on the device: SVOO_ASSIGN_VARIANT=0..4)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -74,6 +76,23 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
               flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
   std::printf("  gemm_nt Kk x Kq x D %.3f ms, gemm_nn %.3f ms, rownorm %.3f ms\n", g1, g2, rn);
   std::printf("  update keys: sort+offsets %.3f ms, with centroids %.3f ms\n", up_k0, up_k);
+  // Every assignment variant that runs on this device, timed in this process on the same inputs,
+  // with its key labels compared to variant 0's (differences should be rare near-ties).
+  std::vector<std::int32_t> ref(static_cast<std::size_t>(H) * N), got(ref.size());
+  for (int v = 0; v <= 4; ++v) {
+    if (!assign_variant_runs(v)) continue;
+    const double vk = median_ms([&] { launch_assign_variant(v, xv, m.data(), nullptr, kk, labels, nullptr); });
+    const double vq = median_ms([&] { launch_assign_variant(v, xv, m.data(), nullptr, kq, labels, nullptr); });
+    launch_assign_variant(v, xv, m.data(), nullptr, kk, labels, nullptr);
+    cuda_ok(cudaGetLastError(), "launch_assign_variant");
+    cuda_ok(cudaMemcpy((v == 0 ? ref : got).data(), labels, 4 * ref.size(), cudaMemcpyDeviceToHost), "labels");
+    std::int64_t differ = 0;
+    if (v != 0)
+      for (std::size_t i = 0; i < ref.size(); ++i) differ += ref[i] != got[i];
+    std::printf("  assign variant %d: keys %.3f ms (%.0f TFLOP/s), queries %.3f ms (%.0f TFLOP/s), key labels "
+                "differing from variant 0: %lld\n",
+                v, vk, flops_k / vk / 1e9, vq, flops_q / vq / 1e9, (long long)differ);
+  }
   for (void* p : std::initializer_list<void*>{labels, perm, keys_in, keys_out, vals, scan, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
 }
 

@@ -21,6 +21,8 @@ namespace svoo::cuda::detail {
 bool assign_wgmma_available();  // assign_wgmma.cu
 void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                          cudaStream_t stream);
+void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
+                                   std::int32_t* labels, cudaStream_t stream);
 
 namespace {
 
@@ -209,11 +211,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
-// Tile variant (0 default); SVOO_ASSIGN_VARIANT selects another for benchmarks.
+// Tile variant. By default (-1): 4, the pipelined persistent wgmma kernel, where the sm_90a code
+// runs and there is no bias (co-clustering); else 0, the mma.sync kernel (k-means' bias costs the
+// wgmma kernels a global load per score). SVOO_ASSIGN_VARIANT selects one for benchmarks: 1 and 2
+// other mma.sync tiles, 3 the first (unpipelined) wgmma kernel. 3 and 4 fall back to 0 where the
+// sm_90a code cannot run.
 int assign_variant() {
   static const int v = [] {
     const char* e = std::getenv("SVOO_ASSIGN_VARIANT");
-    return e ? std::atoi(e) : 0;
+    return e ? std::atoi(e) : -1;
   }();
   return v;
 }
@@ -231,13 +237,17 @@ void launch_variant(const RowsView& x, const void* m, const float* bias, int clu
 }
 
 template <bool kBf16>
-void launch_typed(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
-                  cudaStream_t stream) {
-  if (assign_variant() == 3 && assign_wgmma_available()) {
-    launch_assign_wgmma(x, m, bias, clusters, labels, stream);
+void launch_typed(int variant, const RowsView& x, const void* m, const float* bias, int clusters,
+                  std::int32_t* labels, cudaStream_t stream) {
+  if ((variant == 3 || variant == 4) && assign_wgmma_available()) {
+    if (variant == 3) {
+      launch_assign_wgmma(x, m, bias, clusters, labels, stream);
+    } else {
+      launch_assign_wgmma_pipelined(x, m, bias, clusters, labels, stream);
+    }
     return;
   }
-  switch (assign_variant()) {
+  switch (variant) {
     case 1: launch_variant<kBf16, 128, 2, 1>(x, m, bias, clusters, labels, stream); break;
     case 2: launch_variant<kBf16, 64, 1, 1>(x, m, bias, clusters, labels, stream); break;
     default: launch_variant<kBf16, 64, 2, 2>(x, m, bias, clusters, labels, stream); break;
@@ -246,14 +256,25 @@ void launch_typed(const RowsView& x, const void* m, const float* bias, int clust
 
 }  // namespace
 
-void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
-                   cudaStream_t stream) {
+void launch_assign_variant(int variant, const RowsView& x, const void* m, const float* bias, int clusters,
+                           std::int32_t* labels, cudaStream_t stream) {
   if (x.heads == 0 || x.tokens == 0 || clusters == 0) return;
   if (x.elem == Elem::bf16) {
-    launch_typed<true>(x, m, bias, clusters, labels, stream);
+    launch_typed<true>(variant, x, m, bias, clusters, labels, stream);
   } else {
-    launch_typed<false>(x, m, bias, clusters, labels, stream);
+    launch_typed<false>(variant, x, m, bias, clusters, labels, stream);
   }
+}
+
+bool assign_variant_runs(int variant) {
+  return variant >= 0 && variant <= 2 ? true : (variant == 3 || variant == 4) && assign_wgmma_available();
+}
+
+void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
+                   cudaStream_t stream) {
+  int variant = assign_variant();
+  if (variant < 0) variant = bias == nullptr && assign_wgmma_available() ? 4 : 0;
+  launch_assign_variant(variant, x, m, bias, clusters, labels, stream);
 }
 
 }  // namespace svoo::cuda::detail

@@ -8,6 +8,7 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels.cuh"
 #include "ptx.cuh"
@@ -19,10 +20,13 @@ namespace svoo::cuda::detail {
 bool assign_wgmma_available();
 void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                          cudaStream_t stream);
+void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
+                                   std::int32_t* labels, cudaStream_t stream);
 
 namespace {
 
 [[maybe_unused]] constexpr int kDim = 128, kRows = 128, kCols = 128, kThreads = 256;
+static_assert(kThreads == 256, "load_contiguous_tile copies 16 rows a pass, 8 passes");
 constexpr int kChunkBytes = 128 * 128;                    // one 64-wide K chunk of 128 rows
 constexpr int kTileBytes = 2 * kChunkBytes;               // 128 rows x 128 K, bf16
 constexpr int kSmemBytes = kTileBytes * 3 + 1024;         // X + 2 centroid stages + alignment slack
@@ -129,6 +133,252 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+// ---- Variant 4: pipelined and persistent; the default for co-clustering on compute capability
+// 9.0 (verified and timed on an H100: docs/cuda-backend.md). ----
+//
+// Same tile shapes, layout and fold values as above; what changes is the schedule:
+//   - two accumulator banks: step g+1's products are issued into one bank before step g's argmax
+//     is folded from the other, so the fold runs while the tensor cores work. Registers cannot be
+//     indexed at run time, so the step loop is unrolled by two with the banks swapped;
+//   - centroid tiles stream through a kStages ring. Stage completion is tracked with mbarriers that
+//     every thread arrives on when its cp.asyncs land (cp.async.mbarrier.arrive.noinc, expected
+//     count 256), not with cp.async group counts: the X prefetch below makes the order of loads
+//     differ from the order of uses;
+//   - persistent blocks (one per SM; one is all that fits: 193 KB of shared memory, 2 x 64
+//     accumulators a thread): block b takes the work items (head, 128-row block) b, b + grid, ...
+//     and runs their steps (item, centroid tile) as one stream, so the next item's X tile (two X
+//     buffers) and first centroid tiles load while the current item multiplies; with one
+//     non-persistent block per SM, every block's X load and pipeline fill would leave the SM idle.
+//
+// Step g starts with its products finished in bank cur and nothing in flight:
+//   wait for step g+1's stage (and its X buffer if it starts an item), fence.proxy.async, issue
+//   step g+1's 8 wgmma m64n128k16 into bank nxt, commit;
+//   fold step g from cur (at an item's last tile: merge the four lanes of each row, store labels);
+//   B (__syncthreads): every thread waited for its step-g products before the step began, so step
+//   g's stage and, at an item's last step, the item's X buffer are free in both warpgroups;
+//   load step g + kStages into step g's stage; at an item's last step, X of the item after next;
+//   wgmma wait<0> (step g+1's products).
+// Why not wait<1> with a group in flight across steps, as first designed: ptxas then serialised the
+// wgmmas (C7514/C7515), and it did so too when the fold wrote bias and mask into the accumulators
+// in place; as written it reports no serialisation. The only tensor-core gap per warpgroup is the
+// issue right after wait<0>, and the other warpgroup's queued group usually covers it.
+// Prefetch distance of the ring: kStages - 1 steps. Centroid reads: 32 KB per step and block, from
+// L2 (128 FLOP per byte: 500 TFLOP/s needs ~3.9 TB/s of L2 reads).
+constexpr int kStages = 4;
+constexpr int kPipeSmemBytes = (2 + kStages) * kTileBytes + 1024;  // 2 X buffers + ring + alignment slack
+
+// A tile of 128 centroid rows, contiguous in memory (row stride kDim): thread t copies the
+// 16-byte piece t % 16 of rows t / 16 + 16 k (k = 0..7). Source and destination then advance by
+// constants (4096 and 2048 bytes: the swizzle of row r + 16k equals that of row r), so each copy
+// is one instruction instead of a row-address computation. Rows >= valid are zero-filled.
+[[maybe_unused]] __device__ __forceinline__ void load_contiguous_tile(unsigned char* dst, const std::uint16_t* src,
+                                                                      int valid) {
+  const int t = threadIdx.x, r0 = t >> 4;
+  const std::uint32_t d0 = ptx::smem_addr(dst + swizzled(r0, t & 15));
+  const unsigned char* s0 = reinterpret_cast<const unsigned char*>(src) + t * 16;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const bool ok = r0 + 16 * k < valid;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d0 + k * 2048),
+                 "l"(ok ? s0 + k * 4096 : s0), "r"(ok ? 16 : 0));
+  }
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kThreads, 1)
+    assign_wgmma_pipe_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
+                             std::int64_t row_stride, const std::uint16_t* __restrict__ m,
+                             const float* __restrict__ bias, int clusters, int heads, std::int32_t* __restrict__ labels) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ std::uint64_t full[kStages];  // centroid stage s holds its next step
+  __shared__ std::uint64_t xfull[2];       // X buffer b holds its next item
+  unsigned char* base = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
+  unsigned char* sx = base;                   // 2 X buffers (item i in buffer i % 2)
+  unsigned char* sm = base + 2 * kTileBytes;  // kStages centroid stages (step g in stage g % kStages)
+  const int rblocks = static_cast<int>((tokens + kRows - 1) / kRows);
+  const int items_total = heads * rblocks;
+  const int items = (items_total - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                    static_cast<int>(gridDim.x);  // this block's items (grid <= items_total)
+  const int tiles = (clusters + kCols - 1) / kCols;
+  const int steps = items * tiles;
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kThreads);
+    for (int b = 0; b < 2; ++b) wgmma::mbar_init(&xfull[b], kThreads);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  // Local item li -> its head and first row.
+  auto item_head = [&](int li) { return (static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x)) / rblocks; };
+  auto item_row0 = [&](int li) {
+    const int w = static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x);
+    return static_cast<std::int64_t>(w % rblocks) * kRows;
+  };
+  auto load_x = [&](int li) {
+    load_rows(sx + (li & 1) * kTileBytes, x + item_head(li) * head_stride, item_row0(li), tokens, row_stride);
+    wgmma::mbar_arrive_cp_async(&xfull[li & 1]);
+  };
+  // The centroid loader walks the steps kStages ahead of the fold.
+  int ld_step = 0, ld_li = 0, ld_t = 0;
+  const std::uint16_t* ld_mh = m + static_cast<std::int64_t>(item_head(0)) * clusters * kDim;
+  auto load_next_tile = [&] {
+    if (ld_step < steps) {
+      load_contiguous_tile(sm + (ld_step % kStages) * kTileBytes, ld_mh + static_cast<std::int64_t>(ld_t) * kCols * kDim,
+                           clusters - ld_t * kCols);
+      wgmma::mbar_arrive_cp_async(&full[ld_step % kStages]);
+    }
+    ++ld_step;
+    if (++ld_t == tiles) {
+      ld_t = 0;
+      if (++ld_li < items) ld_mh = m + static_cast<std::int64_t>(item_head(ld_li)) * clusters * kDim;
+    }
+  };
+  // Waits (this thread) until step (li, t) = number g can be multiplied; then fence.proxy.async.
+  auto wait_step = [&](int g, int li, int t) {
+    wgmma::mbar_wait(&full[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
+    if (t == 0) wgmma::mbar_wait(&xfull[li & 1], (li >> 1) & 1);
+    wgmma::fence_async_shared();  // cp.async writes -> tensor-core reads
+  };
+  // Descriptors built once; a step's operands are these plus byte offsets / 16.
+  const std::uint64_t dx0 = descriptor(sx + wg * 64 * 128);  // this warpgroup's 64 rows of X buffer 0
+  const std::uint64_t dm0 = descriptor(sm);
+  auto issue = [&](float (&d)[64], int g, int li) {
+    const std::uint64_t da = dx0 + static_cast<std::uint64_t>((li & 1) * (kTileBytes >> 4));
+    const std::uint64_t db = dm0 + static_cast<std::uint64_t>((static_cast<unsigned>(g) % kStages) * (kTileBytes >> 4));
+#pragma unroll
+    for (int ks = 0; ks < kDim / 16; ++ks) {
+      const int off = ((ks / 4) * kChunkBytes + (ks % 4) * 32) >> 4;
+      wgmma::m64n128k16_ss<kBf16>(d, da + off, db + off, ks > 0 ? 1 : 0);
+    }
+    wgmma::commit();
+  };
+
+  // Prologue: X of items 0 and 1, centroid steps 0 .. kStages - 1; step 0's products into bank 0.
+  load_x(0);
+  if (items > 1) load_x(1);
+  for (int s = 0; s < kStages; ++s) load_next_tile();
+  float d0[64], d1[64];
+  wait_step(0, 0, 0);
+  wgmma::fence();
+  issue(d0, 0, 0);
+  wgmma::wait<0>();
+
+  float best_v[2] = {-FLT_MAX, -FLT_MAX};
+  int best_i[2] = {0x7fffffff, 0x7fffffff};
+  int g = 0, cur_li = 0, cur_t = 0;  // the step being folded
+  int head = item_head(0);
+  std::int64_t row0 = item_row0(0);
+  const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
+
+  // Fold: the same values and decisions as assign_wgmma_kernel's fold (bias, the mask of columns
+  // >= clusters with -FLT_MAX, strict > across tiles, lowest column among equal maxima); the row
+  // maxima are 4-way trees instead of chains (max is exact, so the order does not change the
+  // result). Element i of d is row 16*warp + 8*((i/2)%2) + lane/4, column 8*(i/4) + 2*(lane%4) + i%2.
+  auto fold = [&](float (&d)[64], int t) {
+    // Bias and the mask of a partial last tile are applied on the fly: writing them into the
+    // accumulators made ptxas serialise the wgmmas (C7514).
+    auto run = [&](auto adjust) {
+      auto value = [&](int i) {
+        if constexpr (decltype(adjust)::value) {
+          const int j = t * kCols + 8 * (i / 4) + 2 * (lane % 4) + (i % 2);
+          return j < clusters ? d[i] + (bh ? __ldg(bh + j) : 0.0f) : -FLT_MAX;
+        } else {
+          return d[i];
+        }
+      };
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float pm[4] = {-FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX};
+#pragma unroll
+        for (int i = 0; i < 64; ++i)
+          if ((i / 2) % 2 == half) pm[(i / 4) % 4] = fmaxf(pm[(i / 4) % 4], value(i));
+        const float mx = fmaxf(fmaxf(pm[0], pm[1]), fmaxf(pm[2], pm[3]));
+        if (mx > best_v[half]) {
+          int found = 0x7fffffff;
+#pragma unroll
+          for (int i = 63; i >= 0; --i)
+            if ((i / 2) % 2 == half && value(i) == mx) found = t * kCols + 8 * (i / 4) + 2 * (lane % 4) + (i % 2);
+          best_v[half] = mx;
+          best_i[half] = found;
+        }
+      }
+    };
+    if (bh || (t + 1) * kCols > clusters) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
+  };
+  // An item's labels: merge the four lanes that share a row (lowest index among equal values).
+  auto store = [&] {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float v = best_v[half];
+      int i = best_i[half];
+#pragma unroll
+      for (int off = 1; off < 4; off <<= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+        const int oi = __shfl_xor_sync(0xffffffffu, i, off);
+        if (better(ov, oi, v, i)) v = ov, i = oi;
+      }
+      const std::int64_t n = row0 + wg * 64 + warp * 16 + half * 8 + lane / 4;
+      if (lane % 4 == 0 && n < tokens) labels[static_cast<std::int64_t>(head) * tokens + n] = i == 0x7fffffff ? 0 : i;
+      best_v[half] = -FLT_MAX;
+      best_i[half] = 0x7fffffff;
+    }
+  };
+  // Step g: cur holds step g's finished products (no wgmma in flight). Unless g is the last step,
+  // step g+1 is issued into nxt first, so that its products run while cur is folded; the step ends
+  // with wgmma wait<0>. (Keeping a group in flight across the end of the step, i.e. wait<1> before
+  // the fold, made ptxas serialise the wgmmas, C7514/C7515: the accumulators of the group in
+  // flight are live across the loop's back edge and joins.)
+  auto step = [&](float (&cur)[64], float (&nxt)[64], auto last) {
+    int n_li = cur_li, n_t = cur_t + 1;
+    if (n_t == tiles) n_t = 0, ++n_li;
+    if constexpr (!decltype(last)::value) {
+      wait_step(g + 1, n_li, n_t);
+      wgmma::fence_regs(nxt);
+      wgmma::fence();
+      issue(nxt, g + 1, n_li);
+    }
+    wgmma::fence_regs(cur);
+    fold(cur, cur_t);
+    if (cur_t == tiles - 1) store();
+    // B: every thread waited for its step-g products (end of step g-1, or the prologue), so the
+    // stage of step g and, at an item's last step, the item's X buffer can be refilled.
+    __syncthreads();
+    load_next_tile();                                             // step g + kStages, into step g's stage
+    if (cur_t == tiles - 1 && cur_li + 2 < items) load_x(cur_li + 2);  // into item cur_li's X buffer
+    wgmma::wait<0>();  // step g+1's products
+    ++g;
+    cur_li = n_li, cur_t = n_t;
+    if (n_t == 0 && cur_li < items) {
+      head = item_head(n_li);
+      row0 = item_row0(n_li);
+      bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
+    }
+  };
+  using More = std::false_type;
+  using Last = std::true_type;
+  // Step g's products are in bank g % 2. Pairs while both steps have a successor, then the tail.
+  while (g + 2 < steps) {
+    step(d0, d1, More{});
+    step(d1, d0, More{});
+  }
+  if (g + 2 == steps) {
+    step(d0, d1, More{});
+    step(d1, d0, Last{});
+  } else {
+    step(d0, d1, Last{});
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 }  // namespace
 
 bool assign_wgmma_available() {
@@ -155,6 +405,32 @@ void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, in
     cudaFuncSetAttribute(assign_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     assign_wgmma_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(xp, x.tokens, x.head_stride, x.row_stride, mp,
                                                                         bias, clusters, labels);
+  }
+}
+
+void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
+                                   std::int32_t* labels, cudaStream_t stream) {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n > 0 ? n : 1;
+  }();
+  const std::int64_t items = x.heads * ((x.tokens + kRows - 1) / kRows);
+  const unsigned grid = static_cast<unsigned>(items < sms ? items : sms);
+  const int heads = static_cast<int>(x.heads);
+  const auto* xp = static_cast<const std::uint16_t*>(x.data);
+  const auto* mp = static_cast<const std::uint16_t*>(m);
+  if (x.elem == Elem::bf16) {
+    cudaFuncSetAttribute(assign_wgmma_pipe_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipeSmemBytes);
+    assign_wgmma_pipe_kernel<true><<<grid, kThreads, kPipeSmemBytes, stream>>>(xp, x.tokens, x.head_stride,
+                                                                               x.row_stride, mp, bias, clusters, heads,
+                                                                               labels);
+  } else {
+    cudaFuncSetAttribute(assign_wgmma_pipe_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipeSmemBytes);
+    assign_wgmma_pipe_kernel<false><<<grid, kThreads, kPipeSmemBytes, stream>>>(xp, x.tokens, x.head_stride,
+                                                                                x.row_stride, mp, bias, clusters,
+                                                                                heads, labels);
   }
 }
 

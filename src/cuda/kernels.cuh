@@ -33,6 +33,12 @@ struct MutableRowsView {
 // dim must be 128. Tensor cores (mma.sync), fp32 accumulation, argmax fused (no scores stored).
 void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                    cudaStream_t stream);
+// launch_assign with an explicit tile variant instead of SVOO_ASSIGN_VARIANT's (tests, benchmarks):
+// 0 (default) .. 2 mma.sync tiles, 3 wgmma, 4 pipelined persistent wgmma. A variant that cannot run
+// here (3 and 4 need sm_90a code and a 9.0 device: assign_variant_runs) runs variant 0.
+void launch_assign_variant(int variant, const RowsView& x, const void* m, const float* bias, int clusters,
+                           std::int32_t* labels, cudaStream_t stream);
+bool assign_variant_runs(int variant);
 
 // c[h] = alpha * a[h] * b[h]^T (+ beta c[h]) for per-head row-major fp32 matrices:
 // a [heads, ma, k], b [heads, nb, k], c [heads, ma, nb]. SIMT fp32.

@@ -6,16 +6,25 @@
 // bf16/f16 tensor-core product (labels that are not the exact argmax are near-ties: counted and
 // reported), every centroid the mean of its members. Selection and layout must equal the CPU's
 // exactly given the same inputs; permutations are bit copies; recall agrees to 1e-4.
+//
+// The planner uses the assignment variant SVOO_ASSIGN_VARIANT selects (by default the pipelined
+// wgmma kernel, 4, for co-clustering on Hopper and 0 otherwise; e.g. SVOO_ASSIGN_VARIANT=0
+// svoo_gpu_check runs every case with the mma.sync kernel). Before the
+// cases, every assignment variant that can run here is checked directly against a double-precision
+// argmax on ragged shapes, with bias, strided rows, duplicated centroids (ties to the lower index)
+// and more work items than SMs, and compared label for label with variant 0.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "../../src/cuda/kernels.cuh"
 #include "device_buffer.hpp"
 #include "svoo/cpu.hpp"
 #include "svoo/cuda.hpp"
@@ -394,6 +403,136 @@ void run_case(const Case& cs) {
   check_attention(cs, q, k, plan, c2, gk);
 }
 
+
+// ---- assignment variants, directly (internal launcher) ----
+
+struct AssignCase {
+  const char* name;
+  int heads;
+  std::int64_t tokens;
+  int clusters;
+  DType dtype;
+  bool bias;
+  bool interleaved = false;  // x as [tokens, heads, 128] (row stride heads * 128)
+  bool duplicates = false;   // centroid j >= 128 copies centroid j % 97 for every 3rd j
+};
+
+void check_assign_variants() {
+  using namespace svoo::cuda::detail;
+  const int D = 128;
+  const std::vector<AssignCase> cases = {
+      {"1 row, 1 cluster", 1, 1, 1, DType::bf16, false},
+      {"ragged f16 + bias", 2, 127, 7, DType::f16, true},
+      {"one full tile", 3, 1000, 128, DType::bf16, false},
+      {"partial 2nd tile, f16 + bias", 2, 4097, 129, DType::f16, true},
+      {"2 tiles, 471 items", 3, 20000, 256, DType::bf16, false},
+      {"1 tile, 470 items, bias", 2, 30000, 100, DType::bf16, true},
+      {"partial last tile, 284 items", 4, 9000, 1000, DType::bf16, false},
+      {"interleaved rows", 3, 5000, 384, DType::bf16, false, true},
+      {"duplicated centroids + bias", 2, 6000, 1024, DType::bf16, true, false, true},
+  };
+  std::vector<int> variants;
+  for (int v = 0; v <= 4; ++v)
+    if (assign_variant_runs(v)) variants.push_back(v);
+  std::printf("assignment variants directly (runnable here:");
+  for (int v : variants) std::printf(" %d", v);
+  std::printf(")\n");
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (const AssignCase& c : cases) {
+    const int H = c.heads, K = c.clusters;
+    const std::int64_t N = c.tokens;
+    HostTensor hx(c.dtype, {H, N, D}), hm(c.dtype, {H, K, D});
+    for (std::int64_t i = 0; i < hx.numel(); ++i) hx.set(i, dist(rng));
+    for (int h = 0; h < H; ++h)
+      for (int j = 0; j < K; ++j)
+        for (int d = 0; d < D; ++d) {
+          const bool dup = c.duplicates && j >= 128 && j % 3 == 0;
+          const std::int64_t src = (static_cast<std::int64_t>(h) * K + (dup ? j % 97 : j)) * D + d;
+          hm.set((static_cast<std::int64_t>(h) * K + j) * D + d, dup ? hm.get(src) : dist(rng));
+        }
+    std::vector<float> hb(static_cast<std::size_t>(H) * K);
+    for (float& b : hb) b = c.bias ? 4.0f * dist(rng) : 0.0f;
+    if (c.duplicates)
+      for (int h = 0; h < H; ++h)
+        for (int j = 128; j < K; j += 1)
+          if (j % 3 == 0) hb[h * K + j] = hb[h * K + j % 97];
+    // Device x: [H, N, D] or, interleaved, [N, H, D].
+    HostTensor dx_host(c.dtype, {H, N, D});
+    for (int h = 0; h < H; ++h)
+      for (std::int64_t n = 0; n < N; ++n)
+        for (int d = 0; d < D; ++d) {
+          const std::int64_t at = c.interleaved ? (n * H + h) * D + d : (h * N + n) * D + d;
+          dx_host.set(at, hx.get((h * N + n) * D + d));
+        }
+    test::DeviceTensor dx(dx_host), dm(hm);
+    float* db = nullptr;
+    std::int32_t* dl = nullptr;
+    test::cuda_ok(cudaMalloc(&db, sizeof(float) * hb.size()), "malloc");
+    test::cuda_ok(cudaMalloc(&dl, sizeof(std::int32_t) * H * N), "malloc");
+    test::cuda_ok(cudaMemcpy(db, hb.data(), sizeof(float) * hb.size(), cudaMemcpyHostToDevice), "copy");
+    RowsView xv{dx.data(), c.dtype == DType::bf16 ? Elem::bf16 : Elem::f16, H, N, D,
+                c.interleaved ? D : N * D, c.interleaved ? H * D : D};
+    // Reference: exact scores of the rounded inputs in double, best index (lowest on ties), and the
+    // rounding bound of an fp32-accumulated product per score.
+    std::vector<float> xs(hx.numel()), ms(hm.numel());  // the rounded values, read once
+    for (std::int64_t i = 0; i < hx.numel(); ++i) xs[i] = hx.get(i);
+    for (std::int64_t i = 0; i < hm.numel(); ++i) ms[i] = hm.get(i);
+    std::vector<double> best(H * N), slack(H * N);
+    std::vector<int> best_j(H * N);
+    std::vector<std::vector<double>> score_of(H * N);
+#pragma omp parallel for
+    for (std::int64_t r = 0; r < H * N; ++r) {
+      const std::int64_t h = r / N, n = r % N;
+      std::vector<double>& sc = score_of[r];
+      sc.resize(K);
+      double b = -1e300, a_max = 0;
+      int bj = 0;
+      for (int j = 0; j < K; ++j) {
+        double v = 0, a = 0;
+        for (int d = 0; d < D; ++d) {
+          const double p = static_cast<double>(xs[(h * N + n) * D + d]) * ms[(h * K + j) * D + d];
+          v += p, a += std::fabs(p);
+        }
+        sc[j] = v + hb[h * K + j];
+        a_max = std::max(a_max, a);
+        if (sc[j] > b) b = sc[j], bj = j;
+      }
+      best[r] = b, best_j[r] = bj;
+      slack[r] = 2 * (a_max * std::ldexp(1.0, -14) + 1e-6 * (1 + std::fabs(b)));
+    }
+    std::vector<std::int32_t> base;
+    for (int v : variants) {
+      test::cuda_ok(cudaMemset(dl, 0xff, sizeof(std::int32_t) * H * N), "memset");
+      launch_assign_variant(v, xv, dm.data(), c.bias || c.duplicates ? db : nullptr, K, dl, nullptr);
+      test::cuda_ok(cudaGetLastError(), "launch_assign_variant");
+      test::cuda_ok(cudaDeviceSynchronize(), "launch_assign_variant (sync)");
+      std::vector<std::int32_t> got(H * N);
+      test::cuda_ok(cudaMemcpy(got.data(), dl, sizeof(std::int32_t) * H * N, cudaMemcpyDeviceToHost), "copy");
+      std::int64_t wrong = 0, not_exact = 0, upper_copy = 0, differ = 0;
+      for (std::int64_t r = 0; r < H * N; ++r) {
+        const int l = got[r];
+        if (l < 0 || l >= K || score_of[r][l] < best[r] - slack[r]) {
+          ++wrong;
+          continue;
+        }
+        not_exact += l != best_j[r];
+        upper_copy += c.duplicates && l >= 128 && l % 3 == 0 && score_of[r][l] == score_of[r][l % 97];
+        if (!base.empty()) differ += l != base[r];
+      }
+      std::printf("  %-30s variant %d: %lld rows, %lld near-ties not exact, %lld differ from variant 0, %lld wrong\n",
+                  c.name, v, (long long)(H * N), (long long)not_exact, (long long)differ, (long long)wrong);
+      CHECK(wrong == 0, "%s, variant %d: %lld labels are not a near-argmax", c.name, v, (long long)wrong);
+      CHECK(upper_copy == 0, "%s, variant %d: %lld rows labelled with the higher copy of a duplicated centroid", c.name,
+            v, (long long)upper_copy);
+      CHECK(differ <= std::max<std::int64_t>(2, H * N / 1000), "%s, variant %d: %lld labels differ from variant 0",
+            c.name, v, (long long)differ);
+      if (base.empty()) base = got;
+    }
+    cudaFree(db), cudaFree(dl);
+  }
+}
+
 }  // namespace
 }  // namespace svoo
 
@@ -404,6 +543,9 @@ int main(int argc, char** argv) {
     return 77;
   }
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // for compute-sanitizer
+  const char* variant = std::getenv("SVOO_ASSIGN_VARIANT");
+  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (4 for co-clustering on Hopper, else 0)");
+  if (!quick) check_assign_variants();
   std::vector<Case> cases;
   cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});
   cases.push_back({"ties", 1, 500, 4, 8, DType::bf16, false, ClusterMethod::coclustering, true});
