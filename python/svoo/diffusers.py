@@ -40,7 +40,7 @@ from svoo.torch import _dl
 
 from . import _svoo
 
-__all__ = ["enable", "disable", "profile", "save_capture", "SvooState"]
+__all__ = ["enable", "disable", "set_step", "profile", "save_capture", "SvooState"]
 
 
 @dataclass
@@ -58,7 +58,17 @@ class SvooState:
     densities: Dict[Tuple[str, Tuple[float, ...]], torch.Tensor] = field(default_factory=dict)
     warned: set = field(default_factory=set)
 
+    manual: bool = False  # the step is set with set_step(); the timestep is not read
+
     def on_transformer_call(self, timestep: torch.Tensor) -> None:
+        if self.manual:
+            self.branch += 1
+            return
+        if torch.is_tensor(timestep) and timestep.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                "svoo: the transformer is being captured in a CUDA graph, where its CUDA timestep cannot be "
+                "read to learn the denoising step: call svoo.diffusers.set_step(pipe, step) before each "
+                "captured or replayed step")
         t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
         if self.last_timestep is None or t != self.last_timestep:
             self.step += 1
@@ -159,17 +169,7 @@ class SvooWanSelfAttnProcessor:
             out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
             out = out.transpose(1, 2)
         elif query.device.type == "cuda":
-            o = st.options["gpu"]
-            _, tokens, heads, _ = query.shape
-            planner = svoo.torch.planner(query.device, heads, tokens, tokens, o["kq"], o["kk"])
-            out = torch.empty_like(query)
-            ran = mode
-            with torch.cuda.device(query.device):
-                stream = torch.cuda.current_stream(query.device).cuda_stream
-                for b, ck in enumerate(keys):
-                    q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
-                    ran = st.cuda_plan(planner, q, k, mode, ck, step, density, stream)
-                    planner.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
+            out, ran = self._cuda(query, key, value, keys, mode, step, density)
             st.log.append((step, branch, self.expert, self.layer, ran))
         else:
             st.log.append((step, branch, self.expert, self.layer, mode))
@@ -186,6 +186,25 @@ class SvooWanSelfAttnProcessor:
         hidden_states = out.flatten(2, 3).type_as(query)
         hidden_states = attn.to_out[0](hidden_states)
         return attn.to_out[1](hidden_states)
+
+
+    # torch.compile runs this eagerly (a graph break): the planner's DLPack calls cannot be traced.
+    @torch.compiler.disable
+    def _cuda(self, query, key, value, keys, mode, step, density):
+        """Plan (or reuse) and run the sparse attention of every batch element on the device;
+        returns the output [B, S, H, D] and the mode that ran."""
+        st, o = self.state, self.state.options["gpu"]
+        _, tokens, heads, _ = query.shape
+        planner = svoo.torch.planner(query.device, heads, tokens, tokens, o["kq"], o["kk"])
+        out = torch.empty_like(query)
+        ran = mode
+        with torch.cuda.device(query.device):
+            stream = torch.cuda.current_stream(query.device).cuda_stream
+            for b, ck in enumerate(keys):
+                q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
+                ran = st.cuda_plan(planner, q, k, mode, ck, step, density, stream)
+                planner.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
+        return out, ran
 
 
 class SvooHunyuanAttnProcessor:
@@ -264,6 +283,7 @@ class SvooHunyuanAttnProcessor:
         hidden_states = torch.stack(outs).flatten(2, 3).to(query.dtype)
         return self._finish(attn, hidden_states, text)
 
+    @torch.compiler.disable  # as the Wan processor's: DLPack calls cannot be traced
     def _cuda(self, query, key, value, attention_mask, keys, mode, density, step, text):
         """The joint attention on CUDA: the video tokens planned on the device (cached per slot),
         the text pseudo-clusters appended there, the kernel run on the rebuilt layout."""
@@ -369,6 +389,24 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
     return state
 
 
+def set_step(pipe, step: Optional[int]) -> None:
+    """Sets the denoising step (1-based) of the next transformer calls, which are that step's CFG
+    branches in order, instead of learning it from the timestep. Reading a CUDA timestep waits for
+    the device, and cannot happen inside a CUDA graph capture: call this before each step you
+    capture or replay (a graph replays the decisions made at its capture, so capture one graph per
+    kind of step: dense, recluster, reuse). `step=None` goes back to learning from the timestep."""
+    states = {id(s): s for s in (getattr(m, "_svoo_state", None) for m in _transformers(pipe)) if s is not None}
+    if not states:
+        raise ValueError("svoo is not enabled on this pipeline or model: call svoo.diffusers.enable first")
+    for state in states.values():
+        if step is None:
+            state.manual, state.last_timestep = False, None
+            continue
+        if int(step) < 1:
+            raise ValueError(f"step is 1-based, got {step}")
+        state.manual, state.step, state.branch = True, int(step), -1
+
+
 def disable(pipe) -> None:
     """Restores the processors `enable` replaced."""
     for model in _transformers(pipe):
@@ -414,6 +452,7 @@ class _Recorder:
     step: int = 0
     branch: int = -1
     last_timestep: Optional[float] = None
+    manual: bool = False  # (SvooState's step rule; profiling always learns the step from the timestep)
     values: Dict[Tuple[int, int, int], List[float]] = field(default_factory=dict)  # (step, layer, head) -> inputs
     measure: bool = True
     capture: frozenset = frozenset()  # (step, layer) slots whose Q/K are saved

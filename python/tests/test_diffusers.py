@@ -63,6 +63,28 @@ def test_schedule_warmup_reuse_and_branches():
     assert not any(isinstance(b.attn2.processor, sd.SvooWanSelfAttnProcessor) for b in model.blocks)
 
 
+def test_set_step_drives_the_schedule_without_reading_the_timestep():
+    model, x = tiny_wan(layers=1), inputs()
+    with pytest.raises(ValueError, match="not enabled"):
+        sd.set_step(model, 1)
+    state = sd.enable(model, preset="wan2.1-t2v-1.3b", num_inference_steps=10, kq=4, kk=12, reuse_interval=3)
+    x_uncond = dict(x, encoder_hidden_states=torch.zeros_like(x["encoder_hidden_states"]))
+    # the timestep stays the same: only set_step moves the step (as inside a CUDA graph capture)
+    for step in (1, 3, 4, 6):
+        sd.set_step(model, step)
+        run(model, x, 500)
+        run(model, x_uncond, 500)
+    got = [(s, b, m) for s, b, e, layer, m in state.log]
+    assert got == [(1, 0, "dense"), (1, 1, "dense"), (3, 0, "recluster"), (3, 1, "recluster"), (4, 0, "reuse"),
+                   (4, 1, "reuse"), (6, 0, "recluster"), (6, 1, "recluster")], got
+    with pytest.raises(ValueError, match="1-based"):
+        sd.set_step(model, 0)
+    sd.set_step(model, None)  # back to learning the step from the timestep: a new timestep, a new step
+    run(model, x, 400)
+    assert state.log[-1][:2] == (7, 0)
+    sd.disable(model)
+
+
 def test_sparse_output_is_close_to_dense_and_errors_are_clear():
     model, x = tiny_wan(), inputs()
     ref = run(model, x, 500)

@@ -11,7 +11,9 @@ CUDA-graph capture and replay; a side stream; `svoo.diffusers.enable` with every
 against the original model (Wan and HunyuanVideo, tiny random weights, bf16, head_dim 128);
 warm-up and dense layers running dense; and a random-weight WanTransformer3DModel with the
 Wan2.1-T2V-1.3B config at 480p x 81 frames (32,760 tokens) running one denoising step (both CFG
-branches) through `enable`, compared with the same step computed by the svoo.torch ops directly.
+branches) through `enable`, compared with the same step computed by the svoo.torch ops directly,
+and the same step under torch.compile and captured as CUDA graphs (recluster and reuse steps,
+named with svoo.diffusers.set_step) against eager.
 """
 from __future__ import annotations
 
@@ -362,6 +364,78 @@ def wan_1_3b_480p_step():
            dense_forward_ms=t_dense, svoo_first_forward_ms=t_first, svoo_recluster_forward_ms=t_uncond,
            svoo_reuse_forward_ms=min(t_reuse, t_reuse_u), ops_forward_ms=t_ops,
            cache_slots=len(state.cache), cache_mb=sum(v[1].numel() for v in state.cache.values()) / 2**20)
+    wan_step_compiled_and_graphed(model, cond)
+
+
+def _static_run(model, x, timestep):
+    with torch.no_grad():
+        return model(timestep=timestep, return_dict=False, **x)[0]
+
+
+@guarded
+def wan_step_compiled_and_graphed(model, cond):
+    """The whole Wan2.1-1.3B 480p denoising step through `enable`, as eager, under torch.compile
+    and as CUDA graphs (one per kind of step: recluster and reuse; svoo.diffusers.set_step
+    names the step, since a captured step cannot read its CUDA timestep)."""
+    import svoo.diffusers as sd
+    sd.enable(model, preset="wan2.1-t2v-1.3b", num_inference_steps=50, warmup_steps=0, reuse_interval=20)
+    x = {k: v.clone() for k, v in cond.items()}  # static inputs for the graphs
+    ts = torch.tensor([999], device="cuda")
+    eager = {}
+    for step in (1, 2):  # 1: recluster, 2: reuse of step 1's clustering
+        sd.set_step(model, step)
+        eager[step], _ = timed(_static_run, model, x, ts)
+    sd.set_step(model, 2)
+    _, t_eager_reuse = timed(_static_run, model, x, ts)
+    # torch.compile: the svoo processors are opaque to dynamo (graph breaks around them); the rest is inductor's
+    compiled = torch.compile(model)
+    t0 = time.perf_counter()
+    sd.set_step(model, 1)
+    c1 = _static_run(compiled, x, ts)
+    sd.set_step(model, 2)
+    c2 = _static_run(compiled, x, ts)
+    torch.cuda.synchronize()
+    t_compile = time.perf_counter() - t0
+    sd.set_step(model, 2)
+    _, t_compiled_reuse = timed(_static_run, compiled, x, ts)
+    e_compile = max(rel(c1, eager[1]), rel(c2, eager[2]))
+    # CUDA graphs of the eager model: warm up on a side stream, capture, replay
+    graphs, outs = {}, {}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for step in (1, 2):
+            sd.set_step(model, step)
+            _static_run(model, x, ts)
+    torch.cuda.current_stream().wait_stream(side)
+    for step in (1, 2):
+        graphs[step] = torch.cuda.CUDAGraph()
+        sd.set_step(model, step)
+        with torch.cuda.graph(graphs[step]):
+            outs[step] = _static_run(model, x, ts)
+    graphs[1].replay()
+    g1 = outs[1].clone()
+    graphs[2].replay()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    graphs[2].replay()
+    torch.cuda.synchronize()
+    t_graph_reuse = (time.perf_counter() - t0) * 1e3
+    e_graph = max(rel(g1, eager[1]), rel(outs[2], eager[2]))
+    refusal = ""
+    sd.set_step(model, None)  # capturing while the step is learned from the CUDA timestep must refuse clearly
+    try:
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            _static_run(model, x, ts)
+    except Exception as e:  # noqa: BLE001 (the message is what is checked)
+        refusal = str(e)
+    refused = "set_step" in refusal
+    sd.disable(model)
+    ok = e_compile < 2e-2 and e_graph < 1e-3 and refused and torch.isfinite(g1).all().item()
+    report("wan2.1_1.3b_480p_step_compile_and_cuda_graph", ok, rel_compiled_vs_eager=e_compile,
+           rel_graph_vs_eager=e_graph, capture_without_set_step_refused=refused, compile_s=t_compile,
+           eager_reuse_forward_ms=t_eager_reuse, compiled_reuse_forward_ms=t_compiled_reuse,
+           graph_reuse_replay_ms=t_graph_reuse)
 
 
 def main() -> int:
