@@ -370,6 +370,20 @@ NB_MODULE(_svoo, m) {
           "(mode, per-head densities); cached_at: the step of the caller's clustering for this slot, if any.");
 
 #ifdef SVOO_WITH_CUDA
+  m.def(
+      "cuda_tau_density",
+      [](Array q, Array k, double tau, std::int64_t rows, std::uint64_t seed, std::uintptr_t stream) {
+        require(q.device_type() == nb::device::cuda::value && k.device_type() == nb::device::cuda::value,
+                ErrorKind::device, "cuda_tau_density: q and k must be CUDA tensors");
+        const TensorView qv = view_of(q, "q"), kv = view_of(k, "k");
+        nb::gil_scoped_release release;
+        return cuda::tau_density(qv, kv, tau, {rows, seed}, reinterpret_cast<cuda::Stream>(stream)).density;
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("tau") = 0.95, nb::arg("rows") = 0, nb::arg("seed") = 0,
+      nb::arg("stream") = 0,
+      "tau-density per head on the GPU (include/svoo/cuda.hpp): q, k [heads, tokens, 128] bf16/f16 CUDA tensors; "
+      "rows sampled as svoo.tau_density samples them (0: all). Waits for the result (a measurement, not the hot "
+      "path).");
   nb::class_<cuda::Planner>(m, "CudaPlanner", "Device plan of one shape; see include/svoo/cuda.hpp.")
       .def(nb::init<const cuda::PlanShape&>())
       .def("__init__",

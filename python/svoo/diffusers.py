@@ -439,9 +439,19 @@ class _ProfilingWanProcessor:
                 rec.captured[f"q.s{rec.step}.l{self.layer}"] = q.to("cpu", copy=True).contiguous()
                 rec.captured[f"k.s{rec.step}.l{self.layer}"] = k.to("cpu", copy=True).contiguous()
             if rec.measure:
-                q, k = q.float().cpu(), k.float().cpu()
-                rec.record(self.layer, svoo.tau_density(q, k, tau=rec.tau, rows=rec.rows, seed=rec.seed))
+                rec.record(self.layer, _tau_density(q, k, rec))
         return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+
+def _tau_density(q: torch.Tensor, k: torch.Tensor, rec: "_Recorder") -> List[float]:
+    """Per-head tau-density of [H, S, D] q and k: on the GPU where the kernel takes them (CUDA
+    bf16/f16, head_dim 128; no copy to the host), else on the CPU in fp32."""
+    if q.is_cuda and svoo.has_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] == 128:
+        rec.gpu_measurements += 1
+        with torch.cuda.device(q.device):
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+            return list(_svoo.cuda_tau_density(_dl(q), _dl(k), rec.tau, rec.rows, rec.seed, stream))
+    return svoo.tau_density(q.float().cpu(), k.float().cpu(), tau=rec.tau, rows=rec.rows, seed=rec.seed)
 
 
 @dataclass
@@ -453,6 +463,7 @@ class _Recorder:
     branch: int = -1
     last_timestep: Optional[float] = None
     manual: bool = False  # (SvooState's step rule; profiling always learns the step from the timestep)
+    gpu_measurements: int = 0  # (layer, step) densities measured by the GPU kernel
     values: Dict[Tuple[int, int, int], List[float]] = field(default_factory=dict)  # (step, layer, head) -> inputs
     measure: bool = True
     capture: frozenset = frozenset()  # (step, layer) slots whose Q/K are saved
@@ -507,8 +518,9 @@ def profile(pipe, prompts: List[str], seeds: List[int], out: Optional[str], *, t
     (step, layer, head) of the video self-attention on the fly (conditional branch; `rows` sampled
     query rows, 0 = all; no N x N matrix). Writes the profile CSV with the per-entry statistics
     over inputs (`Count,Mean,Std,Min,Max`, sample std) and a JSON sidecar. `aggregate`: "max"
-    (released) or "quantile" (mean + 1.645 std). Wan models (CPU tensors are measured in place;
-    CUDA tensors are copied to the host first, which is slow at 720p).
+    (released) or "quantile" (mean + 1.645 std). Wan models. CUDA bf16/f16 activations with
+    head_dim 128 are measured on the GPU by svoo's density kernel (nothing copied to the host;
+    `rows=0` measures every row), others on the CPU (CUDA tensors copied to the host first).
 
     `capture`: (step, layer) slots (step 1-based, layer 0-based) whose Q and K (conditional
     branch, first batch element, after QK-norm and RoPE, the model's dtype) are saved, one
@@ -570,5 +582,6 @@ def profile(pipe, prompts: List[str], seeds: List[int], out: Optional[str], *, t
     _svoo.save_profile(out, entries, aggregate)  # the statistics and the CSV of `svoo profile`
     with open(out + ".json", "w") as f:
         json.dump({"tau": tau, "rows": rows, "inputs": inputs, "prompts": list(prompts), "seeds": list(seeds),
-                   "aggregate": aggregate, "std": "sample (n-1)", "branch": "conditional"}, f, indent=1)
+                   "aggregate": aggregate, "std": "sample (n-1)", "branch": "conditional",
+                   "gpu_measurements": recorder.gpu_measurements}, f, indent=1)
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -200,6 +201,40 @@ def cuda_graph_and_streams():
     d_side = (on_side - _step(q, k, v, prof)).abs().max().item()
     report("cuda_graph_replay_equals_eager", max(results.values()) == 0.0 and d_side == 0.0,
            max_abs_diff_replay1=results[41], max_abs_diff_replay2=results[42], side_stream_max_abs_diff=d_side)
+
+
+@guarded
+def gpu_tau_density_and_profile():
+    """The GPU density kernel from Python against the CPU one on the same rows, and
+    svoo.diffusers.profile measuring a CUDA model on the GPU."""
+    import svoo.diffusers as sd
+    from svoo import _svoo
+    q, k = randn(3, 3000, 128, seed=60, scale=1.5), randn(3, 3000, 128, seed=61, scale=1.5)
+    stream = torch.cuda.current_stream().cuda_stream
+    worst = 0.0
+    for rows, tau in ((0, 0.95), (256, 0.9)):
+        gpu = _svoo.cuda_tau_density(svoo.torch._dl(q), svoo.torch._dl(k), tau, rows, 3, stream)
+        cpu = svoo.tau_density(q.float().cpu(), k.float().cpu(), tau=tau, rows=rows, seed=3)
+        worst = max(worst, max(abs(a - b) for a, b in zip(gpu, cpu)))
+    model, x = tiny_wan(), wan_inputs()
+
+    class Pipe:  # the smallest pipeline profile() drives: two denoising steps, one branch
+        transformer = model
+
+        def __call__(self, prompt, generator, **kw):
+            for t in (900, 800):
+                run(model, x, t)
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        out = sd.profile(Pipe(), prompts=["a"], seeds=[0], out=os.path.join(d, "p.csv"), rows=0)
+        with open(out + ".json") as f:
+            side = json.load(f)
+        prof = svoo.load_profile(out)
+        n = sum(1 for _ in open(out)) - 1
+    ok = worst < 3e-3 and side["gpu_measurements"] == 4 and n == 2 * 2 * 2
+    report("gpu_tau_density_vs_cpu_and_profile_on_gpu", ok, max_abs_density_diff=worst,
+           gpu_measurements=side["gpu_measurements"], profile_entries=n, profile_steps=getattr(prof, "steps", "-"))
 
 
 def tiny_wan(layers=2):
@@ -462,6 +497,7 @@ def main() -> int:
         enable_keep_all_equals_dense()
         warmup_and_dense_layers_run_dense()
         enable_hunyuan_keep_all()
+        gpu_tau_density_and_profile()
         if not args.skip_wan:
             wan_1_3b_480p_step()
     failed = [r["check"] for r in RESULTS if not r["pass"]]
