@@ -94,11 +94,13 @@ class Planner {
   // svoo.diffusers). Everything here is stream-ordered, allocates nothing and never waits for the
   // device, so it can be captured in a CUDA graph. Caller buffers are device memory.
 
-  // Bytes of the clustering state: labels, centroids, sizes, offsets and permutations.
+  // Bytes of the clustering state: centroids, sizes, offsets and permutations (the labels follow
+  // from the permutations and are rebuilt on load).
   std::size_t clustering_bytes() const noexcept;
   // Copies the clustering state to / from a caller buffer of clustering_bytes() (16-byte aligned):
-  // one device-to-device copy. A loaded clustering serves select() and sparse_attention exactly as
-  // if cluster() had just produced it (the reuse steps of spec 2.5 keep one such buffer per slot).
+  // one device-to-device copy (and, on load, one kernel that rebuilds the labels). A loaded
+  // clustering serves select(), sparse_attention, copy_plan and recall exactly as if cluster() had
+  // just produced it (the reuse steps of spec 2.5 keep one such buffer per slot).
   void save_clustering(void* dst, Stream stream = nullptr) const;
   void load_clustering(const void* src, Stream stream = nullptr);
   // Copies the current labels ([heads, tokens] int32) and keep ([heads, kq, kk] uint8) into caller

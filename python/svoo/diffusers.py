@@ -13,8 +13,9 @@ CPU tensors run the C++ CPU backend. CUDA tensors (float16/bfloat16, head_dim 12
 HunyuanVideo run) run the CUDA backend on torch's current stream: one shared `svoo.CudaPlanner`
 per shape clusters, selects and lays out on the device, and `sparse_attention` reads q, k, v
 through [H, S, D] views of the [B, S, H, D] activations (no copies). Each (branch, expert, layer,
-batch element) keeps its clustering in a device buffer (`CudaPlanner.clustering_bytes`, about
-14 MB per slot at Wan2.1-1.3B 480p) that reuse steps load back; nothing is downloaded to the host.
+batch element) keeps its clustering in a device buffer (`CudaPlanner.clustering_bytes`: centroids,
+sizes, offsets and permutations, the labels rebuilt on load; about 11 MB per slot at Wan2.1-1.3B
+480p, 15 MB at 720p) that reuse steps load back; nothing is downloaded to the host.
 HunyuanVideo's text pseudo-clusters on CUDA: the video tokens are planned on the device, the two
 text clusters are appended to the labels and keep there, and the kernel runs on the layout
 rebuilt from them (one extra sort per call). Dense calls (warm-up steps, dense layers) use
