@@ -36,6 +36,28 @@ constexpr int kSmemBytes = kTileBytes * 3 + 1024;         // X + 2 centroid stag
 
 [[maybe_unused]] __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
+// A thread's two rows (r0 + lane / 4 and r0 + 8 + lane / 4, r0 = the warp's first row in the
+// head): merge the four lanes that share a row (lowest index among equal values), store the labels
+// of rows < tokens (0 where every score was NaN), and reset the running bests.
+[[maybe_unused]] __device__ __forceinline__ void store_labels(float (&best_v)[2], int (&best_i)[2], std::int64_t r0,
+                                                              std::int64_t tokens, std::int32_t* labels_head, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float v = best_v[half];
+    int i = best_i[half];
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+      const int oi = __shfl_xor_sync(0xffffffffu, i, off);
+      if (better(ov, oi, v, i)) v = ov, i = oi;
+    }
+    const std::int64_t n = r0 + half * 8 + lane / 4;
+    if (lane % 4 == 0 && n < tokens) labels_head[n] = i == 0x7fffffff ? 0 : i;
+    best_v[half] = -FLT_MAX;
+    best_i[half] = 0x7fffffff;
+  }
+}
+
 [[maybe_unused]] __device__ __forceinline__ void load_rows(unsigned char* dst, const std::uint16_t* src, std::int64_t row0,
                                           std::int64_t rows, std::int64_t stride) {
   for (int e = threadIdx.x; e < 128 * 16; e += kThreads) {
@@ -117,19 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     ptx::cp_async_commit();
   }
   ptx::cp_async_wait<0>();
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float v = best_v[half];
-    int i = best_i[half];
-#pragma unroll
-    for (int off = 1; off < 4; off <<= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, v, off);
-      const int oi = __shfl_xor_sync(0xffffffffu, i, off);
-      if (better(ov, oi, v, i)) v = ov, i = oi;
-    }
-    const std::int64_t n = row0 + wg * 64 + warp * 16 + half * 8 + lane / 4;
-    if (lane % 4 == 0 && n < tokens) labels[head * tokens + n] = i == 0x7fffffff ? 0 : i;
-  }
+  store_labels(best_v, best_i, row0 + wg * 64 + warp * 16, tokens, labels + head * tokens, lane);
 #endif
 }
 
@@ -313,23 +323,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       run(std::false_type{});
     }
   };
-  // An item's labels: merge the four lanes that share a row (lowest index among equal values).
+  // An item's labels (and the running bests reset for the next item).
   auto store = [&] {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float v = best_v[half];
-      int i = best_i[half];
-#pragma unroll
-      for (int off = 1; off < 4; off <<= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
-        const int oi = __shfl_xor_sync(0xffffffffu, i, off);
-        if (better(ov, oi, v, i)) v = ov, i = oi;
-      }
-      const std::int64_t n = row0 + wg * 64 + warp * 16 + half * 8 + lane / 4;
-      if (lane % 4 == 0 && n < tokens) labels[static_cast<std::int64_t>(head) * tokens + n] = i == 0x7fffffff ? 0 : i;
-      best_v[half] = -FLT_MAX;
-      best_i[half] = 0x7fffffff;
-    }
+    store_labels(best_v, best_i, row0 + wg * 64 + warp * 16, tokens, labels + static_cast<std::int64_t>(head) * tokens,
+                 lane);
   };
   // Step g: cur holds step g's finished products (no wgmma in flight). Unless g is the last step,
   // step g+1 is issued into nxt first, so that its products run while cur is folded; the step ends
