@@ -37,6 +37,24 @@ def test_rule_overrides_keep_max_of_floor_and_profiled_density():
         assert want == [max(1, math.floor(max(min(max(d, p["floor_lo"]), p["floor_hi"]), d) * kk + 1e-9)) for d in dens]
 
 
+def test_sdpa_patch_frees_or_unmasks_attention_and_counts():
+    F = torch.nn.functional
+    original = F.scaled_dot_product_attention
+    q, k, v = torch.randn(1, 2, 7, 16), torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 8)
+    mask = torch.ones(1, 1, 1, 5, dtype=torch.bool)
+    with e2e.sdpa_patched(torch, "free") as p:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert out.shape == (1, 2, 7, 8) and not out.any()  # zeros of the output's shape, nothing computed
+    assert p.calls == 1 and F.scaled_dot_product_attention is original
+    with e2e.sdpa_patched(torch, "unmasked") as p:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        masked = p.original(q, k, v, attn_mask=torch.zeros(1, 1, 1, 5, dtype=torch.bool).logical_not())
+        F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, original(q, k, v))  # exact for an all-True mask
+    torch.testing.assert_close(out, masked)
+    assert p.calls == 2 and F.scaled_dot_product_attention is original
+
+
 def test_schedule_is_the_controllers():
     from svoo import _svoo
     c = _svoo.Controller("wan2.1-t2v-14b", layers=40, heads=40)
