@@ -5,10 +5,12 @@
 // timed in the same run (../shared/tools/dense_baseline.py).
 //   svoo_cuda_plan_bench [--json out.json] [--shape NAME]...
 //   svoo_cuda_plan_bench --breakdown   (one co-clustering iteration stage by stage at 40 x 75,600,
-//     then every assignment variant that runs on the device: SVOO_ASSIGN_VARIANT=0..4)
+//     every assignment variant that runs on the device: SVOO_ASSIGN_VARIANT=0..4, then the parts of
+//     select(): scores, softmax, selection, layout)
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -71,7 +73,8 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   const double up_k = median_ms([&] { launch_update_side(&xv, labels, H, N, kk, ss, sizes, offsets, perm, cent, nullptr); });
   const double up_k0 = median_ms([&] { launch_update_side(nullptr, labels, H, N, kk, ss, sizes, offsets, perm, nullptr, nullptr); });
   std::printf("breakdown %d x %lld (Kq %d, Kk %d), assign variant %s:\n", H, (long long)N, kq, kk,
-              std::getenv("SVOO_ASSIGN_VARIANT") ? std::getenv("SVOO_ASSIGN_VARIANT") : "0");
+              std::getenv("SVOO_ASSIGN_VARIANT") ? std::getenv("SVOO_ASSIGN_VARIANT")
+                                                 : "default (4 on Hopper without a bias, else 0)");
   std::printf("  assign keys %.3f ms (%.0f TFLOP/s), assign queries %.3f ms (%.0f TFLOP/s)\n", a_k,
               flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
   std::printf("  gemm_nt Kk x Kq x D %.3f ms, gemm_nn %.3f ms, rownorm %.3f ms\n", g1, g2, rn);
@@ -96,6 +99,45 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   for (void* p : std::initializer_list<void*>{labels, perm, keys_in, keys_out, vals, scan, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
 }
 
+// Times the parts of select() on a real clustering of random inputs: block scores (Cq Ck^T),
+// their size-weighted softmax, the selection kernel, and the layout (key ranges and work list).
+void select_breakdown(int H, std::int64_t N, int kq, int kk) {
+  using namespace svoo;
+  using namespace svoo::cuda::detail;
+  const int D = 128;
+  HostTensor hq(DType::bf16, {H, N, D}), hk(DType::bf16, {H, N, D});
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, dist(rng));
+  test::DeviceTensor q(hq), k(hk);
+  cuda::Planner plan({H, N, N, D, kq, kk});
+  ClusterConfig cc;
+  cc.kq = kq, cc.kk = kk;
+  plan.cluster(q.view(), k.view(), cc);
+  SelectionConfig sc;
+  const std::vector<double> prof(static_cast<std::size_t>(H), 0.15);
+  double* dprof = nullptr;
+  cuda_ok(cudaMalloc(&dprof, sizeof(double) * H), "cudaMalloc");
+  cuda_ok(cudaMemcpy(dprof, prof.data(), sizeof(double) * H, cudaMemcpyHostToDevice), "densities");
+  const cuda::DevicePlan dp = plan.device();
+  SelectParams sp;
+  sp.top_p = sc.top_p, sp.floor_lo = sc.floor_lo, sp.floor_hi = sc.floor_hi, sp.theta = sc.theta;
+  const double all = median_ms([&] { plan.select(sc, dprof); });
+  const double gemm = median_ms([&] {
+    launch_gemm_nt(H, kq, kk, D, 1.f / std::sqrt(static_cast<float>(D)), dp.q_centroids, dp.k_centroids, 0.f,
+                   dp.scores, nullptr);
+  });
+  const double soft = median_ms([&] { launch_block_softmax(dp.scores, dp.k_sizes, H, kq, kk, nullptr); });
+  plan.select(sc, dprof);  // valid scores again
+  const double sel = median_ms([&] { launch_select(dp.scores, dprof, sp, H, kq, kk, dp.keep, nullptr); });
+  const double from_scores = median_ms([&] { plan.select_from_scores(sc, dprof); });
+  cuda_ok(cudaGetLastError(), "select breakdown");
+  std::printf("select %d x %lld (Kq %d, Kk %d): whole %.3f ms = scores (Cq Ck^T) %.3f + softmax %.3f + "
+              "selection %.3f + layout (ranges, work list) %.3f ms\n",
+              H, (long long)N, kq, kk, all, gemm, soft, sel, from_scores - sel);
+  cudaFree(dprof);
+}
+
 int main(int argc, char** argv) {
   using namespace svoo;
   std::string json_path;
@@ -107,6 +149,7 @@ int main(int argc, char** argv) {
     else if (a == "--breakdown") {
       if (!cuda::available()) return 77;
       breakdown(40, 75600, 256, 1024);
+      select_breakdown(40, 75600, 256, 1024);
       return 0;
     }
   }
