@@ -75,9 +75,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                         int clusters, std::int32_t* __restrict__ labels) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
-  // The swizzle pattern repeats every 1024 bytes: align the tiles to it.
-  unsigned char* base = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
+  unsigned char* base = wgmma::align_1024(smem_raw);
   unsigned char* sx = base;
   unsigned char* sm = base + kTileBytes;  // 2 stages
   const int head = blockIdx.y;
@@ -203,8 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   __shared__ std::uint64_t full[kStages];  // centroid stage s holds its next step
   __shared__ std::uint64_t xfull[2];       // X buffer b holds its next item
-  unsigned char* base = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
+  unsigned char* base = wgmma::align_1024(smem_raw);
   unsigned char* sx = base;                   // 2 X buffers (item i in buffer i % 2)
   unsigned char* sm = base + 2 * kTileBytes;  // kStages centroid stages (step g in stage g % kStages)
   const int rblocks = static_cast<int>((tokens + kRows - 1) / kRows);

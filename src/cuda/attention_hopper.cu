@@ -55,8 +55,7 @@ template <bool kBf16>
 __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(AttentionArgs a, int flags) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* base = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
+  unsigned char* base = wgmma::align_1024(smem_raw);
   unsigned char* sq = base;
   unsigned char* sk = sq + kTile;      // 2 stages
   unsigned char* sv = sk + 2 * kTile;  // 2 stages

@@ -17,6 +17,12 @@ namespace svoo::cuda::detail::wgmma {
 
 // Byte offset of 16-byte piece c16 (0..15 along the 128 columns) of row r in a tile whose
 // 64-column chunks are chunk_bytes apart.
+// The first 1024-byte boundary at or after p: the 128-byte swizzle repeats every 1024 bytes, so
+// tiles in dynamic shared memory start there (kernels request 1023 bytes of slack).
+__device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
+  return reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(p) + 1023) & ~static_cast<std::uintptr_t>(1023));
+}
+
 __device__ __forceinline__ int swizzled(int r, int c16, int chunk_bytes) {
   const int kc = c16 >> 3, j = c16 & 7;
   return kc * chunk_bytes + (r >> 3) * 1024 + (r & 7) * 128 + ((j ^ (r & 7)) << 4);
