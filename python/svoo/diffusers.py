@@ -44,22 +44,10 @@ from . import _svoo
 __all__ = ["enable", "disable", "set_step", "profile", "save_capture", "SvooState"]
 
 
-@dataclass
-class SvooState:
-    """Shared by every layer of every expert of one pipeline."""
-    controller: Any
-    preset: dict
-    options: dict
-    step: int = 0
-    branch: int = -1
-    last_timestep: Optional[float] = None
-    # (branch, expert, layer, batch element) -> (step of the clustering, CpuPlan or CUDA buffer[, shape])
-    cache: Dict[Tuple[int, int, int, int], Tuple[Any, ...]] = field(default_factory=dict)
-    log: List[Tuple[int, int, int, int, str]] = field(default_factory=list)  # (step, branch, expert, layer, mode)
-    densities: Dict[Tuple[str, Tuple[float, ...]], torch.Tensor] = field(default_factory=dict)
-    warned: set = field(default_factory=set)
-
-    manual: bool = False  # the step is set with set_step(); the timestep is not read
+class _StepRule:
+    """How the denoising step and the CFG branch are learned from the transformer calls (a new
+    timestep starts a step; the calls within it are the branches in order), or set with
+    set_step(). Subclasses hold step, branch, last_timestep and manual."""
 
     def on_transformer_call(self, timestep: torch.Tensor) -> None:
         if self.manual:
@@ -77,6 +65,24 @@ class SvooState:
             self.last_timestep = t
         else:
             self.branch += 1
+
+
+@dataclass
+class SvooState(_StepRule):
+    """Shared by every layer of every expert of one pipeline."""
+    controller: Any
+    preset: dict
+    options: dict
+    step: int = 0
+    branch: int = -1
+    last_timestep: Optional[float] = None
+    # (branch, expert, layer, batch element) -> (step of the clustering, CpuPlan or CUDA buffer[, shape])
+    cache: Dict[Tuple[int, int, int, int], Tuple[Any, ...]] = field(default_factory=dict)
+    log: List[Tuple[int, int, int, int, str]] = field(default_factory=list)  # (step, branch, expert, layer, mode)
+    densities: Dict[Tuple[str, Tuple[float, ...]], torch.Tensor] = field(default_factory=dict)
+    warned: set = field(default_factory=set)
+
+    manual: bool = False  # the step is set with set_step(); the timestep is not read
 
     def device_density(self, density, device) -> torch.Tensor:
         """The per-head densities as a float64 tensor on `device`, made once per distinct value."""
@@ -456,22 +462,19 @@ def _tau_density(q: torch.Tensor, k: torch.Tensor, rec: "_Recorder") -> List[flo
 
 
 @dataclass
-class _Recorder:
+class _Recorder(_StepRule):
     tau: float
     rows: int
     seed: int
     step: int = 0
     branch: int = -1
     last_timestep: Optional[float] = None
-    manual: bool = False  # (SvooState's step rule; profiling always learns the step from the timestep)
+    manual: bool = False  # profiling always learns the step from the timestep
     gpu_measurements: int = 0  # (layer, step) densities measured by the GPU kernel
     values: Dict[Tuple[int, int, int], List[float]] = field(default_factory=dict)  # (step, layer, head) -> inputs
     measure: bool = True
     capture: frozenset = frozenset()  # (step, layer) slots whose Q/K are saved
     captured: Dict[str, torch.Tensor] = field(default_factory=dict)  # of the current input
-
-    def on_transformer_call(self, timestep) -> None:
-        SvooState.on_transformer_call(self, timestep)  # same step/branch rule
 
     def record(self, layer: int, densities: List[float]) -> None:
         for head, d in enumerate(densities):

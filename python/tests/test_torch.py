@@ -116,3 +116,14 @@ def test_planner_cache_needs_a_cuda_build():
         pytest.skip("CUDA build: planner() is exercised by python/tests/gpu/check_cuda.py on a GPU")
     with pytest.raises(NotImplementedError, match="without the CUDA backend"):
         st.planner("cuda:0", 2, 128, 128, 4, 8)
+
+
+def test_gpu_density_rejects_host_tensors():
+    # the GPU tau-density binding refuses tensors that are not on a CUDA device, before any CUDA call
+    import svoo
+    from svoo import _svoo
+    if not svoo.has_cuda:
+        pytest.skip("a build without the CUDA backend has no GPU density")
+    q = torch.zeros(2, 64, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        _svoo.cuda_tau_density(q, q, 0.95, 0, 0, 0)
