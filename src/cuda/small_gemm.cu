@@ -1,7 +1,12 @@
 // Per-head fp32 products of centroid matrices (at most a few thousand rows each): the profile
 // G = Ck Cq^T, the projected centroids G Cq, and the block logits s Cq Ck^T. SIMT fp32 so the
 // results keep the CPU's precision (tensor-core tf32 would move assignments at near-ties); a
-// 64 x 64 tile per block, 4 x 4 outputs per thread, k in steps of 16 through shared memory.
+// 64 x 64 tile per block of 64 threads, k in steps of 8 through shared memory (the next step is
+// loaded into registers while this one is multiplied). Each thread owns
+// 8 x 8 outputs, rows {4 tr + i, 32 + 4 tr + i} and columns {4 tc + j, 32 + 4 tc + j}, so a k
+// step costs it 4 vector loads from shared memory (each a single conflict-free wavefront for the
+// warp) for 64 FMAs; 4 x 4 outputs of 256 threads (8 scalar loads per 16 FMAs) were bound by
+// shared memory at ~19 TFLOP/s on an H100.
 #include <cstdint>
 
 #include "kernels.cuh"
@@ -9,59 +14,75 @@
 namespace svoo::cuda::detail {
 namespace {
 
-constexpr int kTile = 64, kStep = 16, kThreads = 256;
+constexpr int kTile = 64, kStep = 8, kThreads = 64, kHalf = kTile / 2;
 
 // c = alpha * a * op(b) + beta * c; op(b) = b^T (b is [nb, k]) when kTransB, else b ([k, nb]).
 template <bool kTransB>
 __global__ void __launch_bounds__(kThreads) gemm_kernel(int ma, int nb, int k, float alpha, const float* __restrict__ a,
                                                         const float* __restrict__ b, float beta, float* __restrict__ c) {
-  __shared__ float sa[kStep][kTile + 4];
-  __shared__ float sb[kStep][kTile + 4];
+  __shared__ __align__(16) float sa[kStep][kTile + 4];  // pitch 68: rows stay 16-byte aligned
+  __shared__ __align__(16) float sb[kStep][kTile + 4];
   const int h = blockIdx.z;
   a += static_cast<std::int64_t>(h) * ma * k;
   b += static_cast<std::int64_t>(h) * nb * k;
   c += static_cast<std::int64_t>(h) * ma * nb;
   const int row0 = blockIdx.y * kTile, col0 = blockIdx.x * kTile;
-  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;  // 16 x 16 threads, 4 x 4 outputs each
-  float acc[4][4] = {};
-  for (int k0 = 0; k0 < k; k0 += kStep) {
-    // a tile: kTile rows x kStep, stored transposed (sa[kk][row]).
-    for (int e = threadIdx.x; e < kTile * kStep; e += kThreads) {
-      const int r = e / kStep, kk = e % kStep;
-      const int gr = row0 + r, gk = k0 + kk;
-      sa[kk][r] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gr) * k + gk] : 0.0f;
-    }
-    for (int e = threadIdx.x; e < kTile * kStep; e += kThreads) {
+  const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;  // 8 x 8 threads
+  float acc[8][8] = {};
+  // The next k step's tile is loaded into registers while this one is multiplied.
+  constexpr int kPer = kTile * kStep / kThreads;
+  float ra[kPer], rb[kPer];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int p = 0; p < kPer; ++p) {
+      const int e = threadIdx.x + p * kThreads;
+      {  // a: kTile rows x kStep, consecutive threads along k
+        const int r = e / kStep, kk = e % kStep, gr = row0 + r, gk = k0 + kk;
+        ra[p] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gr) * k + gk] : 0.0f;
+      }
       if (kTransB) {
-        const int n = e / kStep, kk = e % kStep;
-        const int gn = col0 + n, gk = k0 + kk;
-        sb[kk][n] = (gn < nb && gk < k) ? b[static_cast<std::int64_t>(gn) * k + gk] : 0.0f;
+        const int n = e / kStep, kk = e % kStep, gn = col0 + n, gk = k0 + kk;
+        rb[p] = (gn < nb && gk < k) ? b[static_cast<std::int64_t>(gn) * k + gk] : 0.0f;
       } else {
-        const int kk = e / kTile, n = e % kTile;
-        const int gn = col0 + n, gk = k0 + kk;
-        sb[kk][n] = (gn < nb && gk < k) ? b[static_cast<std::int64_t>(gk) * nb + gn] : 0.0f;
+        const int kk = e / kTile, n = e % kTile, gn = col0 + n, gk = k0 + kk;
+        rb[p] = (gn < nb && gk < k) ? b[static_cast<std::int64_t>(gk) * nb + gn] : 0.0f;
       }
     }
+  };
+  load(0);
+  for (int k0 = 0; k0 < k; k0 += kStep) {
+#pragma unroll
+    for (int p = 0; p < kPer; ++p) {  // a stored transposed (sa[kk][row]), b as sb[kk][col]
+      const int e = threadIdx.x + p * kThreads;
+      sa[e % kStep][e / kStep] = ra[p];
+      if (kTransB) sb[e % kStep][e / kStep] = rb[p];
+      else sb[e / kTile][e % kTile] = rb[p];
+    }
     __syncthreads();
+    if (k0 + kStep < k) load(k0 + kStep);
 #pragma unroll
     for (int kk = 0; kk < kStep; ++kk) {
-      float av[4], bv[4];
+      float av[8], bv[8];
+      const float4 a0 = *reinterpret_cast<const float4*>(&sa[kk][tr * 4]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&sa[kk][kHalf + tr * 4]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&sb[kk][tc * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&sb[kk][kHalf + tc * 4]);
+      av[0] = a0.x, av[1] = a0.y, av[2] = a0.z, av[3] = a0.w, av[4] = a1.x, av[5] = a1.y, av[6] = a1.z, av[7] = a1.w;
+      bv[0] = b0.x, bv[1] = b0.y, bv[2] = b0.z, bv[3] = b0.w, bv[4] = b1.x, bv[5] = b1.y, bv[6] = b1.z, bv[7] = b1.w;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) av[i] = sa[kk][tr * 4 + i], bv[i] = sb[kk][tc * 4 + i];
+      for (int i = 0; i < 8; ++i)
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
     }
     __syncthreads();
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int r = row0 + tr * 4 + i;
+  for (int i = 0; i < 8; ++i) {
+    const int r = row0 + (i < 4 ? tr * 4 + i : kHalf + tr * 4 + i - 4);
     if (r >= ma) continue;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int n = col0 + tc * 4 + j;
+    for (int j = 0; j < 8; ++j) {
+      const int n = col0 + (j < 4 ? tc * 4 + j : kHalf + tc * 4 + j - 4);
       if (n >= nb) continue;
       float* out = c + static_cast<std::int64_t>(r) * nb + n;
       *out = alpha * acc[i][j] + (beta != 0.0f ? beta * *out : 0.0f);
