@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../src/cuda/attention_kernel.cuh"
 #include "../src/cuda/cluster_ops.cuh"
 #include "../src/cuda/kernels.cuh"
 #include "../tests/gpu/device_buffer.hpp"
@@ -135,6 +136,36 @@ void select_breakdown(int H, std::int64_t N, int kq, int kk) {
   std::printf("select %d x %lld (Kq %d, Kk %d): whole %.3f ms = scores (Cq Ck^T) %.3f + softmax %.3f + "
               "selection %.3f + layout (ranges, work list) %.3f ms\n",
               H, (long long)N, kq, kk, all, gemm, soft, sel, from_scores - sel);
+  // The layout's launches one by one, on scratch of the bench's own (the planner's is private).
+  const std::int64_t rows = static_cast<std::int64_t>(H) * kq;
+  std::int64_t *count = nullptr, *ptr = nullptr;
+  std::int32_t *rb = nullptr, *re = nullptr, *iw = nullptr, *ir = nullptr;
+  void* temp = nullptr;
+  const std::size_t temp_bytes = scan64_temp_bytes(rows + 1);
+  cuda_ok(cudaMalloc(&count, sizeof(std::int64_t) * (rows + 1)), "cudaMalloc");
+  cuda_ok(cudaMalloc(&ptr, sizeof(std::int64_t) * (rows + 1)), "cudaMalloc");
+  cuda_ok(cudaMalloc(&rb, sizeof(std::int32_t) * rows * kk), "cudaMalloc");
+  cuda_ok(cudaMalloc(&re, sizeof(std::int32_t) * rows * kk), "cudaMalloc");
+  cuda_ok(cudaMalloc(&iw, sizeof(std::int32_t) * dp.item_capacity), "cudaMalloc");
+  cuda_ok(cudaMalloc(&ir, sizeof(std::int32_t) * dp.item_capacity), "cudaMalloc");
+  cuda_ok(cudaMalloc(&temp, temp_bytes), "cudaMalloc");
+  cuda_ok(cudaMemset(count, 0, sizeof(std::int64_t) * (rows + 1)), "memset");
+  const double t_count = median_ms([&] { launch_count_ranges(dp.keep, dp.q_sizes, dp.k_offsets, H, kq, kk, count, nullptr); });
+  const double t_scan = median_ms([&] { launch_scan64(count, rows, ptr, temp, temp_bytes, nullptr); });
+  const double t_write = median_ms([&] {
+    launch_write_ranges(dp.keep, dp.q_sizes, dp.k_offsets, H, kq, kk, ptr, rb, re, nullptr);
+  });
+  const double t_ctiles = median_ms([&] { launch_count_tiles(dp.q_sizes, H, kq, count, nullptr); });
+  launch_scan64(count, rows, ptr, temp, temp_bytes, nullptr);
+  const double t_wtiles = median_ms([&] { launch_write_tiles(dp.q_sizes, dp.q_offsets, H, kq, ptr, iw, ir, nullptr); });
+  const double t_memset = median_ms([&] { cudaMemsetAsync(count, 0, sizeof(std::int64_t) * (rows + 1), nullptr); });
+  cuda_ok(cudaGetLastError(), "layout breakdown");
+  std::printf("layout parts: count ranges %.3f, scan %.3f, write ranges %.3f, count tiles %.3f, write tiles %.3f, "
+              "memset %.3f ms (the layout runs 2 memsets and 2 scans)\n",
+              t_count, t_scan, t_write, t_ctiles, t_wtiles, t_memset);
+  for (void* p : {static_cast<void*>(count), static_cast<void*>(ptr), static_cast<void*>(rb), static_cast<void*>(re),
+                  static_cast<void*>(iw), static_cast<void*>(ir), temp})
+    cudaFree(p);
   cudaFree(dprof);
 }
 
