@@ -69,6 +69,8 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   const double a_q = median_ms([&] { launch_assign(xv, m.data(), nullptr, kq, labels, nullptr); });
   const double g1 = median_ms([&] { launch_gemm_nt(H, kk, kq, D, 1.f, ck, cq, 0.f, g, nullptr); });
   const double g2 = median_ms([&] { launch_gemm_nn(H, kk, D, kq, g, cq, mf, nullptr); });
+  const double g3 = median_ms([&] { launch_gemm_nt(H, kq, kk, D, 1.f, cq, ck, 0.f, g, nullptr); });
+  const double g4 = median_ms([&] { launch_gemm_nn(H, kq, D, kk, g, ck, mf, nullptr); });
   const double rn = median_ms([&] { launch_rownorm(g, (std::int64_t)H * kk, kq, nullptr); });
   launch_assign(xv, m.data(), nullptr, kk, labels, nullptr);
   const double up_k = median_ms([&] { launch_update_side(&xv, labels, H, N, kk, ss, sizes, offsets, perm, cent, nullptr); });
@@ -78,7 +80,8 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
                                                  : "default (4 on Hopper without a bias, else 0)");
   std::printf("  assign keys %.3f ms (%.0f TFLOP/s), assign queries %.3f ms (%.0f TFLOP/s)\n", a_k,
               flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
-  std::printf("  gemm_nt Kk x Kq x D %.3f ms, gemm_nn %.3f ms, rownorm %.3f ms\n", g1, g2, rn);
+  std::printf("  key side: gemm_nt Kk x Kq x D %.3f ms, gemm_nn (k = Kq) %.3f ms, rownorm %.3f ms; query side: "
+              "gemm_nt Kq x Kk x D %.3f ms, gemm_nn (k = Kk) %.3f ms\n", g1, g2, rn, g3, g4);
   std::printf("  update keys: sort+offsets %.3f ms, with centroids %.3f ms\n", up_k0, up_k);
   // Every assignment variant that runs on this device, timed in this process on the same inputs,
   // with its key labels compared to variant 0's (differences should be rare near-ties).
