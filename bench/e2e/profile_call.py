@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as e2e  # noqa: E402  (the suite's model, input and policy helpers)
+from plan_density import measure_token_density  # noqa: E402
 
 GROUPS = (  # first match wins; names as the profiler reports kernels
     ("svoo attention", ("attention_hopper", "attention_kernel", "sparse_attention")),
@@ -56,26 +57,6 @@ def profile(torch, fn, iters: int = 2):
     return kernels, groups
 
 
-def token_density(torch, planner) -> list:
-    """Per head: kept (query, key) token pairs / all pairs, of the planner's current plan."""
-    H, Nq, Nk, kq, kk = planner.heads, planner.q_tokens, planner.k_tokens, planner.kq, planner.kk
-    ql = torch.empty(H, Nq, dtype=torch.int32, device="cuda")
-    kl = torch.empty(H, Nk, dtype=torch.int32, device="cuda")
-    keep = torch.empty(H, kq, kk, dtype=torch.uint8, device="cuda")
-    planner.copy_plan(e2e_dl(ql), e2e_dl(kl), e2e_dl(keep), torch.cuda.current_stream().cuda_stream)
-    torch.cuda.synchronize()
-    out = []
-    for h in range(H):
-        qs = torch.bincount(ql[h].long(), minlength=kq).double()
-        ks = torch.bincount(kl[h].long(), minlength=kk).double()
-        out.append(float((qs[:, None] * keep[h].double() * ks[None, :]).sum() / (Nq * Nk)))
-    return out
-
-
-def e2e_dl(t):
-    return t.__dlpack__()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="wan1.3b")
@@ -85,7 +66,6 @@ def main() -> int:
     args = ap.parse_args()
     import torch
     import svoo.diffusers as sd
-    import svoo.torch as st
     dev = e2e.Device(torch, "cuda")
     profiles = e2e.find_profiles(None)
     pol = e2e.model_policy(args.model, profiles, False)
@@ -97,23 +77,6 @@ def main() -> int:
     with e2e.dense_ctx(torch, dev):
         result["dense_kernels"], result["dense_groups"] = profile(
             torch, lambda: e2e.forward(net, inp, 999.0, dev))
-    # Every sparse layer's token density: svoo.diffusers asks svoo.torch.planner for its planner at
-    # each call; a proxy measures the plan before each sparse attention (outside the profiled calls).
-    measured, recording, make_planner = [], [False], st.planner
-
-    class Measuring:
-        def __init__(self, p):
-            self._p = p
-
-        def __getattr__(self, name):
-            return getattr(self._p, name)
-
-        def sparse_attention(self, q, k, v, out, stream=0):
-            if recording[0]:
-                measured.append(token_density(torch, self._p))
-            return self._p.sparse_attention(q, k, v, out, stream)
-
-    st.planner = lambda *a, **kw: Measuring(make_planner(*a, **kw))
     state = sd.enable(net, **pol["enable"])
     try:
         def reuse():
@@ -123,17 +86,12 @@ def main() -> int:
             e2e.goto_step(state, dens["recluster_step"])
             e2e.forward(net, inp, 500.0, dev)  # fills the clustering cache the reuse step reads
             result["sparse_kernels"], result["sparse_groups"] = profile(torch, reuse)
-            recording[0] = True
-            reuse()
-            recording[0] = False
-        per_layer = [sum(d) / len(d) for d in measured]
-        result["token_density"] = {"per_layer_mean_over_heads": per_layer,
-                                   "mean": sum(per_layer) / max(1, len(per_layer)),
-                                   "min_head": min(min(d) for d in measured), "max_head": max(max(d) for d in measured)}
+            with measure_token_density(torch) as m:  # every sparse layer's plan, outside the profiled calls
+                reuse()
+        result["token_density"] = m.summary()
         result["kept_fraction_reuse_step"] = dens["per_step"][dens["reuse_step"] - 1]["kept_fraction_sparse_layers"]
     finally:
         sd.disable(net)
-        st.planner = make_planner
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"profile_{args.model}_{args.res}.json")
     with open(path, "w") as f:

@@ -40,12 +40,18 @@ def _attention_budget(t: Dict, need_call_s: float) -> str:
                 f"{fixed:.3f} s of a call, more than the {need_call_s:.3f} s needed")
     need_layer = (need_call_s - fixed) / max(1, L - dl)
     now = t["sparse_attention_per_layer_s"]
-    f = t["kept_fraction_reuse_step"]
     heads, tokens = t["heads"], t["tokens"]
+    td = (t.get("token_density_reuse_step") or {}).get("mean")
+    if td is not None:  # measured on the plans: what the kernel's time follows
+        f, what = td, f"token density {td:.3f} (kept fraction of key clusters {t['kept_fraction_reuse_step']:.3f})"
+    else:
+        f = t["kept_fraction_reuse_step"]
+        what = f"kept fraction {f:.3f}"
     eff = 4.0 * heads * tokens * tokens * 128 * f / need_layer / 1e12
+    now_eff = 4.0 * heads * tokens * tokens * 128 * f / now / 1e12 if now > 0 else float("nan")
     return (f"sparse attention (selection included) per layer must drop from {1e3 * now:.2f} ms to "
-            f"{1e3 * need_layer:.2f} ms ({now / need_layer:.2f}x faster; at kept fraction {f:.3f} that is "
-            f"{eff:.0f} effective TFLOP/s; dense attention takes {1e3 * attn:.2f} ms a layer in the model)")
+            f"{1e3 * need_layer:.2f} ms ({now / need_layer:.2f}x faster; at {what} that is {eff:.0f} "
+            f"effective TFLOP/s, now {now_eff:.0f}; dense attention takes {1e3 * attn:.2f} ms a layer in the model)")
 
 
 def evaluate_targets(result: Dict, targets: List[Dict]) -> List[Dict]:
@@ -184,12 +190,17 @@ def markdown(result: Dict) -> str:
     if result.get("transformer"):
         md.append("\n## Transformer level (one transformer call = one CFG branch of one step)\n")
         md.append(_table(["model", "res", "tokens", "params", "dense s", "recluster s", "sparse s", "sparse x",
-                          "recluster x", "non-attn s", "steps (recl/sparse)", "kept", "svoo active"], [
+                          "recluster x", "non-attn s", "steps (recl/sparse)", "kept clusters", "token density",
+                          "svoo active"], [
             [t["model"], t["res"], str(t["tokens"]), f"{t['params'] / 1e9:.2f} B", _f(t["dense_call_s"], "{:.3f}"),
              _f(t["recluster_call_s"], "{:.3f}"), _f(t["reuse_call_s"], "{:.3f}"), _f(t["speedup_sparse_call"]),
              _f(t["speedup_recluster_call"]), _f(t["non_attention_s"], "{:.3f}"),
              f"{t['recluster_step']}/{t['reuse_step']}", _f(t["kept_fraction_reuse_step"], "{:.3f}"),
+             _f((t.get("token_density_reuse_step") or {}).get("mean"), "{:.3f}"),
              "yes" if t["sparse_path_active"] else "**no**"] for t in result["transformer"]]))
+        md.append("\n`kept clusters`: the policy's kept fraction of key clusters at the reuse step (mean over sparse "
+                  "layers and heads); `token density`: kept query-key token pairs over all pairs, measured on the "
+                  "plans of that step (the kept clusters tend to be the large ones, so it is higher).\n")
         md.append("\n## Peak GPU memory (torch.cuda.max_memory_allocated over the timed calls; + planner workspace)\n")
         md.append(_table(["model", "res", "dense GiB", "recluster GiB", "sparse GiB", "planner workspace GiB",
                           "svoo extra", "extra vs activations only"], [

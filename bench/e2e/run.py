@@ -40,6 +40,7 @@ sys.path.insert(0, HERE)
 
 import policy  # noqa: E402
 import report  # noqa: E402
+from plan_density import measure_token_density  # noqa: E402
 
 # Real transformer configs (diffusers' config.json of the released checkpoints).
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
@@ -507,6 +508,10 @@ def transformer_level(model: str, res: str, pol, dens, dev: Device, args, net=No
             n1 = len(state.log)
             use = dev.time_s(reuse, **it)
             row["reuse_modes"] = call_modes(state, n1)
+            if dev.cuda:  # one more reuse call, untimed: the token density of every sparse layer's plan
+                with measure_token_density(torch) as m:
+                    reuse()
+                row["token_density_reuse_step"] = m.summary()
         mem1 = dev.memory()
         # the reuse steps' clustering cache (CUDA path: one device buffer per slot), which stays
         # allocated between calls and is part of svoo's peak
