@@ -555,6 +555,7 @@ int main(int argc, char** argv) {
   cases.push_back(peaked);
   if (!quick) {
     cases.push_back({"empty key clusters (Kk > N)", 2, 1000, 16, 1024, DType::bf16});
+    cases.push_back({"Kk 2048 (block-wide selection sort)", 1, 6000, 16, 2048, DType::bf16});
     cases.push_back({"ragged f16", 3, 4097, 32, 128, DType::f16});
     cases.push_back({"synthetic", 12, 12480, 42, 166, DType::bf16, true});
     cases.push_back({"k-means", 2, 12345, 64, 256, DType::bf16, false, ClusterMethod::kmeans});
@@ -562,6 +563,20 @@ int main(int argc, char** argv) {
     Case big{"wan14b-720p", 40, 75600, 256, 1024, DType::bf16};
     big.verify_heads = 2, big.verify_rows = 3000;
     cases.push_back(big);
+  }
+  // SVOO_CHECK_CASES=a,b: only the cases whose names start with one of these (e.g. a short run
+  // under compute-sanitizer's racecheck, which is slow on the big attention cases).
+  if (const char* only = std::getenv("SVOO_CHECK_CASES")) {
+    std::vector<std::string> prefixes;
+    for (std::string list = only; !list.empty();) {
+      const auto comma = list.find(',');
+      prefixes.push_back(list.substr(0, comma));
+      list = comma == std::string::npos ? "" : list.substr(comma + 1);
+    }
+    std::erase_if(cases, [&](const Case& c) {
+      return std::none_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return c.name.rfind(p, 0) == 0; });
+    });
+    std::printf("gpu_check: %zu case(s) selected by SVOO_CHECK_CASES=%s\n", cases.size(), only);
   }
   for (const Case& c : cases) {
     try {
