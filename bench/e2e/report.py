@@ -49,9 +49,12 @@ def _attention_budget(t: Dict, need_call_s: float) -> str:
         what = f"kept fraction {f:.3f}"
     eff = 4.0 * heads * tokens * tokens * 128 * f / need_layer / 1e12
     now_eff = 4.0 * heads * tokens * tokens * 128 * f / now / 1e12 if now > 0 else float("nan")
+    # the token density at which the kernel's current effective rate would meet the need
+    at_rate = f * need_layer / now if now > 0 else float("nan")
     return (f"sparse attention (selection included) per layer must drop from {1e3 * now:.2f} ms to "
             f"{1e3 * need_layer:.2f} ms ({now / need_layer:.2f}x faster; at {what} that is {eff:.0f} "
-            f"effective TFLOP/s, now {now_eff:.0f}; dense attention takes {1e3 * attn:.2f} ms a layer in the model)")
+            f"effective TFLOP/s, now {now_eff:.0f}; at the current rate it takes a density of {at_rate:.3f}; "
+            f"dense attention takes {1e3 * attn:.2f} ms a layer in the model)")
 
 
 def evaluate_targets(result: Dict, targets: List[Dict]) -> List[Dict]:
