@@ -6,13 +6,14 @@ density (what the sparse attention's time follows) is higher than the kept fract
 from typing import List
 
 
-def token_density(torch, planner) -> List[float]:
+def token_density(torch, planner, device: str = "cuda") -> List[float]:
     """Per head: kept query-key token pairs / all pairs, of the planner's current plan (waits)."""
     H, Nq, Nk, kq, kk = planner.heads, planner.q_tokens, planner.k_tokens, planner.kq, planner.kk
-    ql = torch.empty(H, Nq, dtype=torch.int32, device="cuda")
-    kl = torch.empty(H, Nk, dtype=torch.int32, device="cuda")
-    keep = torch.empty(H, kq, kk, dtype=torch.uint8, device="cuda")
-    planner.copy_plan(ql.__dlpack__(), kl.__dlpack__(), keep.__dlpack__(), torch.cuda.current_stream().cuda_stream)
+    ql = torch.empty(H, Nq, dtype=torch.int32, device=device)
+    kl = torch.empty(H, Nk, dtype=torch.int32, device=device)
+    keep = torch.empty(H, kq, kk, dtype=torch.uint8, device=device)
+    stream = torch.cuda.current_stream().cuda_stream if device == "cuda" else 0
+    planner.copy_plan(ql.__dlpack__(), kl.__dlpack__(), keep.__dlpack__(), stream)
     out = []
     for h in range(H):
         qs = torch.bincount(ql[h].long(), minlength=kq).double()

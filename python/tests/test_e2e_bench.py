@@ -17,6 +17,7 @@ import svoo  # noqa: E402
 
 E2E = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "e2e")
 sys.path.insert(0, os.path.abspath(E2E))
+import plan_density  # noqa: E402
 import policy  # noqa: E402
 import report  # noqa: E402
 import run as e2e  # noqa: E402
@@ -163,3 +164,42 @@ def test_targets_say_what_holds_them_back(smoke):
     md = report.markdown(r)
     assert "**no**" in md and "sparse attention kernel" in md
     xml.dom.minidom.parseString(report.svg(r))
+
+
+def test_targets_use_the_measured_token_density(smoke):
+    """With the plans' token density measured, a missed target states the kernel's rate at that
+    density and the density at which that rate would meet it."""
+    _, r = smoke
+    r = copy.deepcopy(r)
+    t = dict(r["transformer"][0], model="wan1.3b", res="720p", layers=30, heads=12, tokens=75600,
+             controller={"steps": 50, "warmup_steps": 10, "dense_layers": 0}, dense_call_s=2.5, recluster_call_s=1.48,
+             reuse_call_s=1.346, dense_attention_call_ms=59.0, non_attention_s=0.676,
+             model_attention_per_layer_s=0.0608, sparse_attention_per_layer_s=0.02233, clustering_per_layer_s=0.0045,
+             kept_fraction_reuse_step=0.211, speedup_sparse_call=2.5 / 1.346, sparse_path_active=True,
+             token_density_reuse_step={"mean": 0.29, "per_layer_mean_over_heads": [0.29] * 30})
+    r.update(transformer=[t], generation=[])
+    note = {x["name"]: x for x in report.evaluate_targets(r, e2e.TARGETS)}["Wan2.1-1.3B 720p sparse step"]["note"]
+    assert "at token density 0.290 (kept fraction of key clusters 0.211)" in note
+    flops = 4.0 * 12 * 75600 ** 2 * 128 * 0.29
+    assert f"now {flops / 0.02233 / 1e12:.0f}" in note
+    need = (2.5 / 3.0 - 0.676) / 30  # the per-layer time that makes the call 3x faster than dense
+    assert f"it takes a density of {0.29 * need / 0.02233:.3f}" in note
+    assert "| 0.211 | 0.290 |" in report.markdown(r)
+
+
+def test_token_density_counts_kept_token_pairs():
+    """kept (query, key) token pairs / all pairs per head, from a plan's labels and keep."""
+    class FakePlanner:
+        heads, q_tokens, k_tokens, kq, kk = 2, 6, 4, 2, 3
+        ql = torch.tensor([[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.int32)
+        kl = torch.tensor([[0, 1, 1, 2], [2, 2, 2, 0]], dtype=torch.int32)
+        keep = torch.tensor([[[1, 0, 1], [0, 1, 0]], [[1, 1, 1], [1, 0, 0]]], dtype=torch.uint8)
+
+        def copy_plan(self, ql, kl, keep, stream):
+            for dst, src in ((ql, self.ql), (kl, self.kl), (keep, self.keep)):
+                torch.from_dlpack(dst).copy_(src)
+
+    d = plan_density.token_density(torch, FakePlanner(), device="cpu")
+    # head 0: q cluster 0 (4 rows) keeps k clusters 0, 2 (1 + 1 keys); q cluster 1 (2 rows) keeps k cluster 1 (2 keys)
+    # head 1: every q row is in cluster 1, which keeps k cluster 0 (1 key)
+    assert d == pytest.approx([(4 * 2 + 2 * 2) / 24, (6 * 1) / 24])
