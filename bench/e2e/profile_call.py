@@ -59,13 +59,17 @@ def profile(torch, fn, iters: int = 2):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="wan1.3b")
-    ap.add_argument("--res", default="720p")
+    ap.add_argument("--model", default="wan1.3b", choices=["wan1.3b", "wan14b"],
+                    help="a Wan model (HunyuanVideo's joint attention plans video and text tokens together)")
+    ap.add_argument("--res", default="720p", choices=["480p", "720p"])
     ap.add_argument("--out", default="e2e-out")
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args()
     import torch
+    import svoo
     import svoo.diffusers as sd
+    if not torch.cuda.is_available() or not svoo.has_cuda:
+        raise SystemExit("profile_call.py needs a CUDA device and a CUDA build of svoo")
     dev = e2e.Device(torch, "cuda")
     profiles = e2e.find_profiles(None)
     pol = e2e.model_policy(args.model, profiles, False)
