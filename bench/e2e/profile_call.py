@@ -107,6 +107,10 @@ def main() -> int:
         for name, k in top:
             print(f"  {k['ms_per_call']:9.2f} ms  x{k['count_per_call']:6.0f}  {name[:110]}")
     td = result["token_density"]
+    if td is None:  # every layer ran dense at the reuse step (no plan to measure)
+        print("reuse step: no sparse layer ran, no token density")
+        print(f"wrote {path}")
+        return 0
     print(f"reuse step, {len(td['per_layer_mean_over_heads'])} sparse layers: token density (kept query-key pairs / "
           f"all) mean {td['mean']:.4f}, heads {td['min_head']:.3f}..{td['max_head']:.3f}; kept fraction of key "
           f"clusters (the policy's count) {result['kept_fraction_reuse_step']:.4f}")

@@ -226,8 +226,8 @@ __device__ __forceinline__ float key_value(std::uint64_t key) {
 __device__ __forceinline__ int key_index(std::uint64_t key) { return static_cast<int>(key & 0xffffffffu); }
 
 constexpr int kPerLane = kWarpRowMax / 32;
-// ~220 registers a thread (the row's 32 keys are 64 registers, the unrolled network the rest):
-// 4-warp blocks, two per SM.
+// ~150 registers a thread (the row's 32 keys are 64 of them; ptxas, sm_90a): 4-warp blocks,
+// three per SM.
 constexpr int kWarpThreads = 128;
 constexpr int kWarpsPerBlock = kWarpThreads / 32;
 
@@ -243,12 +243,12 @@ __device__ __forceinline__ void warp_bitonic_sort(std::uint64_t (&key)[kPerLane]
       if (j >= kPerLane) {
         // Partner in lane ^ (j / 32), same register. The lower element of an ascending pair
         // (bit k of the position clear) keeps the smaller key.
-        const int lj = j / kPerLane;
-        const bool lower = (lane & lj) == 0;
+        const int lane_bit = j / kPerLane;
+        const bool lower = (lane & lane_bit) == 0;
         const bool up = ((lane * kPerLane) & k) == 0;
 #pragma unroll
         for (int r = 0; r < kPerLane; ++r) {
-          const std::uint64_t other = __shfl_xor_sync(kFullMask, key[r], lj);
+          const std::uint64_t other = __shfl_xor_sync(kFullMask, key[r], lane_bit);
           const bool take_min = lower == up;
           key[r] = take_min ? (other < key[r] ? other : key[r]) : (other > key[r] ? other : key[r]);
         }

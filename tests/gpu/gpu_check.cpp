@@ -577,6 +577,10 @@ int main(int argc, char** argv) {
       return std::none_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return c.name.rfind(p, 0) == 0; });
     });
     std::printf("gpu_check: %zu case(s) selected by SVOO_CHECK_CASES=%s\n", cases.size(), only);
+    if (cases.empty()) {  // a misspelt filter must not pass as "0 failures"
+      std::printf("gpu_check: no case name starts with any of SVOO_CHECK_CASES=%s\n", only);
+      return 2;
+    }
   }
   for (const Case& c : cases) {
     try {
