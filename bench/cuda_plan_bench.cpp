@@ -53,24 +53,30 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   HostTensor hm(DType::bf16, {H, kk, D});
   for (std::int64_t i = 0; i < hm.numel(); ++i) hm.set(i, dist(rng));
   test::DeviceTensor m(hm);
-  std::int32_t *labels, *sizes, *offsets, *perm, *keys_in, *keys_out, *vals, *scan;
+  std::int32_t *labels, *sizes, *offsets, *perm, *keys_in, *keys_out, *vals;
   float *cq, *ck, *g, *mf, *cent;
   void* temp;
-  const std::size_t tb = std::max(sort_temp_bytes(H * N, 17), scan_temp_bytes(H * kk));
+  const std::size_t tb = sort_temp_bytes(H * N, 17);
   cudaMalloc(&labels, 4 * H * N), cudaMalloc(&perm, 4 * H * N), cudaMalloc(&keys_in, 4 * H * N);
-  cudaMalloc(&keys_out, 4 * H * N), cudaMalloc(&vals, 4 * H * N), cudaMalloc(&scan, 4 * H * kk);
+  cudaMalloc(&keys_out, 4 * H * N), cudaMalloc(&vals, 4 * H * N);
   cudaMalloc(&sizes, 4 * H * kk), cudaMalloc(&offsets, 4 * H * (kk + 1)), cudaMalloc(&temp, tb);
   cudaMalloc(&cq, 4 * H * kq * D), cudaMalloc(&ck, 4 * H * kk * D), cudaMalloc(&g, 4 * H * kq * kk);
   cudaMalloc(&mf, 4 * H * kk * D), cudaMalloc(&cent, 4 * H * kk * D);
   cudaMemset(cq, 0, 4 * H * kq * D), cudaMemset(ck, 0, 4 * H * kk * D);
-  SortScratch ss{keys_in, keys_out, vals, scan, temp, tb};
+  SortScratch ss{keys_in, keys_out, vals, temp, tb};
   const double flops_k = 2.0 * H * N * kk * D, flops_q = 2.0 * H * N * kq * D;
   const double a_k = median_ms([&] { launch_assign(xv, m.data(), nullptr, kk, labels, nullptr); });
   const double a_q = median_ms([&] { launch_assign(xv, m.data(), nullptr, kq, labels, nullptr); });
-  const double g1 = median_ms([&] { launch_gemm_nt(H, kk, kq, D, 1.f, ck, cq, 0.f, g, nullptr); });
-  const double g2 = median_ms([&] { launch_gemm_nn(H, kk, D, kq, g, cq, mf, nullptr); });
-  const double g3 = median_ms([&] { launch_gemm_nt(H, kq, kk, D, 1.f, cq, ck, 0.f, g, nullptr); });
-  const double g4 = median_ms([&] { launch_gemm_nn(H, kq, D, kk, g, ck, mf, nullptr); });
+  // The four centroid products, on each path (tf32x3 is the default).
+  double gp[2][4];
+  const GemmPath paths[2] = {GemmPath::tf32x3, GemmPath::simt};
+  for (int p = 0; p < 2; ++p) {
+    gp[p][0] = median_ms([&] { launch_gemm_nt(H, kk, kq, D, 1.f, ck, cq, 0.f, g, nullptr, paths[p]); });
+    gp[p][1] = median_ms([&] { launch_gemm_nn(H, kk, D, kq, g, cq, mf, nullptr, paths[p]); });
+    gp[p][2] = median_ms([&] { launch_gemm_nt(H, kq, kk, D, 1.f, cq, ck, 0.f, g, nullptr, paths[p]); });
+    gp[p][3] = median_ms([&] { launch_gemm_nn(H, kq, D, kk, g, ck, mf, nullptr, paths[p]); });
+  }
+  const double g1 = gp[0][0], g2 = gp[0][1], g3 = gp[0][2], g4 = gp[0][3];
   const double rn = median_ms([&] { launch_rownorm(g, (std::int64_t)H * kk, kq, nullptr); });
   launch_assign(xv, m.data(), nullptr, kk, labels, nullptr);
   const double up_k = median_ms([&] { launch_update_side(&xv, labels, H, N, kk, ss, sizes, offsets, perm, cent, nullptr); });
@@ -81,7 +87,9 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   std::printf("  assign keys %.3f ms (%.0f TFLOP/s), assign queries %.3f ms (%.0f TFLOP/s)\n", a_k,
               flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
   std::printf("  key side: gemm_nt Kk x Kq x D %.3f ms, gemm_nn (k = Kq) %.3f ms, rownorm %.3f ms; query side: "
-              "gemm_nt Kq x Kk x D %.3f ms, gemm_nn (k = Kk) %.3f ms\n", g1, g2, rn, g3, g4);
+              "gemm_nt Kq x Kk x D %.3f ms, gemm_nn (k = Kk) %.3f ms (tf32x3)\n", g1, g2, rn, g3, g4);
+  std::printf("  the same four products on the simt path: %.3f, %.3f, %.3f, %.3f ms\n", gp[1][0], gp[1][1], gp[1][2],
+              gp[1][3]);
   std::printf("  update keys: sort+offsets %.3f ms, with centroids %.3f ms\n", up_k0, up_k);
   // Every assignment variant that runs on this device, timed in this process on the same inputs,
   // with its key labels compared to variant 0's (differences should be rare near-ties).
@@ -100,7 +108,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
                 "differing from variant 0: %lld\n",
                 v, vk, flops_k / vk / 1e9, vq, flops_q / vq / 1e9, (long long)differ);
   }
-  for (void* p : std::initializer_list<void*>{labels, perm, keys_in, keys_out, vals, scan, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
+  for (void* p : std::initializer_list<void*>{labels, perm, keys_in, keys_out, vals, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
 }
 
 // Times the parts of select() on a real clustering of random inputs: block scores (Cq Ck^T),

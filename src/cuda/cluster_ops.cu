@@ -72,25 +72,44 @@ __global__ void half_norm_bias_kernel(const float* c, std::int64_t rows, int dim
 }
 
 __global__ void sort_keys_kernel(const std::int32_t* labels, std::int64_t tokens, std::int64_t items, int clusters,
-                                 std::int32_t* keys, std::int32_t* vals, std::int32_t* sizes) {
+                                 std::int32_t* keys, std::int32_t* vals) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < items;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t h = i / tokens;
-    const std::int32_t key = static_cast<std::int32_t>(h * clusters + labels[i]);
-    keys[i] = key;
+    keys[i] = static_cast<std::int32_t>(h * clusters + labels[i]);
     vals[i] = static_cast<std::int32_t>(i - h * tokens);
-    atomicAdd(sizes + key, 1);  // integer counts: the result does not depend on the order
   }
 }
 
-__global__ void offsets_kernel(const std::int32_t* scan, std::int64_t heads, std::int64_t tokens, int clusters,
-                               std::int32_t* offsets) {
-  const std::int64_t total = heads * (clusters + 1);
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+// From the sorted keys (h * clusters + label), the first position of every key: the thread at a
+// position where the key changes writes it for each key in (previous key, this key] (the empty
+// clusters in between start where the next non-empty one does; keys past the last item start at the
+// end), as an offset within its head. Every head holds exactly `tokens` items, so the head of key
+// kk starts at kk / clusters * tokens. No atomics: the result does not depend on scheduling.
+__global__ void cluster_starts_kernel(const std::int32_t* sorted, std::int64_t tokens, std::int64_t items,
+                                      int clusters, std::int32_t* offsets) {
+  const std::int64_t keys = items / tokens * clusters;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i <= items;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t h = i / (clusters + 1), c = i % (clusters + 1);
-    offsets[i] = c == clusters ? static_cast<std::int32_t>(tokens)
-                               : static_cast<std::int32_t>(scan[h * clusters + c] - h * tokens);
+    const std::int64_t prev = i == 0 ? -1 : sorted[i - 1];
+    const std::int64_t cur = i == items ? keys : sorted[i];  // past the end: one past the last key
+    for (std::int64_t kk = prev + 1; kk <= cur && kk < keys; ++kk) {
+      const std::int64_t h = kk / clusters, c = kk % clusters;
+      offsets[h * (clusters + 1) + c] = static_cast<std::int32_t>(i - h * tokens);
+    }
+  }
+}
+
+// offsets[h, clusters] = tokens; sizes[h, c] = offsets[h, c + 1] - offsets[h, c].
+__global__ void sizes_kernel(std::int64_t heads, std::int64_t tokens, int clusters, std::int32_t* offsets,
+                             std::int32_t* sizes) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < heads * clusters;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / clusters, c = i % clusters;
+    const std::int32_t* o = offsets + h * (clusters + 1);
+    const std::int32_t end = c + 1 == clusters ? static_cast<std::int32_t>(tokens) : o[c + 1];
+    if (c + 1 == clusters) offsets[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(tokens);
+    sizes[i] = end - o[c];
   }
 }
 
@@ -184,13 +203,6 @@ std::size_t sort_temp_bytes(std::int64_t items, int key_bits) {
   return bytes;
 }
 
-std::size_t scan_temp_bytes(std::int64_t items) {
-  std::size_t bytes = 0;
-  cub::DeviceScan::ExclusiveSum(nullptr, bytes, static_cast<std::int32_t*>(nullptr),
-                                static_cast<std::int32_t*>(nullptr), static_cast<int>(items));
-  return bytes;
-}
-
 std::size_t scan64_temp_bytes(std::int64_t items) {
   std::size_t bytes = 0;
   cub::DeviceScan::ExclusiveSum(nullptr, bytes, static_cast<std::int64_t*>(nullptr),
@@ -203,19 +215,16 @@ void launch_update_side(const RowsView* x, const std::int32_t* labels, std::int6
                         std::int32_t* perm, float* centroids, cudaStream_t stream) {
   const std::int64_t items = heads * tokens;
   if (items == 0) return;
-  cudaMemsetAsync(sizes, 0, sizeof(std::int32_t) * heads * clusters, stream);
-  sort_keys_kernel<<<blocks_for(items, 256), 256, 0, stream>>>(labels, tokens, items, clusters, s.keys_in, s.vals_in,
-                                                               sizes);
+  sort_keys_kernel<<<blocks_for(items, 256), 256, 0, stream>>>(labels, tokens, items, clusters, s.keys_in, s.vals_in);
   std::size_t bytes = s.temp_bytes;
   cub::DeviceRadixSort::SortPairs(s.temp, bytes, s.keys_in, s.keys_out, s.vals_in, perm, static_cast<int>(items), 0,
                                   key_bits_for(heads * clusters), stream);
-  bytes = s.temp_bytes;
-  cub::DeviceScan::ExclusiveSum(s.temp, bytes, sizes, s.scan, static_cast<int>(heads * clusters), stream);
-  offsets_kernel<<<blocks_for(heads * (clusters + 1), 256), 256, 0, stream>>>(s.scan, heads, tokens, clusters,
-                                                                              offsets);
+  cluster_starts_kernel<<<blocks_for(items + 1, 256), 256, 0, stream>>>(s.keys_out, tokens, items, clusters, offsets);
+  sizes_kernel<<<blocks_for(heads * clusters, 256), 256, 0, stream>>>(heads, tokens, clusters, offsets, sizes);
   if (x && centroids)
-    centroid_kernel<<<static_cast<unsigned>(heads * clusters), kCentroidWarps * 32, 0, stream>>>(*x, perm, offsets, sizes, clusters,
-                                                                                 centroids);
+    centroid_kernel<<<static_cast<unsigned>(heads * clusters), kCentroidWarps * 32, 0, stream>>>(*x, perm, offsets,
+                                                                                                 sizes, clusters,
+                                                                                                 centroids);
 }
 
 void launch_scan64(const std::int64_t* counts, std::int64_t items, std::int64_t* range_ptr, void* temp,

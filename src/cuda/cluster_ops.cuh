@@ -1,6 +1,6 @@
 // Internal: the clustering steps around the fused assignment (anchors, centroid updates through a
 // stable radix sort, projections), as stream-ordered launchers that allocate nothing. cub's
-// temporary storage is sized once by the planner (sort_temp_bytes, scan_temp_bytes).
+// temporary storage is sized once by the planner (sort_temp_bytes, scan64_temp_bytes).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,9 +29,9 @@ void launch_round(const float* src, std::int64_t count, Elem elem, void* dst, cu
 // bias[h, j] = -|c[h, j]|^2 / 2 (double sum), for Euclidean nearest-centroid assignment.
 void launch_half_norm_bias(const float* c, std::int64_t rows, int dim, float* bias, cudaStream_t stream);
 
-// Temporary bytes cub needs for the sorts and scans of a side with `items` = heads * tokens.
+// Temporary bytes cub needs for the sort of a side with `items` = heads * tokens, and for the
+// layout's 64-bit scan.
 std::size_t sort_temp_bytes(std::int64_t items, int key_bits);
-std::size_t scan_temp_bytes(std::int64_t items);
 std::size_t scan64_temp_bytes(std::int64_t items);
 
 // Scratch of one side's centroid update.
@@ -39,7 +39,6 @@ struct SortScratch {
   std::int32_t* keys_in;   // [heads * tokens]
   std::int32_t* keys_out;  // [heads * tokens]
   std::int32_t* vals_in;   // [heads * tokens]
-  std::int32_t* scan;      // [heads * clusters]
   void* temp;              // cub temporary storage
   std::size_t temp_bytes;
 };
@@ -47,7 +46,8 @@ struct SortScratch {
 // From labels [heads, tokens]: sizes [heads, clusters], offsets [heads, clusters + 1] (per head,
 // from 0), perm [heads, tokens] (a stable sort of the tokens by label: the layout's permutation),
 // and, when x is given, the centroids [heads, clusters, dim] as the means of their members (an
-// empty cluster keeps its centroid). Deterministic: sums run in a fixed order.
+// empty cluster keeps its centroid). Deterministic: sums run in a fixed order, and the offsets come
+// from the boundaries of the sorted keys, not from atomic counts.
 void launch_update_side(const RowsView* x, const std::int32_t* labels, std::int64_t heads, std::int64_t tokens,
                         int clusters, const SortScratch& scratch, std::int32_t* sizes, std::int32_t* offsets,
                         std::int32_t* perm, float* centroids, cudaStream_t stream);

@@ -41,11 +41,14 @@ void launch_assign_variant(int variant, const RowsView& x, const void* m, const 
 bool assign_variant_runs(int variant);
 
 // c[h] = alpha * a[h] * b[h]^T (+ beta c[h]) for per-head row-major fp32 matrices:
-// a [heads, ma, k], b [heads, nb, k], c [heads, ma, nb]. SIMT fp32.
+// a [heads, ma, k], b [heads, nb, k], c [heads, ma, nb]. fp32 accuracy on either path:
+// tf32x3 (tensor cores, the default) or simt; automatic = the default unless SVOO_GEMM=simt.
+enum class GemmPath { automatic, tf32x3, simt };
 void launch_gemm_nt(int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta, float* c,
-                    cudaStream_t stream);
+                    cudaStream_t stream, GemmPath path = GemmPath::automatic);
 // c[h] = a[h] * b[h] for a [heads, ma, k], b [heads, k, nb], c [heads, ma, nb].
-void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream);
+void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream,
+                    GemmPath path = GemmPath::automatic);
 
 // ---- scores, selection, layout (select.cu, layout.cu) ----
 

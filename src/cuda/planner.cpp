@@ -95,7 +95,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   const std::int64_t nmax = std::max(Nq, Nk);
   int key_bits = 1;
   while ((std::int64_t{1} << key_bits) <= H * kmax) ++key_bits;
-  const std::size_t sort_bytes = std::max(detail::sort_temp_bytes(H * nmax, key_bits), detail::scan_temp_bytes(H * kmax));
+  const std::size_t sort_bytes = detail::sort_temp_bytes(H * nmax, key_bits);
   s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
   s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
 
@@ -129,7 +129,6 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
       ss->keys_in = c.take<std::int32_t>(H * n);
       ss->keys_out = c.take<std::int32_t>(H * n);
       ss->vals_in = c.take<std::int32_t>(H * n);
-      ss->scan = c.take<std::int32_t>(H * kmax);
     }
     void* temp = c.take<char>(sort_bytes);
     s.q_sort.temp = s.k_sort.temp = temp;

@@ -1,5 +1,5 @@
 // Internal: thin wrappers over the PTX instructions the tensor-core kernels share (sm_80+):
-// asynchronous 16-byte copies into shared memory, ldmatrix, and the m16n8k16 bf16/f16 MMA.
+// asynchronous 16- and 4-byte copies into shared memory, ldmatrix, and the m16n8k16 bf16/f16 MMA.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,6 +16,10 @@ __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
 // 16-byte asynchronous copy; src_bytes = 0 zero-fills (rows past the end).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+// 4-byte asynchronous copy (no alignment beyond the element's); src_bytes = 0 zero-fills.
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>

@@ -1,16 +1,26 @@
 // Per-head fp32 products of centroid matrices (at most a few thousand rows each): the profile
-// G = Ck Cq^T, the projected centroids G Cq, and the block logits s Cq Ck^T. SIMT fp32 so the
-// results keep the CPU's precision (tensor-core tf32 would move assignments at near-ties).
-// A block of 64 threads computes a 64 x 64 tile (32 x 64 where 64-row tiles would leave SMs
-// idle), k in steps of 8 through shared memory, the next step loaded into registers while this
-// one is multiplied. A thread owns 8 (or 4) x 8 outputs, rows {4 tr + i, 32 + 4 tr + i} and
-// columns {4 tc + j, 32 + 4 tc + j}, so a k step costs it 4 vector loads from shared memory (each
-// one conflict-free wavefront for the warp) for 64 FMAs; 4 x 4 outputs of 256 threads (8 scalar
-// loads per 16 FMAs) were bound by shared memory at ~19 TFLOP/s on an H100.
+// G = Ck Cq^T, the projected centroids G Cq, and the block logits s Cq Ck^T.
+//
+// Default path: tensor cores at fp32 accuracy ("3xTF32"). Each operand x is split into
+// hi = tf32(x) and lo = tf32(x - hi), and a*b is taken as a_hi*b_lo + a_lo*b_hi + a_hi*b_hi on
+// mma.sync m16n8k8 tf32 with fp32 accumulators. Only a_lo*b_lo (~2^-22 relative) is dropped, so the
+// products keep the CPU's fp32 precision (a single tf32 product, 2^-11, would move assignments at
+// near-ties). A block of 128 threads (2 x 2 warps of 32 x 32) computes a 64 x 64 tile, k in steps
+// of 32 through shared memory, the next step loaded into registers while this one is multiplied.
+// The SIMT path below it was bound at ~19 TFLOP/s on an H100 (0.14 ms a product at 40 heads x
+// 1024 x 256 x 128); SVOO_GEMM=simt selects it (A/B, and a fallback if a device lacks tf32 mma).
+//
+// SIMT path: a block of 64 threads computes a 64 x 64 tile (32 x 64 where 64-row tiles would
+// leave SMs idle), k in steps of 8 through shared memory, the next step loaded into registers
+// while this one is multiplied. A thread owns 8 (or 4) x 8 outputs, rows {4 tr + i, 32 + 4 tr + i}
+// and columns {4 tc + j, 32 + 4 tc + j}, so a k step costs it 4 vector loads from shared memory
+// (each one conflict-free wavefront for the warp) for 64 FMAs.
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels.cuh"
+#include "ptx.cuh"
 
 namespace svoo::cuda::detail {
 namespace {
@@ -23,7 +33,7 @@ constexpr long kFewBlocks = 512;
 // c = alpha * a * op(b) + beta * c; op(b) = b^T (b is [nb, k]) when kTransB, else b ([k, nb]).
 // A block covers kRows (64 or 32) rows x 64 columns.
 template <bool kTransB, int kRows>
-__global__ void __launch_bounds__(kThreads) gemm_kernel(int ma, int nb, int k, float alpha, const float* __restrict__ a,
+__global__ void __launch_bounds__(kThreads) gemm_simt_kernel(int ma, int nb, int k, float alpha, const float* __restrict__ a,
                                                         const float* __restrict__ b, float beta, float* __restrict__ c) {
   constexpr int kTM = kRows / 8;  // output rows a thread: 8 (rows 4 tr + i, 32 + 4 tr + i) or 4
   __shared__ __align__(16) float sa[kStep][kRows + 4];  // pitch 68 / 36: rows stay 16-byte aligned
@@ -105,6 +115,132 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(int ma, int nb, int k, f
   }
 }
 
+
+// ---- 3xTF32 tensor-core path ----
+constexpr int kTcTile = 64, kTcK = 32, kTcThreads = 128;
+constexpr int kTcPitchK = kTcK + 4;      // [row][k] tiles: fragment reads hit banks 4 g + t, all distinct
+constexpr int kTcPitchN = kTcTile + 8;   // [k][col] tile (b not transposed): banks 8 t + g
+
+__device__ __forceinline__ std::uint32_t to_tf32(float x) {
+  std::uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+// x = hi + lo with both parts tf32 (lo carries the next 11 bits of the mantissa).
+__device__ __forceinline__ void split_tf32(float x, std::uint32_t& hi, std::uint32_t& lo) {
+  hi = to_tf32(x);
+  lo = to_tf32(x - __uint_as_float(hi));
+}
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Same contract as gemm_simt_kernel. Warp (wm, wn) owns rows 32 wm + [0, 32) and columns
+// 32 wn + [0, 32) of the tile: 2 x 4 m16n8 accumulators. Fragment layout of m16n8k8 tf32 (g = lane / 4,
+// t = lane % 4): a {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b {(k t, n g), (k t + 4, n g)},
+// c {(g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)}.
+template <bool kTransB>
+__global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb, int k, float alpha,
+                                                                 const float* __restrict__ a,
+                                                                 const float* __restrict__ b, float beta,
+                                                                 float* __restrict__ c) {
+  constexpr int kBRows = kTransB ? kTcTile : kTcK, kBPitch = kTransB ? kTcPitchK : kTcPitchN;
+  __shared__ float sa[2][kTcTile][kTcPitchK];  // two stages: cp.async fills one while the other is used
+  __shared__ float sb[2][kBRows][kBPitch];
+  const int h = blockIdx.z;
+  a += static_cast<std::int64_t>(h) * ma * k;
+  b += static_cast<std::int64_t>(h) * nb * k;
+  c += static_cast<std::int64_t>(h) * ma * nb;
+  const int row0 = blockIdx.y * kTcTile, col0 = blockIdx.x * kTcTile;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wm = warp / 2, wn = warp % 2;
+  constexpr int kPer = kTcTile * kTcK / kTcThreads;  // 16 elements of each operand a thread per k step
+  // 4-byte copies (any k and nb, no alignment assumed), zero-filled past the edges. a: element
+  // e = tid + p * 128 is (row e / 32, k e % 32), a warp reads 128 contiguous bytes of a row; b^T
+  // likewise; b (not transposed): (k e / 64, col e % 64).
+  auto load = [&](int stage, int k0) {
+#pragma unroll 4
+    for (int p = 0; p < kPer; ++p) {
+      const int e = tid + p * kTcThreads;
+      const int r = e / kTcK, kk = e % kTcK, gr = row0 + r, gk = k0 + kk;
+      const bool ok_a = gr < ma && gk < k;
+      ptx::cp_async4(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a ? 4 : 0);
+      if (kTransB) {
+        const int gn = col0 + r;
+        const bool ok = gn < nb && gk < k;
+        ptx::cp_async4(&sb[stage][r][kk], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok ? 4 : 0);
+      } else {
+        const int kb = e / kTcTile, n = e % kTcTile, gn = col0 + n, gkb = k0 + kb;
+        const bool ok = gn < nb && gkb < k;
+        ptx::cp_async4(&sb[stage][kb][n], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok ? 4 : 0);
+      }
+    }
+    ptx::cp_async_commit();
+  };
+  float acc[2][4][4] = {};
+  load(0, 0);
+  for (int k0 = 0, stage = 0; k0 < k; k0 += kTcK, stage ^= 1) {
+    if (k0 + kTcK < k) {
+      load(stage ^ 1, k0 + kTcK);
+      ptx::cp_async_wait<1>();
+    } else {
+      ptx::cp_async_wait<0>();
+    }
+    __syncthreads();
+#pragma unroll 2
+    for (int k8 = 0; k8 < kTcK; k8 += 8) {
+      std::uint32_t ahi[2][4], alo[2][4], bhi[4][2], blo[4][2];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const int r = wm * 32 + mt * 16 + g;
+        split_tf32(sa[stage][r][k8 + t], ahi[mt][0], alo[mt][0]);
+        split_tf32(sa[stage][r + 8][k8 + t], ahi[mt][1], alo[mt][1]);
+        split_tf32(sa[stage][r][k8 + t + 4], ahi[mt][2], alo[mt][2]);
+        split_tf32(sa[stage][r + 8][k8 + t + 4], ahi[mt][3], alo[mt][3]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int n = wn * 32 + nt * 8 + g;
+        const float b0 = kTransB ? sb[stage][n][k8 + t] : sb[stage][k8 + t][n];
+        const float b1 = kTransB ? sb[stage][n][k8 + t + 4] : sb[stage][k8 + t + 4][n];
+        split_tf32(b0, bhi[nt][0], blo[nt][0]);
+        split_tf32(b1, bhi[nt][1], blo[nt][1]);
+      }
+      // Small terms first; each pass runs over the 8 accumulators so that consecutive MMAs are
+      // independent (the asm statements keep their order).
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[mt][nt], alo[mt], bhi[nt][0], bhi[nt][1]);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[mt][nt], ahi[mt], blo[nt][0], blo[nt][1]);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[mt][nt], ahi[mt], bhi[nt][0], bhi[nt][1]);
+    }
+    __syncthreads();  // the stage just read is refilled by the next iteration's load
+  }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int r = row0 + wm * 32 + mt * 16 + g + (v >= 2 ? 8 : 0);
+        const int n = col0 + wn * 32 + nt * 8 + 2 * t + (v & 1);
+        if (r >= ma || n >= nb) continue;
+        float* out = c + static_cast<std::int64_t>(r) * nb + n;
+        *out = alpha * acc[mt][nt][v] + (beta != 0.0f ? beta * *out : 0.0f);
+      }
+}
+
 // 64-row blocks, or 32-row ones where 64-row blocks would be few (SVOO_GEMM_ROWS=64 / 32 forces one).
 int rows_for(int heads, int ma, int nb) {
   static const int forced = [] {
@@ -116,26 +252,41 @@ int rows_for(int heads, int ma, int nb) {
   return blocks64 < kFewBlocks ? 32 : 64;
 }
 
+GemmPath default_path() {
+  static const GemmPath path = [] {
+    const char* e = std::getenv("SVOO_GEMM");
+    return e && std::strcmp(e, "simt") == 0 ? GemmPath::simt : GemmPath::tf32x3;
+  }();
+  return path;
+}
+
 template <bool kTransB>
-void launch(int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta, float* c,
-            cudaStream_t stream) {
+void launch(GemmPath path, int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta,
+            float* c, cudaStream_t stream) {
   if (heads == 0 || ma == 0 || nb == 0) return;
+  if (path == GemmPath::automatic) path = default_path();
   const unsigned cols = static_cast<unsigned>((nb + kTile - 1) / kTile);
-  if (rows_for(heads, ma, nb) == 32)
-    gemm_kernel<kTransB, 32><<<dim3(cols, (ma + 31) / 32, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b, beta, c);
+  if (path == GemmPath::tf32x3)
+    gemm_tf32x3_kernel<kTransB><<<dim3(cols, (ma + kTcTile - 1) / kTcTile, heads), kTcThreads, 0, stream>>>(
+        ma, nb, k, alpha, a, b, beta, c);
+  else if (rows_for(heads, ma, nb) == 32)
+    gemm_simt_kernel<kTransB, 32><<<dim3(cols, (ma + 31) / 32, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b,
+                                                                                            beta, c);
   else
-    gemm_kernel<kTransB, 64><<<dim3(cols, (ma + 63) / 64, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b, beta, c);
+    gemm_simt_kernel<kTransB, 64><<<dim3(cols, (ma + 63) / 64, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b,
+                                                                                            beta, c);
 }
 
 }  // namespace
 
 void launch_gemm_nt(int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta, float* c,
-                    cudaStream_t stream) {
-  launch<true>(heads, ma, nb, k, alpha, a, b, beta, c, stream);
+                    cudaStream_t stream, GemmPath path) {
+  launch<true>(path, heads, ma, nb, k, alpha, a, b, beta, c, stream);
 }
 
-void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream) {
-  launch<false>(heads, ma, nb, k, 1.0f, a, b, 0.0f, c, stream);
+void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream,
+                    GemmPath path) {
+  launch<false>(path, heads, ma, nb, k, 1.0f, a, b, 0.0f, c, stream);
 }
 
 }  // namespace svoo::cuda::detail

@@ -533,6 +533,71 @@ void check_assign_variants() {
   }
 }
 
+// The centroid products (small_gemm.cu), both paths, against double sums of the same fp32 inputs.
+// Bound: the worst case of an fp32 dot product of length k, (k + 2) 2^-24 sum |a b| (plus 2^-21
+// sum |a b| for the tf32x3 split's dropped lo * lo term), element by element.
+void check_small_gemm(bool quick) {
+  using namespace svoo::cuda::detail;
+  struct G {
+    int heads, ma, nb, k;
+    bool trans_b;
+  };
+  const std::vector<G> cases = {{1, 1, 1, 1, true},      {2, 17, 33, 5, false},    {3, 64, 64, 128, true},
+                                {2, 100, 70, 131, false}, {2, 130, 66, 37, true},  {40, 1024, 256, 128, true},
+                                {40, 256, 1024, 128, true}, {40, 1024, 128, 256, false}, {40, 256, 128, 1024, false}};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::printf("centroid products (fp32 GEMMs), max error / sum|a b| for simt and tf32x3:\n");
+  for (const G& c : cases) {
+    if (quick && c.heads > 8) continue;  // the full-size shapes are slow under compute-sanitizer
+    const std::size_t na = static_cast<std::size_t>(c.heads) * c.ma * c.k, nb = static_cast<std::size_t>(c.heads) * c.nb * c.k,
+                      nc = static_cast<std::size_t>(c.heads) * c.ma * c.nb;
+    std::vector<float> a(na), b(nb);
+    for (float& x : a) x = dist(rng);
+    for (float& x : b) x = dist(rng) + 0.5f;  // a mean, so that sums do not all cancel
+    std::vector<double> ref(nc), mag(nc);
+#pragma omp parallel for
+    for (std::int64_t o = 0; o < static_cast<std::int64_t>(nc); ++o) {
+      const std::int64_t h = o / (static_cast<std::int64_t>(c.ma) * c.nb), i = o / c.nb % c.ma, j = o % c.nb;
+      double v = 0, m = 0;
+      for (int kk = 0; kk < c.k; ++kk) {
+        const double x = a[(h * c.ma + i) * c.k + kk];
+        const double y = c.trans_b ? b[(h * c.nb + j) * c.k + kk] : b[(h * c.k + kk) * c.nb + j];
+        v += x * y, m += std::fabs(x * y);
+      }
+      ref[o] = v, mag[o] = m;
+    }
+    float *da = nullptr, *db = nullptr, *dc = nullptr;
+    test::cuda_ok(cudaMalloc(&da, 4 * na), "malloc");
+    test::cuda_ok(cudaMalloc(&db, 4 * nb), "malloc");
+    test::cuda_ok(cudaMalloc(&dc, 4 * nc), "malloc");
+    test::cuda_ok(cudaMemcpy(da, a.data(), 4 * na, cudaMemcpyHostToDevice), "copy");
+    test::cuda_ok(cudaMemcpy(db, b.data(), 4 * nb, cudaMemcpyHostToDevice), "copy");
+    double worst[2] = {0, 0};
+    const GemmPath paths[2] = {GemmPath::simt, GemmPath::tf32x3};
+    for (int pi = 0; pi < 2; ++pi) {
+      test::cuda_ok(cudaMemset(dc, 0xff, 4 * nc), "memset");  // NaN poison: every output must be written
+      if (c.trans_b) launch_gemm_nt(c.heads, c.ma, c.nb, c.k, 1.0f, da, db, 0.0f, dc, nullptr, paths[pi]);
+      else launch_gemm_nn(c.heads, c.ma, c.nb, c.k, da, db, dc, nullptr, paths[pi]);
+      test::cuda_ok(cudaGetLastError(), "launch_gemm");
+      std::vector<float> got(nc);
+      test::cuda_ok(cudaMemcpy(got.data(), dc, 4 * nc, cudaMemcpyDeviceToHost), "copy");
+      std::int64_t bad = 0;
+      for (std::size_t o = 0; o < nc; ++o) {
+        const double err = std::fabs(got[o] - ref[o]);
+        const double bound = ((c.k + 2) * std::ldexp(1.0, -24) + std::ldexp(1.0, -21)) * mag[o] + 1e-30;
+        if (!(err <= bound)) ++bad;  // NaN counts as bad
+        if (mag[o] > 0) worst[pi] = std::max(worst[pi], err / mag[o]);
+      }
+      CHECK(bad == 0, "gemm %s %d x %d x %d x %d, %s: %lld outputs outside the fp32 bound", c.trans_b ? "nt" : "nn",
+            c.heads, c.ma, c.nb, c.k, pi ? "tf32x3" : "simt", (long long)bad);
+    }
+    std::printf("  %s %2d x %4d x %4d x %4d: simt %.2e, tf32x3 %.2e\n", c.trans_b ? "nt" : "nn", c.heads, c.ma, c.nb,
+                c.k, worst[0], worst[1]);
+    cudaFree(da), cudaFree(db), cudaFree(dc);
+  }
+}
+
 }  // namespace
 }  // namespace svoo
 
@@ -545,6 +610,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // for compute-sanitizer
   const char* variant = std::getenv("SVOO_ASSIGN_VARIANT");
   std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (4 for co-clustering on Hopper, else 0)");
+  check_small_gemm(quick);
   if (!quick) check_assign_variants();
   std::vector<Case> cases;
   cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});
