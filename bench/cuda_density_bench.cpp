@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     else if (a == "--tau" && i + 1 < argc) tau = std::atof(argv[++i]);
     else if (a == "--heads" && i + 1 < argc) heads_list.push_back(std::atoi(argv[++i]));
     else if (a == "--data" && i + 1 < argc) data_list.push_back(argv[++i]);
-    else if (a == "--breakdown") breakdown = true;  // also time passes 1 and 1+2 (SVOO_DENSITY_PASSES)
+    else if (a == "--breakdown") breakdown = true;  // also time pass 1 alone (SVOO_DENSITY_PASSES=1)
   }
   if (heads_list.empty()) heads_list = {12};
   if (data_list.empty()) data_list = {"synthetic", "normal"};
@@ -63,16 +63,14 @@ int main(int argc, char** argv) {
       o.density = out, o.bound = out + H, o.fallbacks = reinterpret_cast<std::int32_t*>(out + 2 * H);
       const double ms = bench::median_ms(
           [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); }, 5);
-      double ms1 = 0, ms12 = 0;
+      double ms1 = 0;
       if (breakdown) {
         auto run = [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); };
         setenv("SVOO_DENSITY_PASSES", "1", 1);
         ms1 = bench::median_ms(run, 3);
-        setenv("SVOO_DENSITY_PASSES", "2", 1);
-        ms12 = bench::median_ms(run, 3);
         unsetenv("SVOO_DENSITY_PASSES");
-        std::printf("   breakdown: pass 1 (row max) %.2f ms, pass 2 (histogram) %.2f ms, pass 3 (refine) %.2f ms\n", ms1,
-                    ms12 - ms1, ms - ms12);
+        std::printf("   breakdown: pass 1 (reference + octave histogram) %.2f ms, pass 2 (refine) %.2f ms\n", ms1,
+                    ms - ms1);
         run();  // valid results again
       }
       std::vector<double> dens(2 * H);
@@ -81,16 +79,16 @@ int main(int argc, char** argv) {
       test::cuda_ok(cudaMemcpy(fb.data(), out + 2 * H, 4 * H, cudaMemcpyDeviceToHost), "download");
       double md = 0, mb = 0, fbs = 0;
       for (int h = 0; h < H; ++h) md += dens[h] / H, mb = std::max(mb, dens[H + h]), fbs += fb[h];
-      const double tflop = 2.0 * H * double(N) * N * D * 3 / 1e12;  // three QK^T passes
-      std::printf("%2d heads x %lld tokens, %-9s: %8.2f ms per layer (%.0f TFLOP/s over 3 QK^T passes), mean density "
+      const double tflop = 2.0 * H * double(N) * N * D * 2 / 1e12;  // two QK^T passes
+      std::printf("%2d heads x %lld tokens, %-9s: %8.2f ms per layer (%.0f TFLOP/s over 2 QK^T passes), mean density "
                   "%.4f, max bound %.2e, fallback rows %.0f\n",
                   H, (long long)N, data.c_str(), ms, tflop / ms * 1e3, md, mb, fbs);
       char buf[512];
       std::snprintf(buf, sizeof buf,
                     " {\"heads\": %d, \"tokens\": %lld, \"dim\": 128, \"dtype\": \"bf16\", \"data\": \"%s\", \"tau\": %.3f, "
                     "\"device\": \"%s\", \"density_ms\": %.3f, \"mean_density\": %.6f, \"max_bound\": %.3e, "
-                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f}",
-                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms12);
+                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f}",
+                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1);
       json += std::string(json.empty() ? "" : ",\n") + buf;
       cudaFree(work);
       cudaFree(out);

@@ -144,13 +144,14 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
 
 // ---- tau-density (spec 1) on the device (density.cu) ----
 //
-// Three tensor-core passes over the scores of each 64-row query tile (row max; a 128-bin log2
-// histogram of count and mass per row, walked to the bin where the mass crosses tau; that bin
-// split into 128 sub-bins with the exact mass above it), no N x N matrix, no sort. Per row the
-// result is a bracket [lo, hi] that contains the exact count c_i of the GPU's fp32 probabilities
-// and an estimate inside it; its width is at most ~0.14 % of the keys that share the crossing
-// sub-bin (1/512 octave), plus 1. Rows where level 1 misplaced the crossing (tau * total within
-// ~1e-5 of a bin edge) are counted as fallbacks; their bracket assumes the neighbouring bin.
+// Two tensor-core passes over the scores of each 64-row query tile (a per-row histogram of the
+// probabilities by octave, relative to the max of the row's first key tile, walked to the octave
+// where the mass crosses tau; that octave split into 128 sub-bins with the exact mass above it),
+// no N x N matrix, no sort. Per row the result is a bracket [lo, hi] that contains the exact
+// count c_i of the GPU's fp32 probabilities and an estimate inside it; its width is at most ~1/128
+// of the keys that share the crossing sub-bin, plus 1. Rows where the histogram pass misplaced the
+// crossing (tau * total within ~1e-5 of a bin edge) are counted as fallbacks; their bracket
+// assumes the neighbouring bin.
 // The scores are fp32 sums of bf16/f16 products, so they differ from the CPU's BLAS sums in the
 // last bits: compare with svoo::tau_density allowing the bound plus a few keys per row.
 

@@ -1,16 +1,22 @@
-// tau-density (spec 1) on the device without the N x N matrix and without sorting: three
+// tau-density (spec 1) on the device without the N x N matrix and without sorting: two
 // tensor-core passes over the scores of each query tile, then a per-head mean.
-//   pass 1: the row max of the fp32 scores q.k (mma.sync, bf16/f16 operands, fp32 accumulators);
-//   pass 2: a 128-bin log2 histogram per row (count + fixed-point mass, shared-memory integer
-//           atomics), walked at the end of the tile to the bin where the mass crosses tau;
-//   pass 3: the exact mass and count above that bin and the total (fp32 per key tile, fp64
-//           across tiles, in registers), and a 128-sub-bin histogram of the crossing bin alone,
-//           walked to a bracket [lo, hi] that holds the exact count and an estimate inside it.
+//   pass 1: a histogram per row of p = exp2((s - r) log2(e) / sqrt(d)) by octave (count +
+//           fixed-point mass, shared-memory integer atomics; the bin and the mass are read off
+//           p's float bits), walked at the end of the tile to the bin where the mass crosses tau.
+//           The reference r is the row's max over its first key tile, so no pass of its own
+//           computes the row max; the bins reach 32 octaves above r, and a CTA where some row's
+//           max goes beyond that sweeps again with the row maxima as references;
+//   pass 2: the exact mass and count above that bin and the total (fp32 per key tile, fp64
+//           across tiles, in registers), and a 128-sub-bin histogram of the crossing bin alone
+//           (the next 7 significand bits), walked to a bracket [lo, hi] that holds the exact
+//           count and an estimate inside it. The crossing bin's scores are few, but some lane of
+//           a warp has one at nearly every score: they go through a per-warp queue and are
+//           binned with every lane busy.
 // The arithmetic of the bins and of both walks is density_math.hpp (shared with the CPU tests).
 // A CTA owns 64 query rows of one head (4 warps x 16 rows; Q fragments stay in registers) and
 // streams every key of the head in 64-key tiles through a two-stage cp.async pipeline, as
 // attention.cu does. Shared memory: 2 K stages (34.8 KB) + the histograms (66 KB), which also
-// stage the Q tile before its fragments are loaded: two CTAs per SM.
+// stage the Q tile before its fragments are loaded, + pass 2's queues (8 KB): two CTAs per SM.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -30,10 +36,17 @@ namespace dm = density;
 
 constexpr int kD = 128, kBM = 64, kBN = 64, kThreads = 128, kPitch = kD + 8;
 constexpr int kTileElems = kBN * kPitch;
-constexpr int kHP = dm::kBins1 + 1;  // histogram row pitch in words: rows start on different banks
-static_assert(dm::kBins2 <= dm::kBins1, "level 2 reuses level 1's histogram rows");
+constexpr int kBinsMax = dm::kBins1 > dm::kBins2 ? dm::kBins1 : dm::kBins2;
+constexpr int kHP = kBinsMax + 1;  // histogram row pitch in words: rows start on different banks
 constexpr int kHistBytes = 2 * kBM * kHP * 4;
-constexpr int kSmemBytes = 2 * kTileElems * 2 + kHistBytes;
+// Pass 2's queue of crossing-bin scores, per warp: (p, local row) pairs of the scores of 2
+// n-tiles (16 rows x 16 keys at most), drained with every lane busy. Without it the two atomics of
+// the few crossing-bin scores ran behind a divergent branch that some lane of the warp took at
+// nearly every score: the pass cost as much as pass 1's atomics for every score.
+constexpr int kQueueNTiles = 2;
+constexpr int kQueueCap = 16 * 8 * kQueueNTiles;
+constexpr int kQueueBytes = (kThreads / 32) * kQueueCap * 8;
+constexpr int kSmemBytes = 2 * kTileElems * 2 + kHistBytes + kQueueBytes;
 static_assert(kBM * kPitch * 2 <= kHistBytes, "the Q tile is staged in the histogram region");
 
 __device__ __noinline__ dm::Level1 walk1_noinline(const std::uint32_t* cnt, const std::uint32_t* units, float scale,
@@ -45,6 +58,8 @@ __device__ __noinline__ dm::Count finish_noinline(const dm::Row3& r, const dm::L
   return dm::finish_row(r, l, cnt, units, scale, tau);
 }
 
+constexpr int kPassHistogram = 1, kPassRefine = 2;
+
 template <bool kBf16>
 __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a, int mode) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -53,6 +68,7 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   auto* sq = reinterpret_cast<std::uint16_t*>(hist_raw);
   auto* hcnt = reinterpret_cast<std::uint32_t*>(hist_raw);
   std::uint32_t* hunits = hcnt + kBM * kHP;
+  auto* queue = reinterpret_cast<float2*>(hist_raw + kHistBytes) + (threadIdx.x / 32) * kQueueCap;
   __shared__ double s_above[kBM], s_total[kBM];
   __shared__ long long s_count[kBM], s_pos[kBM];
 
@@ -81,123 +97,155 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
     }
   };
   const int tiles = static_cast<int>((nk + kBN - 1) / kBN);
-  issue_k(0, 0);
-  ptx::cp_async_commit();
-  if (tiles > 1) issue_k(1, 1);
-  ptx::cp_async_commit();
+  const bool hist_pass = mode == kPassHistogram;
 
   // The two rows of this thread (mma accumulator layout): local rows lr[half].
   int lr[2];
   bool row_ok[2];
-  float m[2] = {0.f, 0.f};
+  float m[2] = {0.f, 0.f};  // the rows' references (histogram pass: set from the first tile)
   int bs[2] = {0, 0};
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     lr[half] = warp * 16 + lane / 4 + half * 8;
     row_ok[half] = row0 + lr[half] < a.nrows;
-    if (row_ok[half] && mode >= 1) m[half] = a.row_max[out0 + row0 + lr[half]];
-    if (row_ok[half] && mode == 2) bs[half] = a.bstar[out0 + row0 + lr[half]];
+    if (row_ok[half] && !hist_pass) m[half] = a.row_max[out0 + row0 + lr[half]];
+    if (row_ok[half] && !hist_pass) bs[half] = a.bstar[out0 + row0 + lr[half]];
   }
   const float sl2 = a.scale_log2, fscale = a.fixed_scale;
+  const int fshift = dm::fixed_shift(fscale);
   const bool count_pos = a.tau >= 1.0;
   float mx[2] = {-FLT_MAX, -FLT_MAX};
   double above[2] = {0.0, 0.0}, total[2] = {0.0, 0.0};
   long long acount[2] = {0, 0}, pos[2] = {0, 0};
-
   std::uint32_t qf[kD / 16][4];
-  for (int t = 0; t < tiles; ++t) {
-    ptx::cp_async_wait<1>();
-    __syncthreads();
-    if (t == 0) {
+  auto quad_max = [&](float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+  };
+
+  // The histogram pass sweeps the keys once, or twice where some row of this CTA has its max more
+  // than kRefOctaves octaves above its first tile's (then with the row maxima as references).
+  for (int sweep = 0; sweep < 2; ++sweep) {
+    issue_k(0, 0);
+    ptx::cp_async_commit();
+    if (tiles > 1) issue_k(1, 1);
+    ptx::cp_async_commit();
+    for (int t = 0; t < tiles; ++t) {
+      ptx::cp_async_wait<1>();
+      __syncthreads();
+      if (t == 0) {
+        if (sweep == 0) {
 #pragma unroll
-      for (int ks = 0; ks < kD / 16; ++ks)
-        ptx::ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
-      if (mode >= 1) {
-        __syncthreads();  // every warp has its Q fragments: the staging area becomes the histograms
+          for (int ks = 0; ks < kD / 16; ++ks)
+            ptx::ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+          __syncthreads();  // every warp has its Q fragments: the staging area becomes the histograms
+        }
         for (int i = tid; i < 2 * kBM * kHP; i += kThreads) hcnt[i] = 0u;
         __syncthreads();
       }
-    }
-    const std::uint16_t* tk = sk + (t & 1) * kTileElems;
-    float s[kBN / 8][4];
+      const std::uint16_t* tk = sk + (t & 1) * kTileElems;
+      float s[kBN / 8][4];
 #pragma unroll
-    for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks) {
+      for (int ks = 0; ks < kD / 16; ++ks) {
 #pragma unroll
-      for (int p = 0; p < kBN / 16; ++p) {
-        std::uint32_t b[4];
-        ptx::ldmatrix_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
-        ptx::mma16816<kBf16>(s[2 * p], qf[ks], b[0], b[1]);
-        ptx::mma16816<kBf16>(s[2 * p + 1], qf[ks], b[2], b[3]);
+        for (int p = 0; p < kBN / 16; ++p) {
+          std::uint32_t b[4];
+          ptx::ldmatrix_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+          ptx::mma16816<kBf16>(s[2 * p], qf[ks], b[0], b[1]);
+          ptx::mma16816<kBf16>(s[2 * p + 1], qf[ks], b[2], b[3]);
+        }
       }
-    }
-    const std::int64_t key0 = static_cast<std::int64_t>(t) * kBN + (lane % 4) * 2;
-    const bool full = static_cast<std::int64_t>(t + 1) * kBN <= nk;
-    if (mode == 0) {
+      const std::int64_t key0 = static_cast<std::int64_t>(t) * kBN + (lane % 4) * 2;
+      const bool full = static_cast<std::int64_t>(t + 1) * kBN <= nk;
+      if (hist_pass) {
+        if (t == 0 && sweep == 0) {  // the references: each row's max over this first tile
+          float r[2] = {-FLT_MAX, -FLT_MAX};
 #pragma unroll
-      for (int n = 0; n < kBN / 8; ++n)
+          for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (full || key0 + n * 8 + (e % 2) < nk) mx[e / 2] = fmaxf(mx[e / 2], s[n][e]);
-    } else if (mode == 1) {
-#pragma unroll
-      for (int n = 0; n < kBN / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (!full && key0 + n * 8 + (e % 2) >= nk) continue;
-          const int half = e / 2;
-          const float pt = (m[half] - s[n][e]) * (sl2 * dm::kBinsPerOctave);
-          const int b = dm::bin1(pt);
-          const std::uint32_t u = dm::fixed(dm::rel1(pt, b), fscale);
-          atomicAdd(&hcnt[lr[half] * kHP + b], 1u);
-          atomicAdd(&hunits[lr[half] * kHP + b], u);
+            for (int e = 0; e < 4; ++e)
+              if (full || key0 + n * 8 + (e % 2) < nk) r[e / 2] = fmaxf(r[e / 2], s[n][e]);
+          m[0] = quad_max(r[0]), m[1] = quad_max(r[1]);
         }
-    } else {
-      float ta[2] = {0.f, 0.f}, tt[2] = {0.f, 0.f};
 #pragma unroll
-      for (int n = 0; n < kBN / 8; ++n)
+        for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (!full && key0 + n * 8 + (e % 2) >= nk) continue;
-          const int half = e / 2;
-          const float d = s[n][e] - m[half];
-          const float pt = d * (-sl2 * dm::kBinsPerOctave);
-          const float p = exp2f(d * sl2);
-          const int b = dm::bin1(pt);
-          tt[half] += p;
-          if (b < bs[half]) {
-            ta[half] += p;
-            ++acount[half];
-          } else if (b == bs[half]) {
-            const int sub = dm::bin2(pt, b);
-            const std::uint32_t u = dm::fixed(dm::rel2(pt, b, sub), fscale);
-            atomicAdd(&hcnt[lr[half] * kHP + sub], 1u);
-            atomicAdd(&hunits[lr[half] * kHP + sub], u);
+          for (int e = 0; e < 4; ++e) {
+            if (!full && key0 + n * 8 + (e % 2) >= nk) continue;
+            const int half = e / 2;
+            mx[half] = fmaxf(mx[half], s[n][e]);
+            const float p = exp2f((s[n][e] - m[half]) * sl2);
+            const int b = dm::bin1(p);
+            atomicAdd(&hcnt[lr[half] * kHP + b], 1u);
+            atomicAdd(&hunits[lr[half] * kHP + b], dm::units(p, fshift));
           }
-          if (count_pos) pos[half] += p > 0.f;
+      } else {
+        float ta[2] = {0.f, 0.f}, tt[2] = {0.f, 0.f};
+        int ac[2] = {0, 0}, pc[2] = {0, 0};
+        int queued = 0;  // warp-uniform
+#pragma unroll
+        for (int n = 0; n < kBN / 8; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int half = e / 2;
+            const bool valid = full || key0 + n * 8 + (e % 2) < nk;
+            const float p = valid ? exp2f((s[n][e] - m[half]) * sl2) : 0.f;
+            const int b = dm::bin1(p);
+            tt[half] += p;
+            const bool above_bin = valid && b < bs[half];
+            ta[half] += above_bin ? p : 0.f;
+            ac[half] += above_bin;
+            pc[half] += p > 0.f;
+            // Crossing-bin scores go to the warp's queue (ballot + prefix count), not to atomics here.
+            const bool cand = valid && b == bs[half];
+            const unsigned mask = __ballot_sync(0xffffffffu, cand);
+            if (cand) queue[queued + __popc(mask & ((1u << lane) - 1u))] = make_float2(p, __int_as_float(lr[half]));
+            queued += __popc(mask);
+          }
+          if (n % kQueueNTiles == kQueueNTiles - 1) {
+            __syncwarp();
+            for (int i = lane; i < queued; i += 32) {
+              const float2 q = queue[i];
+              const int row = __float_as_int(q.y), sub = dm::bin2(q.x);
+              atomicAdd(&hcnt[row * kHP + sub], 1u);
+              atomicAdd(&hunits[row * kHP + sub], dm::units(q.x, fshift));
+            }
+            __syncwarp();
+            queued = 0;
+          }
         }
 #pragma unroll
-      for (int half = 0; half < 2; ++half) above[half] += ta[half], total[half] += tt[half];
+        for (int half = 0; half < 2; ++half) {
+          above[half] += ta[half], total[half] += tt[half];
+          acount[half] += ac[half];
+          if (count_pos) pos[half] += pc[half];
+        }
+      }
+      __syncthreads();
+      if (t + 2 < tiles) issue_k(t + 2, t & 1);
+      ptx::cp_async_commit();
     }
-    __syncthreads();
-    if (t + 2 < tiles) issue_k(t + 2, t & 1);
-    ptx::cp_async_commit();
-  }
-  ptx::cp_async_wait<0>();
-
-  if (mode == 0) {
+    ptx::cp_async_wait<0>();
+    if (!hist_pass || sweep == 1) break;
+    // A row max at or beyond 2^kRefOctaves of its reference would overflow bin 0.
+    bool over = false;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float v = mx[half];
-      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-      if (lane % 4 == 0 && row_ok[half]) a.row_max[out0 + row0 + lr[half]] = v;
+      mx[half] = quad_max(mx[half]);
+      over = over || (row_ok[half] && (mx[half] - m[half]) * sl2 >= static_cast<float>(dm::kRefOctaves));
     }
-    return;
+    if (!__syncthreads_or(over)) break;
+    m[0] = mx[0], m[1] = mx[1];
   }
+
+  if (hist_pass)
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+      if (lane % 4 == 0 && row_ok[half]) a.row_max[out0 + row0 + lr[half]] = m[half];  // pass 2's references
   if (tiles == 0) return;  // no keys: nothing was zeroed (the host rejects k_tokens == 0)
-  if (mode == 2) {
+  if (!hist_pass) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       double A = above[half], T = total[half];
@@ -214,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   __syncthreads();
   if (tid < kBM && row0 + tid < a.nrows) {
     const std::int64_t o = out0 + row0 + tid;
-    if (mode == 1) {
+    if (hist_pass) {
       const dm::Level1 l = walk1_noinline(hcnt + tid * kHP, hunits + tid * kHP, fscale, a.tau);
       a.bstar[o] = l.bstar, a.fb_lo[o] = l.fb_lo, a.fb_hi[o] = l.fb_hi;
     } else {
@@ -253,11 +301,12 @@ template <bool kBf16>
 void launch_passes(const DensityArgs& a, cudaStream_t stream) {
   cudaFuncSetAttribute(density_pass_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   const dim3 grid(static_cast<unsigned>((a.nrows + kBM - 1) / kBM), static_cast<unsigned>(a.q.heads));
-  // SVOO_DENSITY_PASSES=1|2 stops after that pass (benchmark breakdown only: results are then invalid).
+  // SVOO_DENSITY_PASSES=1 stops after the histogram pass (benchmark breakdown only: the results are
+  // then invalid).
   const char* env = std::getenv("SVOO_DENSITY_PASSES");
-  const int passes = env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3;
-  for (int mode = 0; mode < passes; ++mode)
-    density_pass_kernel<kBf16><<<grid, kThreads, kSmemBytes, stream>>>(a, mode);
+  density_pass_kernel<kBf16><<<grid, kThreads, kSmemBytes, stream>>>(a, kPassHistogram);
+  if (!(env && env[0] == '1'))
+    density_pass_kernel<kBf16><<<grid, kThreads, kSmemBytes, stream>>>(a, kPassRefine);
 }
 
 }  // namespace

@@ -17,13 +17,13 @@ struct DensityArgs {
   double tau = 0.95;                    // in (0, 1]
   float scale_log2 = 0.f;               // log2(e) / sqrt(dim)
   float fixed_scale = 0.f;              // density::fixed_scale(k tokens)
-  float* row_max = nullptr;             // pass 1 -> 2, 3
-  std::int32_t *bstar = nullptr, *fb_lo = nullptr, *fb_hi = nullptr;  // pass 2 -> 3
+  float* row_max = nullptr;             // pass 1 -> 2: each row's reference (see density_math.hpp)
+  std::int32_t *bstar = nullptr, *fb_lo = nullptr, *fb_hi = nullptr;  // pass 1 -> 2
   std::int32_t *counts = nullptr, *count_lo = nullptr, *count_hi = nullptr;  // results per row
   std::uint8_t* fallback = nullptr;     // 1 where level 1 misplaced the crossing (see density_math.hpp)
 };
 
-// Three passes and the per-head mean: density[h] (fp64), optionally bound[h] = mean width of the
+// Two passes and the per-head mean: density[h] (fp64), optionally bound[h] = mean width of the
 // per-row brackets / k tokens and fallbacks[h] (rows). Stream-ordered, no allocation.
 void launch_tau_density(const DensityArgs& args, double* density, double* bound, std::int32_t* fallbacks,
                         cudaStream_t stream);

@@ -2,25 +2,36 @@
 // device and the host so that the CPU tests can run the same two-level search on probability
 // rows and compare it with svoo::tau_count. No CUDA header is needed to include this file.
 //
-// Values. For one query row with fp32 scores s_j and max m, a_j = (s_j - m) * log2(e) / sqrt(d)
-// <= 0 and p_j = 2^a_j (the probability times the row's sum, relative to the max: p_max = 1).
-// t_j = -a_j * kBinsPerOctave >= 0 is the position on a log2 scale.
+// Values. For one query row with fp32 scores s_j and a reference r (the max of the row's first key
+// tile, or the row max), p_j = 2^((s_j - r) * log2(e) / sqrt(d)) (the probability times the row's
+// sum, relative to the reference), computed once in fp32. The bins are read off p's float bits,
+// so binning a score costs a few integer operations. With K = kRefOctaves:
 //
-// Level 1 (pass 2): bin b = min(floor(t), kBins1 - 1), i.e. bin b holds p in (2^-(b+1)/4, 2^-b/4]
-// (the last bin everything below 2^-31.75). Per bin: the count (u32) and the mass in fixed point,
-// sum of round(v * S) with v = p / top(b) in (0, 1], so a bin's mass is top(b) * units / S.
-// S = fixed_scale(k_tokens) keeps every sum below 2^32. The crossing bin b* is the first where
-// the cumulative mass reaches tau * total.
+// Level 1 (pass 1): bin b = 127 + K - (biased exponent of p), i.e. bin b holds the octave
+// p in [2^(K-b), 2^(K+1-b)); the last bin kBins1 - 1 also holds everything below (and p = 0). The
+// kernel makes sure no p reaches 2^(K+1) (a row max more than K octaves above its first tile's:
+// the tile's CTA redoes the pass with the row maxima as references). Per bin: the count (u32) and
+// the mass in fixed point relative to the octave's top ref(b) = 2^(K+1-b): each element adds
+// round(v * S), v = p / ref(b) in [1/2, 1), taken from the 24-bit significand (S a power of two);
+// a bin's mass is ref(b) * units / S. The last bin adds no mass (its elements are below
+// 2^(K+2-kBins1) of the reference, negligible against T: within kExpRelError's slack).
+// S = fixed_scale(k_tokens) keeps every sum below 2^32. The crossing bin b* is the first where the
+// cumulative mass reaches tau * total.
 //
-// Level 2 (pass 3): the scores are recomputed; A (mass of bins < b*), T (total) and C (count of
+// The crossing lies within log2(N / (1 - tau)) octaves of the row max (the keys below it hold at
+// most 1 - tau of the mass), so 64 octaves below the reference hold it.
+//
+// Level 2 (pass 2): the scores are recomputed; A (mass of bins < b*), T (total) and C (count of
 // bins < b*) are summed exactly in registers (fp32 per key tile, fp64 across tiles), and bin b*
-// is split into kBins2 sub-bins of 1/512 octave (the last sub-bin of the last bin: everything
-// below), again count + fixed-point mass. Walking the sub-bins to R = tau * T - A gives the count
-// c up to the sub-bin in which R is reached; inside it, every element lies in (lo, hi], so the
-// number k it needs satisfies R'/hi <= k <= R'/lo. Fixed-point rounding (<= 0.5/S of a sub-bin's
-// top per element) and exp2 rounding widen R by delta on both sides; the bracket [lo_count,
-// hi_count] therefore contains the exact count of the GPU's fp32 probabilities. Width: at most
-// about k * (2^(1/512) - 1) = 0.14 % of the keys that fall in the crossing sub-bin, plus 1.
+// is split into kBins2 = 128 sub-bins by the next 7 significand bits (sub-bin s holds
+// p in [2^(K-b*) (1 + (127 - s)/128), 2^(K-b*) (1 + (128 - s)/128)), so s = 0 is the top), again count +
+// fixed-point mass with the same reference. Walking the sub-bins to R = tau * T - A gives the count
+// c up to the sub-bin in which R is reached; inside it, every element lies in [lo, hi), so the
+// number k it needs satisfies R'/hi <= k <= R'/lo. Fixed-point rounding (<= 0.5/S of ref(b*) per
+// element) and exp2 rounding widen R by delta on both sides; the bracket [lo_count, hi_count]
+// therefore contains the exact count of the GPU's fp32 probabilities. Width: at most about
+// k / 128 (a sub-bin's relative width, 1/256 to 1/128) of the keys that fall in the crossing
+// sub-bin, plus 1.
 //
 // Fallback: when the exact A and T show the crossing outside bin b* (the fixed-point level 1
 // misplaced it: only when tau * total lies within ~1e-5 of a bin edge), the bracket is taken from
@@ -28,6 +39,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define SVOO_HD __host__ __device__ __forceinline__
@@ -40,9 +52,9 @@
 
 namespace svoo::cuda::detail::density {
 
-inline constexpr int kBins1 = 128;         // level-1 bins
-inline constexpr int kBinsPerOctave = 4;   // level-1 bins per octave: 32 octaves in all
-inline constexpr int kBins2 = 128;         // level-2 sub-bins of the crossing bin
+inline constexpr int kRefOctaves = 32;     // octaves above the row's reference the bins cover
+inline constexpr int kBins1 = 96;          // level-1 bins: one octave each, 64 below the reference
+inline constexpr int kBins2 = 128;         // level-2 sub-bins of the crossing bin (7 significand bits)
 inline constexpr double kExpRelError = 5e-7;  // bound on exp2 + fp32 partial-sum error, relative to T
 
 SVOO_HD double pow2(double x) {
@@ -52,18 +64,13 @@ SVOO_HD double pow2(double x) {
   return std::exp2(x);
 #endif
 }
-SVOO_HD float floor_f(float x) {
+SVOO_HD std::uint32_t float_bits(float x) {
 #if defined(__CUDA_ARCH__)
-  return ::floorf(x);
+  return __float_as_uint(x);
 #else
-  return std::floor(x);
-#endif
-}
-SVOO_HD float exp2_f(float x) {
-#if defined(__CUDA_ARCH__)
-  return ::exp2f(x);
-#else
-  return std::exp2(x);
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
 #endif
 }
 
@@ -73,34 +80,33 @@ SVOO_HD float fixed_scale(std::int64_t k_tokens) {
   while (s > 1.0 && static_cast<double>(k_tokens) * s >= 4294967295.0) s *= 0.5;
   return static_cast<float>(s);
 }
-SVOO_HD std::uint32_t fixed(float v, float scale) {
-  const float x = v * scale + 0.5f;
-  return x <= 0.f ? 0u : static_cast<std::uint32_t>(x);
-}
+// The right shift that turns a 24-bit significand (v * 2^24, v in [1/2, 1)) into v * S.
+SVOO_HD int fixed_shift(float scale) { return 24 - (static_cast<int>(float_bits(scale) >> 23) - 127); }
 
-// Level 1: bin of position t >= 0, and the value relative to the bin's top.
-SVOO_HD int bin1(float t) {
-  const float f = floor_f(t);
-  return f >= static_cast<float>(kBins1 - 1) ? kBins1 - 1 : static_cast<int>(f);
+// Level 1: the octave of p (p >= 0; bin 0 would also take p >= 2^(kRefOctaves + 1), which the
+// kernel rules out by checking the row max against the reference).
+SVOO_HD int bin1(float p) {
+  const int b = 127 + kRefOctaves - static_cast<int>(float_bits(p) >> 23);
+  return b < 0 ? 0 : b < kBins1 - 1 ? b : kBins1 - 1;
 }
-SVOO_HD float rel1(float t, int b) { return exp2_f((static_cast<float>(b) - t) * (1.0f / kBinsPerOctave)); }
-SVOO_HD double top1(int b) { return pow2(-static_cast<double>(b) / kBinsPerOctave); }
+// round(v * S) with v = p / ref(bin1(p)): the significand with its implicit bit, shifted; 0 in the
+// last bin.
+SVOO_HD std::uint32_t units(float p, int shift) {
+  const std::uint32_t bits = float_bits(p);
+  if (127 + kRefOctaves - static_cast<int>(bits >> 23) >= kBins1 - 1) return 0u;
+  const std::uint32_t sig = (bits & 0x7fffffu) | 0x800000u;
+  return shift > 0 ? (sig + (1u << (shift - 1))) >> shift : sig;
+}
+// Level 2: the sub-bin of p inside its octave (0 = the top).
+SVOO_HD int bin2(float p) { return 127 - static_cast<int>((float_bits(p) >> 16) & 127u); }
 
-// Level 2 inside bin bs: sub-bin of t (t in [bs, bs + 1), or beyond for the last bin), and the value
-// relative to the sub-bin's top.
-SVOO_HD int bin2(float t, int bs) {
-  const float f = floor_f((t - static_cast<float>(bs)) * kBins2);
-  return f <= 0.f ? 0 : f >= static_cast<float>(kBins2 - 1) ? kBins2 - 1 : static_cast<int>(f);
-}
-SVOO_HD float rel2(float t, int bs, int sub) {
-  return exp2_f((static_cast<float>(bs) + static_cast<float>(sub) * (1.0f / kBins2) - t) * (1.0f / kBinsPerOctave));
-}
-SVOO_HD double top2(int bs, int sub) {
-  return pow2(-(static_cast<double>(bs) + static_cast<double>(sub) / kBins2) / kBinsPerOctave);
-}
+// ref(b): the octave's top, the reference of its fixed-point mass.
+SVOO_HD double top1(int b) { return pow2(1.0 + kRefOctaves - b); }
+// Element bounds in sub-bin s of bin bs: [bottom2, top2).
+SVOO_HD double top2(int bs, int sub) { return pow2(kRefOctaves - bs) * (1.0 + (128 - sub) / 128.0); }
 SVOO_HD double bottom2(int bs, int sub) {
-  if (bs == kBins1 - 1 && sub == kBins2 - 1) return 0.0;  // everything below
-  return top2(bs, sub + 1);
+  if (bs == kBins1 - 1) return 0.0;  // everything below
+  return pow2(kRefOctaves - bs) * (1.0 + (127 - sub) / 128.0);
 }
 
 // Result of the level-1 walk for one row.
@@ -165,7 +171,7 @@ SVOO_HD std::int64_t bound2(const std::uint32_t* cnt, const std::uint32_t* units
   SVOO_NO_UNROLL
   for (int s = 0; s < kBins2; ++s) {
     if (cnt[s] == 0) continue;
-    const double mass = top2(bs, s) * static_cast<double>(units[s]) / scale;
+    const double mass = top1(bs) * static_cast<double>(units[s]) / scale;
     if (cum + mass >= target) {
       const double need = target - cum;
       std::int64_t k;
@@ -202,8 +208,8 @@ SVOO_HD Count finish_row(const Row3& r, const Level1& l1, const std::uint32_t* c
   std::int64_t window_count = 0;
   SVOO_NO_UNROLL
   for (int s = 0; s < kBins2; ++s) {
-    window_top += top2(bs, s) * static_cast<double>(cnt[s]);
-    window_mass += top2(bs, s) * static_cast<double>(units[s]) / scale;
+    window_top += top1(bs) * static_cast<double>(cnt[s]);
+    window_mass += top1(bs) * static_cast<double>(units[s]) / scale;
     window_count += cnt[s];
   }
   const double delta = 0.5 / scale * window_top + kExpRelError * r.total;
@@ -213,7 +219,7 @@ SVOO_HD Count finish_row(const Row3& r, const Level1& l1, const std::uint32_t* c
     lo = r.above_count + impl::bound2(cnt, units, scale, bs, R - delta, false);
   } else if (R > 0.0) {
     // The crossing may lie among the elements above the window, by at most delta of mass; each of
-    // them is at least top1(bs).
+    // them is at least top1(bs), the window's top.
     lo = r.above_count - static_cast<std::int64_t>(delta / top1(bs));
   } else {
     lo = l1.fb_lo + 1;  // level 1 misplaced the crossing: assume it is in bin bstar - 1
@@ -238,7 +244,7 @@ SVOO_HD Count finish_row(const Row3& r, const Level1& l1, const std::uint32_t* c
     SVOO_NO_UNROLL
   for (int s = 0; s < kBins2; ++s) {
       if (cnt[s] == 0) continue;
-      const double mass = top2(bs, s) * static_cast<double>(units[s]) / scale;
+      const double mass = top1(bs) * static_cast<double>(units[s]) / scale;
       if (cum + mass >= R) {
         const double mean = mass / static_cast<double>(cnt[s]);
         std::int64_t k = mean > 0.0 ? static_cast<std::int64_t>((R - cum) / mean) : cnt[s];
