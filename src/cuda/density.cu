@@ -23,6 +23,7 @@
 #include <cfloat>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "common.cuh"
 #include "density_kernels.cuh"
@@ -71,6 +72,7 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   auto* queue = reinterpret_cast<float2*>(hist_raw + kHistBytes) + (threadIdx.x / 32) * kQueueCap;
   __shared__ double s_above[kBM], s_total[kBM];
   __shared__ long long s_count[kBM], s_pos[kBM];
+  __shared__ int s_bstar[kBM];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const std::int64_t h = blockIdx.y;
@@ -103,129 +105,158 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   int lr[2];
   bool row_ok[2];
   float m[2] = {0.f, 0.f};  // the rows' references (histogram pass: set from the first tile)
+  float peak[2] = {0.f, 0.f};  // refine pass, tau == 1: the row maxima
   int bs[2] = {0, 0};
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     lr[half] = warp * 16 + lane / 4 + half * 8;
     row_ok[half] = row0 + lr[half] < a.nrows;
-    if (row_ok[half] && !hist_pass) m[half] = a.row_max[out0 + row0 + lr[half]];
+    if (row_ok[half] && !hist_pass) m[half] = a.row_ref[out0 + row0 + lr[half]];
     if (row_ok[half] && !hist_pass) bs[half] = a.bstar[out0 + row0 + lr[half]];
   }
   const float sl2 = a.scale_log2, fscale = a.fixed_scale;
   const int fshift = dm::fixed_shift(fscale);
-  const bool count_pos = a.tau >= 1.0;
+  const bool count_pos = a.tau >= 1.0;  // tau == 1: the count of p > 0, p relative to the row max
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+    if (row_ok[half] && !hist_pass && count_pos) peak[half] = a.row_peak[out0 + row0 + lr[half]];
   float mx[2] = {-FLT_MAX, -FLT_MAX};
   double above[2] = {0.0, 0.0}, total[2] = {0.0, 0.0};
   long long acount[2] = {0, 0}, pos[2] = {0, 0};
   std::uint32_t qf[kD / 16][4];
+  std::uint32_t* const hc_row[2] = {hcnt + lr[0] * kHP, hcnt + lr[1] * kHP};
+  std::uint32_t* const hu_row[2] = {hunits + lr[0] * kHP, hunits + lr[1] * kHP};
+  const unsigned lane_below = (1u << lane) - 1u;
+  // The refine pass's queue drain needs any row's crossing bin: its owner lane holds it.
+  if (!hist_pass && lane % 4 == 0) s_bstar[lr[0]] = bs[0], s_bstar[lr[1]] = bs[1];
+  auto bs_of = [&](int row) { return s_bstar[row]; };
   auto quad_max = [&](float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
   };
 
+  // Q K^T of the tile in stage `stage` into acc (fp32, the mma accumulator layout).
+  auto qk = [&](float (&acc)[kBN / 8][4], int stage) {
+    const std::uint16_t* tk = sk + stage * kTileElems;
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+#pragma unroll
+      for (int p = 0; p < kBN / 16; ++p) {
+        std::uint32_t b[4];
+        ptx::ldmatrix_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+        ptx::mma16816<kBf16>(acc[2 * p], qf[ks], b[0], b[1]);
+        ptx::mma16816<kBf16>(acc[2 * p + 1], qf[ks], b[2], b[3]);
+      }
+    }
+  };
+
   // The histogram pass sweeps the keys once, or twice where some row of this CTA has its max more
   // than kRefOctaves octaves above its first tile's (then with the row maxima as references).
+  // Within a sweep, tile t+1's products are issued before tile t's scores are binned, so that the
+  // tensor cores work while the binning runs (tile j sits in stage j % 2).
   for (int sweep = 0; sweep < 2; ++sweep) {
     issue_k(0, 0);
     ptx::cp_async_commit();
     if (tiles > 1) issue_k(1, 1);
     ptx::cp_async_commit();
+    ptx::cp_async_wait<1>();
+    __syncthreads();
+    if (sweep == 0) {
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks)
+        ptx::ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+      __syncthreads();  // every warp has its Q fragments: the staging area becomes the histograms
+    }
+    for (int i = tid; i < 2 * kBM * kHP; i += kThreads) hcnt[i] = 0u;
+    float s[kBN / 8][4];
+    qk(s, 0);
     for (int t = 0; t < tiles; ++t) {
-      ptx::cp_async_wait<1>();
-      __syncthreads();
-      if (t == 0) {
-        if (sweep == 0) {
+      ptx::cp_async_wait<0>();  // tile t+1
+      __syncthreads();          // ... visible to all; every warp is done with tile t's stage
+      if (t + 2 < tiles) issue_k(t + 2, t & 1);
+      ptx::cp_async_commit();
+      float sn[kBN / 8][4];
+      if (t + 1 < tiles) qk(sn, (t + 1) & 1);
+      // Keys past the end exist only in the last tile: the other tiles take the check-free path.
+      const int rem = static_cast<int>(nk - static_cast<std::int64_t>(t) * kBN < kBN ? nk - static_cast<std::int64_t>(t) * kBN
+                                                                                   : kBN);
+      const int col0 = (lane % 4) * 2;
+      auto epilogue = [&](auto full_tag) {
+        constexpr bool kFull = decltype(full_tag)::value;
+        auto valid = [&](int n, int e) { return kFull || col0 + n * 8 + (e % 2) < rem; };
+        if (hist_pass) {
+          if (t == 0 && sweep == 0) {  // the references: each row's max over this first tile
+            float r[2] = {-FLT_MAX, -FLT_MAX};
 #pragma unroll
-          for (int ks = 0; ks < kD / 16; ++ks)
-            ptx::ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
-          __syncthreads();  // every warp has its Q fragments: the staging area becomes the histograms
-        }
-        for (int i = tid; i < 2 * kBM * kHP; i += kThreads) hcnt[i] = 0u;
-        __syncthreads();
-      }
-      const std::uint16_t* tk = sk + (t & 1) * kTileElems;
-      float s[kBN / 8][4];
+            for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
-      for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < kD / 16; ++ks) {
-#pragma unroll
-        for (int p = 0; p < kBN / 16; ++p) {
-          std::uint32_t b[4];
-          ptx::ldmatrix_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
-          ptx::mma16816<kBf16>(s[2 * p], qf[ks], b[0], b[1]);
-          ptx::mma16816<kBf16>(s[2 * p + 1], qf[ks], b[2], b[3]);
-        }
-      }
-      const std::int64_t key0 = static_cast<std::int64_t>(t) * kBN + (lane % 4) * 2;
-      const bool full = static_cast<std::int64_t>(t + 1) * kBN <= nk;
-      if (hist_pass) {
-        if (t == 0 && sweep == 0) {  // the references: each row's max over this first tile
-          float r[2] = {-FLT_MAX, -FLT_MAX};
+              for (int e = 0; e < 4; ++e)
+                if (valid(n, e)) r[e / 2] = fmaxf(r[e / 2], s[n][e]);
+            m[0] = quad_max(r[0]), m[1] = quad_max(r[1]);
+          }
 #pragma unroll
           for (int n = 0; n < kBN / 8; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (full || key0 + n * 8 + (e % 2) < nk) r[e / 2] = fmaxf(r[e / 2], s[n][e]);
-          m[0] = quad_max(r[0]), m[1] = quad_max(r[1]);
-        }
-#pragma unroll
-        for (int n = 0; n < kBN / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            if (!full && key0 + n * 8 + (e % 2) >= nk) continue;
-            const int half = e / 2;
-            mx[half] = fmaxf(mx[half], s[n][e]);
-            const float p = exp2f((s[n][e] - m[half]) * sl2);
-            const int b = dm::bin1(p);
-            atomicAdd(&hcnt[lr[half] * kHP + b], 1u);
-            atomicAdd(&hunits[lr[half] * kHP + b], dm::units(p, fshift));
-          }
-      } else {
-        float ta[2] = {0.f, 0.f}, tt[2] = {0.f, 0.f};
-        int ac[2] = {0, 0}, pc[2] = {0, 0};
-        int queued = 0;  // warp-uniform
-#pragma unroll
-        for (int n = 0; n < kBN / 8; ++n) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int half = e / 2;
-            const bool valid = full || key0 + n * 8 + (e % 2) < nk;
-            const float p = valid ? exp2f((s[n][e] - m[half]) * sl2) : 0.f;
-            const int b = dm::bin1(p);
-            tt[half] += p;
-            const bool above_bin = valid && b < bs[half];
-            ta[half] += above_bin ? p : 0.f;
-            ac[half] += above_bin;
-            pc[half] += p > 0.f;
-            // Crossing-bin scores go to the warp's queue (ballot + prefix count), not to atomics here.
-            const bool cand = valid && b == bs[half];
-            const unsigned mask = __ballot_sync(0xffffffffu, cand);
-            if (cand) queue[queued + __popc(mask & ((1u << lane) - 1u))] = make_float2(p, __int_as_float(lr[half]));
-            queued += __popc(mask);
-          }
-          if (n % kQueueNTiles == kQueueNTiles - 1) {
-            __syncwarp();
-            for (int i = lane; i < queued; i += 32) {
-              const float2 q = queue[i];
-              const int row = __float_as_int(q.y), sub = dm::bin2(q.x);
-              atomicAdd(&hcnt[row * kHP + sub], 1u);
-              atomicAdd(&hunits[row * kHP + sub], dm::units(q.x, fshift));
+            for (int e = 0; e < 4; ++e) {
+              if (!valid(n, e)) continue;
+              const int half = e / 2;
+              mx[half] = fmaxf(mx[half], s[n][e]);
+              const float p = exp2f((s[n][e] - m[half]) * sl2);
+              const int b = dm::bin1(p);
+              atomicAdd(hc_row[half] + b, 1u);
+              atomicAdd(hu_row[half] + b, dm::units_in_bin(p, b, fshift));
             }
-            __syncwarp();
-            queued = 0;
+        } else {
+          float ta[2] = {0.f, 0.f}, tt[2] = {0.f, 0.f};
+          int ac[2] = {0, 0}, pc[2] = {0, 0};
+          int queued = 0;  // warp-uniform
+#pragma unroll
+          for (int n = 0; n < kBN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int half = e / 2;
+              const bool ok = valid(n, e);
+              const float p = ok ? exp2f((s[n][e] - m[half]) * sl2) : 0.f;
+              const int b = dm::bin1(p);
+              tt[half] += p;
+              const bool above_bin = ok && b < bs[half];
+              ta[half] += above_bin ? p : 0.f;
+              ac[half] += above_bin ? 1 : 0;
+              if (count_pos) pc[half] += ok && exp2f((s[n][e] - peak[half]) * sl2) > 0.f;
+              // Crossing-bin scores go to the warp's queue (ballot + prefix count), not to atomics here.
+              const bool cand = ok && b == bs[half];
+              const unsigned mask = __ballot_sync(0xffffffffu, cand);
+              if (cand) queue[queued + __popc(mask & lane_below)] = make_float2(p, __int_as_float(lr[half]));
+              queued += __popc(mask);
+            }
+            if (n % kQueueNTiles == kQueueNTiles - 1) {
+              __syncwarp();
+              for (int i = lane; i < queued; i += 32) {
+                const float2 q = queue[i];
+                const int row = __float_as_int(q.y), sub = dm::bin2(q.x);
+                atomicAdd(&hcnt[row * kHP + sub], 1u);
+                atomicAdd(&hunits[row * kHP + sub], dm::units_in_bin(q.x, bs_of(row), fshift));
+              }
+              __syncwarp();
+              queued = 0;
+            }
+          }
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            above[half] += ta[half], total[half] += tt[half];
+            acount[half] += ac[half];
+            if (count_pos) pos[half] += pc[half];
           }
         }
+      };
+      if (rem == kBN) epilogue(std::true_type{});
+      else epilogue(std::false_type{});
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          above[half] += ta[half], total[half] += tt[half];
-          acount[half] += ac[half];
-          if (count_pos) pos[half] += pc[half];
-        }
-      }
-      __syncthreads();
-      if (t + 2 < tiles) issue_k(t + 2, t & 1);
-      ptx::cp_async_commit();
+      for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[n][e] = sn[n][e];
     }
     ptx::cp_async_wait<0>();
     if (!hist_pass || sweep == 1) break;
@@ -242,8 +273,13 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
 
   if (hist_pass)
 #pragma unroll
-    for (int half = 0; half < 2; ++half)
-      if (lane % 4 == 0 && row_ok[half]) a.row_max[out0 + row0 + lr[half]] = m[half];  // pass 2's references
+    for (int half = 0; half < 2; ++half) {
+      const float row_max = quad_max(mx[half]);
+      if (lane % 4 == 0 && row_ok[half]) {
+        a.row_ref[out0 + row0 + lr[half]] = m[half];
+        a.row_peak[out0 + row0 + lr[half]] = row_max;
+      }
+    }
   if (tiles == 0) return;  // no keys: nothing was zeroed (the host rejects k_tokens == 0)
   if (!hist_pass) {
 #pragma unroll

@@ -30,7 +30,7 @@ RowsView rows_view(const TensorView& t, const char* name) {
 }
 
 struct Layout {
-  std::size_t row_max, bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
+  std::size_t row_ref, row_peak, bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
 };
 Layout layout(std::int64_t heads, std::int64_t nrows) {
   const auto n = static_cast<std::size_t>(heads * nrows);
@@ -41,7 +41,7 @@ Layout layout(std::int64_t heads, std::int64_t nrows) {
     off = (off + bytes + 255) / 256 * 256;
     return at;
   };
-  l.row_max = take(4 * n);
+  l.row_ref = take(4 * n), l.row_peak = take(4 * n);
   l.bstar = take(4 * n), l.fb_lo = take(4 * n), l.fb_hi = take(4 * n);
   l.counts = take(4 * n), l.lo = take(4 * n), l.hi = take(4 * n);
   l.fallback = take(n);
@@ -95,7 +95,8 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
   a.q = qv, a.k = kv, a.rows = rows, a.nrows = nrows, a.tau = tau;
   a.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(qv.dim)));
   a.fixed_scale = detail::density::fixed_scale(kv.tokens);
-  a.row_max = reinterpret_cast<float*>(base + l.row_max);
+  a.row_ref = reinterpret_cast<float*>(base + l.row_ref);
+  a.row_peak = reinterpret_cast<float*>(base + l.row_peak);
   a.bstar = reinterpret_cast<std::int32_t*>(base + l.bstar);
   a.fb_lo = reinterpret_cast<std::int32_t*>(base + l.fb_lo);
   a.fb_hi = reinterpret_cast<std::int32_t*>(base + l.fb_hi);

@@ -17,7 +17,8 @@ struct DensityArgs {
   double tau = 0.95;                    // in (0, 1]
   float scale_log2 = 0.f;               // log2(e) / sqrt(dim)
   float fixed_scale = 0.f;              // density::fixed_scale(k tokens)
-  float* row_max = nullptr;             // pass 1 -> 2: each row's reference (see density_math.hpp)
+  float* row_ref = nullptr;             // pass 1 -> 2: each row's reference (see density_math.hpp)
+  float* row_peak = nullptr;            // pass 1 -> 2: each row's max (tau == 1 counts p > 0 against it)
   std::int32_t *bstar = nullptr, *fb_lo = nullptr, *fb_hi = nullptr;  // pass 1 -> 2
   std::int32_t *counts = nullptr, *count_lo = nullptr, *count_hi = nullptr;  // results per row
   std::uint8_t* fallback = nullptr;     // 1 where level 1 misplaced the crossing (see density_math.hpp)

@@ -97,6 +97,12 @@ SVOO_HD std::uint32_t units(float p, int shift) {
   const std::uint32_t sig = (bits & 0x7fffffu) | 0x800000u;
   return shift > 0 ? (sig + (1u << (shift - 1))) >> shift : sig;
 }
+// units(p) for p known to lie in bin b (saves re-reading the exponent).
+SVOO_HD std::uint32_t units_in_bin(float p, int b, int shift) {
+  if (b >= kBins1 - 1) return 0u;
+  const std::uint32_t sig = (float_bits(p) & 0x7fffffu) | 0x800000u;
+  return shift > 0 ? (sig + (1u << (shift - 1))) >> shift : sig;
+}
 // Level 2: the sub-bin of p inside its octave (0 = the top).
 SVOO_HD int bin2(float p) { return 127 - static_cast<int>((float_bits(p) >> 16) & 127u); }
 

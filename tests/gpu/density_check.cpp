@@ -75,7 +75,7 @@ void run_case(const Case& cs, double& worst_diff, double& worst_bound) {
       const float mx = *std::max_element(s, s + N);
       for (std::int64_t n = 0; n < N; ++n) s[n] = std::exp(s[n] - mx);
     }
-  for (double tau : {0.5, 0.9, 0.95, 0.99}) {
+  for (double tau : {0.5, 0.9, 0.95, 0.99, 1.0}) {
     const cuda::DensityResult g = cuda::tau_density(q.view(), k.view(), tau, sample);
     const std::vector<double> c = tau_density(q.view(), k.view(), tau, sample);
     std::int64_t outside = 0, max_excess = 0, fallbacks = 0;
