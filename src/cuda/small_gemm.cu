@@ -149,8 +149,9 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
                                                                  const float* __restrict__ b, float beta,
                                                                  float* __restrict__ c) {
   constexpr int kBRows = kTransB ? kTcTile : kTcK, kBPitch = kTransB ? kTcPitchK : kTcPitchN;
-  __shared__ float sa[2][kTcTile][kTcPitchK];  // two stages: cp.async fills one while the other is used
-  __shared__ float sb[2][kBRows][kBPitch];
+  // Two stages: cp.async fills one while the other is used. Rows are 16-byte aligned (pitches 36, 72).
+  __shared__ __align__(16) float sa[2][kTcTile][kTcPitchK];
+  __shared__ __align__(16) float sb[2][kBRows][kBPitch];
   const int h = blockIdx.z;
   a += static_cast<std::int64_t>(h) * ma * k;
   b += static_cast<std::int64_t>(h) * nb * k;
@@ -159,24 +160,45 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wm = warp / 2, wn = warp % 2;
   constexpr int kPer = kTcTile * kTcK / kTcThreads;  // 16 elements of each operand a thread per k step
-  // 4-byte copies (any k and nb, no alignment assumed), zero-filled past the edges. a: element
-  // e = tid + p * 128 is (row e / 32, k e % 32), a warp reads 128 contiguous bytes of a row; b^T
-  // likewise; b (not transposed): (k e / 64, col e % 64).
+  // Where rows are whole float4s (k % 4 == 0, and nb % 4 == 0 for b not transposed; the planner's
+  // shapes), 16-byte copies: 4 of each operand a thread per k step. Otherwise 4-byte copies, 16 of
+  // each. Both zero-fill past the edges. a: (row, k) with a warp reading contiguous bytes of a row;
+  // b^T likewise; b (not transposed): (k, col).
+  const bool vec = (k % 4 == 0) && (kTransB || nb % 4 == 0);
   auto load = [&](int stage, int k0) {
+    if (vec) {
+#pragma unroll
+      for (int p = 0; p < kPer / 4; ++p) {
+        const int e = tid + p * kTcThreads;
+        const int r = e / (kTcK / 4), k4 = (e % (kTcK / 4)) * 4, gr = row0 + r, gk = k0 + k4;
+        const bool ok_a = gr < ma && gk < k;
+        ptx::cp_async16(&sa[stage][r][k4], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a ? 16 : 0);
+        if (kTransB) {
+          const int gn = col0 + r;
+          const bool ok = gn < nb && gk < k;
+          ptx::cp_async16(&sb[stage][r][k4], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok ? 16 : 0);
+        } else {
+          const int kb = e / (kTcTile / 4), n4 = (e % (kTcTile / 4)) * 4, gn = col0 + n4, gkb = k0 + kb;
+          const bool ok = gn < nb && gkb < k;
+          ptx::cp_async16(&sb[stage][kb][n4], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok ? 16 : 0);
+        }
+      }
+    } else {
 #pragma unroll 4
-    for (int p = 0; p < kPer; ++p) {
-      const int e = tid + p * kTcThreads;
-      const int r = e / kTcK, kk = e % kTcK, gr = row0 + r, gk = k0 + kk;
-      const bool ok_a = gr < ma && gk < k;
-      ptx::cp_async4(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a ? 4 : 0);
-      if (kTransB) {
-        const int gn = col0 + r;
-        const bool ok = gn < nb && gk < k;
-        ptx::cp_async4(&sb[stage][r][kk], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok ? 4 : 0);
-      } else {
-        const int kb = e / kTcTile, n = e % kTcTile, gn = col0 + n, gkb = k0 + kb;
-        const bool ok = gn < nb && gkb < k;
-        ptx::cp_async4(&sb[stage][kb][n], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok ? 4 : 0);
+      for (int p = 0; p < kPer; ++p) {
+        const int e = tid + p * kTcThreads;
+        const int r = e / kTcK, kk = e % kTcK, gr = row0 + r, gk = k0 + kk;
+        const bool ok_a = gr < ma && gk < k;
+        ptx::cp_async4(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a ? 4 : 0);
+        if (kTransB) {
+          const int gn = col0 + r;
+          const bool ok = gn < nb && gk < k;
+          ptx::cp_async4(&sb[stage][r][kk], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok ? 4 : 0);
+        } else {
+          const int kb = e / kTcTile, n = e % kTcTile, gn = col0 + n, gkb = k0 + kb;
+          const bool ok = gn < nb && gkb < k;
+          ptx::cp_async4(&sb[stage][kb][n], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok ? 4 : 0);
+        }
       }
     }
     ptx::cp_async_commit();

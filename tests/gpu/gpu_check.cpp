@@ -533,7 +533,9 @@ void check_assign_variants() {
   }
 }
 
-// The centroid products (small_gemm.cu), both paths, against double sums of the same fp32 inputs.
+// The centroid products (small_gemm.cu), both paths, against double sums of the same fp32 inputs;
+// the shapes take the tensor-core path's 16-byte loads (k and nb multiples of 4) and its 4-byte
+// ones, full and partial tiles.
 // Bound: the worst case of an fp32 dot product of length k, (k + 2) 2^-24 sum |a b| (plus 2^-21
 // sum |a b| for the tf32x3 split's dropped lo * lo term), element by element.
 void check_small_gemm(bool quick) {
@@ -543,7 +545,8 @@ void check_small_gemm(bool quick) {
     bool trans_b;
   };
   const std::vector<G> cases = {{1, 1, 1, 1, true},      {2, 17, 33, 5, false},    {3, 64, 64, 128, true},
-                                {2, 100, 70, 131, false}, {2, 130, 66, 37, true},  {40, 1024, 256, 128, true},
+                                {2, 100, 70, 131, false}, {2, 130, 66, 37, true},  {2, 100, 68, 132, false},
+                                {3, 70, 100, 64, true},   {40, 1024, 256, 128, true},
                                 {40, 256, 1024, 128, true}, {40, 1024, 128, 256, false}, {40, 256, 128, 1024, false}};
   std::mt19937 rng(11);
   std::normal_distribution<float> dist(0.f, 1.f);
