@@ -1,5 +1,6 @@
 // Internal: thin wrappers over the PTX instructions the tensor-core kernels share (sm_80+):
-// asynchronous 16- and 4-byte copies into shared memory, ldmatrix, and the m16n8k16 bf16/f16 MMA.
+// asynchronous 16- and 4-byte copies into shared memory, ldmatrix, the m16n8k16 bf16/f16 MMA and
+// the m16n8k8 tf32 one.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -55,6 +56,23 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const std::uint32_t (&a)
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+
+// fp32 -> tf32 (round to nearest, ties away), as the .b32 operand register of a tf32 MMA.
+__device__ __forceinline__ std::uint32_t to_tf32(float x) {
+  std::uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// d += a * b for one m16n8k8 tile of tf32 operands, fp32 accumulators.
+__device__ __forceinline__ void mma1688_tf32(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                             std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Two floats rounded to one packed bf16x2 / f16x2 register.

@@ -121,22 +121,10 @@ constexpr int kTcTile = 64, kTcK = 32, kTcThreads = 128;
 constexpr int kTcPitchK = kTcK + 4;      // [row][k] tiles: fragment reads hit banks 4 g + t, all distinct
 constexpr int kTcPitchN = kTcTile + 8;   // [k][col] tile (b not transposed): banks 8 t + g
 
-__device__ __forceinline__ std::uint32_t to_tf32(float x) {
-  std::uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return r;
-}
 // x = hi + lo with both parts tf32 (lo carries the next 11 bits of the mantissa).
 __device__ __forceinline__ void split_tf32(float x, std::uint32_t& hi, std::uint32_t& lo) {
-  hi = to_tf32(x);
-  lo = to_tf32(x - __uint_as_float(hi));
-}
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  hi = ptx::to_tf32(x);
+  lo = ptx::to_tf32(x - __uint_as_float(hi));
 }
 
 // Same contract as gemm_simt_kernel. Warp (wm, wn) owns rows 32 wm + [0, 32) and columns
@@ -237,15 +225,15 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[mt][nt], alo[mt], bhi[nt][0], bhi[nt][1]);
+        for (int nt = 0; nt < 4; ++nt) ptx::mma1688_tf32(acc[mt][nt], alo[mt], bhi[nt][0], bhi[nt][1]);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[mt][nt], ahi[mt], blo[nt][0], blo[nt][1]);
+        for (int nt = 0; nt < 4; ++nt) ptx::mma1688_tf32(acc[mt][nt], ahi[mt], blo[nt][0], blo[nt][1]);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[mt][nt], ahi[mt], bhi[nt][0], bhi[nt][1]);
+        for (int nt = 0; nt < 4; ++nt) ptx::mma1688_tf32(acc[mt][nt], ahi[mt], bhi[nt][0], bhi[nt][1]);
     }
     __syncthreads();  // the stage just read is refilled by the next iteration's load
   }
