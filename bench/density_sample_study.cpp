@@ -31,6 +31,15 @@ int main(int argc, char** argv) {
     if (a == "--tau") tau = std::atof(argv[i + 1]);
     else if (a == "--frames") frames = std::atoi(argv[i + 1]);
     else if (a == "--rows") rows = std::atoi(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "density_sample_study: unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (!(tau > 0.0 && tau < 1.0) || frames < 1 || rows < 1) {
+    std::fprintf(stderr, "density_sample_study: need 0 < tau < 1, frames >= 1, rows >= 1 (got %g, %d, %d)\n", tau,
+                 frames, rows);
+    return 2;
   }
   SyntheticConfig sc;
   sc.frames = frames, sc.height = 45, sc.width = 80, sc.calibration_rows = 48, sc.tau = tau;
