@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.cuh"
 #include "ptx.cuh"
@@ -153,42 +154,29 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
   // each. Both zero-fill past the edges. a: (row, k) with a warp reading contiguous bytes of a row;
   // b^T likewise; b (not transposed): (k, col).
   const bool vec = (k % 4 == 0) && (kTransB || nb % 4 == 0);
-  auto load = [&](int stage, int k0) {
-    if (vec) {
-#pragma unroll
-      for (int p = 0; p < kPer / 4; ++p) {
-        const int e = tid + p * kTcThreads;
-        const int r = e / (kTcK / 4), k4 = (e % (kTcK / 4)) * 4, gr = row0 + r, gk = k0 + k4;
-        const bool ok_a = gr < ma && gk < k;
-        ptx::cp_async16(&sa[stage][r][k4], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a ? 16 : 0);
-        if (kTransB) {
-          const int gn = col0 + r;
-          const bool ok = gn < nb && gk < k;
-          ptx::cp_async16(&sb[stage][r][k4], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok ? 16 : 0);
-        } else {
-          const int kb = e / (kTcTile / 4), n4 = (e % (kTcTile / 4)) * 4, gn = col0 + n4, gkb = k0 + kb;
-          const bool ok = gn < nb && gkb < k;
-          ptx::cp_async16(&sb[stage][kb][n4], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok ? 16 : 0);
-        }
-      }
-    } else {
+  // One k step's copies, kW floats each (4 or 1).
+  auto copies = [&](auto width_tag, int stage, int k0) {
+    constexpr int kW = decltype(width_tag)::value, kBytes = 4 * kW;
 #pragma unroll 4
-      for (int p = 0; p < kPer; ++p) {
-        const int e = tid + p * kTcThreads;
-        const int r = e / kTcK, kk = e % kTcK, gr = row0 + r, gk = k0 + kk;
-        const bool ok_a = gr < ma && gk < k;
-        ptx::cp_async4(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a ? 4 : 0);
-        if (kTransB) {
-          const int gn = col0 + r;
-          const bool ok = gn < nb && gk < k;
-          ptx::cp_async4(&sb[stage][r][kk], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok ? 4 : 0);
-        } else {
-          const int kb = e / kTcTile, n = e % kTcTile, gn = col0 + n, gkb = k0 + kb;
-          const bool ok = gn < nb && gkb < k;
-          ptx::cp_async4(&sb[stage][kb][n], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok ? 4 : 0);
-        }
+    for (int p = 0; p < kPer / kW; ++p) {
+      const int e = tid + p * kTcThreads;
+      const int r = e / (kTcK / kW), kk = (e % (kTcK / kW)) * kW, gr = row0 + r, gk = k0 + kk;
+      const bool ok_a = gr < ma && gk < k;
+      ptx::cp_async<kBytes>(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a);
+      if (kTransB) {
+        const int gn = col0 + r;
+        const bool ok = gn < nb && gk < k;
+        ptx::cp_async<kBytes>(&sb[stage][r][kk], b + (ok ? static_cast<std::int64_t>(gn) * k + gk : 0), ok);
+      } else {
+        const int kb = e / (kTcTile / kW), n = (e % (kTcTile / kW)) * kW, gn = col0 + n, gkb = k0 + kb;
+        const bool ok = gn < nb && gkb < k;
+        ptx::cp_async<kBytes>(&sb[stage][kb][n], b + (ok ? static_cast<std::int64_t>(gkb) * nb + gn : 0), ok);
       }
     }
+  };
+  auto load = [&](int stage, int k0) {
+    if (vec) copies(std::integral_constant<int, 4>{}, stage, k0);
+    else copies(std::integral_constant<int, 1>{}, stage, k0);
     ptx::cp_async_commit();
   };
   float acc[2][4][4] = {};
