@@ -8,7 +8,7 @@
 // exactly given the same inputs; permutations are bit copies; recall agrees to 1e-4.
 //
 // The planner uses the assignment variant SVOO_ASSIGN_VARIANT selects (by default the pipelined
-// wgmma kernel, 4, for co-clustering on Hopper and 0 otherwise; e.g. SVOO_ASSIGN_VARIANT=0
+// wgmma kernel with the packed fold, 5, for co-clustering on Hopper and 0 otherwise; e.g. SVOO_ASSIGN_VARIANT=0
 // svoo_gpu_check runs every case with the mma.sync kernel). Before the
 // cases, every assignment variant that can run here is checked directly against a double-precision
 // argmax on ragged shapes, with bias, strided rows, duplicated centroids (ties to the lower index)
@@ -415,7 +415,17 @@ struct AssignCase {
   bool bias;
   bool interleaved = false;  // x as [tokens, heads, 128] (row stride heads * 128)
   bool duplicates = false;   // centroid j >= 128 copies centroid j % 97 for every 3rd j
+  bool in_tile = false;      // duplicates within a 128-column tile instead: j copies j - 8 where
+                             // j % 16 >= 8, j copies j - 1 where j % 16 == 1
+  bool negative = false;     // x >= 0 and centroids <= 0: every score is negative
 };
+
+// The centroid that j copies (j itself where it is no copy).
+int copy_source(const AssignCase& c, int j) {
+  if (!c.duplicates) return j;
+  if (c.in_tile) return j % 16 >= 8 ? j - 8 : j % 16 == 1 ? j - 1 : j;
+  return j >= 128 && j % 3 == 0 ? j % 97 : j;
+}
 
 void check_assign_variants() {
   using namespace svoo::cuda::detail;
@@ -430,9 +440,12 @@ void check_assign_variants() {
       {"partial last tile, 284 items", 4, 9000, 1000, DType::bf16, false},
       {"interleaved rows", 3, 5000, 384, DType::bf16, false, true},
       {"duplicated centroids + bias", 2, 6000, 1024, DType::bf16, true, false, true},
+      {"duplicates within tiles", 2, 6000, 1024, DType::bf16, false, false, true, true},
+      {"negative scores, duplicates in tiles", 2, 3000, 300, DType::bf16, false, false, true, true, true},
+      {"negative scores + bias, f16", 2, 3000, 1000, DType::f16, true, false, false, false, true},
   };
   std::vector<int> variants;
-  for (int v = 0; v <= 4; ++v)
+  for (int v = 0; v <= 5; ++v)
     if (assign_variant_runs(v)) variants.push_back(v);
   std::printf("assignment variants directly (runnable here:");
   for (int v : variants) std::printf(" %d", v);
@@ -443,20 +456,19 @@ void check_assign_variants() {
     const int H = c.heads, K = c.clusters;
     const std::int64_t N = c.tokens;
     HostTensor hx(c.dtype, {H, N, D}), hm(c.dtype, {H, K, D});
-    for (std::int64_t i = 0; i < hx.numel(); ++i) hx.set(i, dist(rng));
+    for (std::int64_t i = 0; i < hx.numel(); ++i) hx.set(i, c.negative ? std::fabs(dist(rng)) : dist(rng));
     for (int h = 0; h < H; ++h)
       for (int j = 0; j < K; ++j)
         for (int d = 0; d < D; ++d) {
-          const bool dup = c.duplicates && j >= 128 && j % 3 == 0;
-          const std::int64_t src = (static_cast<std::int64_t>(h) * K + (dup ? j % 97 : j)) * D + d;
-          hm.set((static_cast<std::int64_t>(h) * K + j) * D + d, dup ? hm.get(src) : dist(rng));
+          const int sj = copy_source(c, j);
+          const std::int64_t src = (static_cast<std::int64_t>(h) * K + sj) * D + d;
+          hm.set((static_cast<std::int64_t>(h) * K + j) * D + d,
+                 sj != j ? hm.get(src) : c.negative ? -std::fabs(dist(rng)) : dist(rng));
         }
     std::vector<float> hb(static_cast<std::size_t>(H) * K);
-    for (float& b : hb) b = c.bias ? 4.0f * dist(rng) : 0.0f;
-    if (c.duplicates)
-      for (int h = 0; h < H; ++h)
-        for (int j = 128; j < K; j += 1)
-          if (j % 3 == 0) hb[h * K + j] = hb[h * K + j % 97];
+    for (float& b : hb) b = c.bias ? (c.negative ? -4.0f * std::fabs(dist(rng)) : 4.0f * dist(rng)) : 0.0f;
+    for (int h = 0; h < H; ++h)
+      for (int j = 0; j < K; ++j) hb[h * K + j] = hb[h * K + copy_source(c, j)];
     // Device x: [H, N, D] or, interleaved, [N, H, D].
     HostTensor dx_host(c.dtype, {H, N, D});
     for (int h = 0; h < H; ++h)
@@ -517,7 +529,7 @@ void check_assign_variants() {
           continue;
         }
         not_exact += l != best_j[r];
-        upper_copy += c.duplicates && l >= 128 && l % 3 == 0 && score_of[r][l] == score_of[r][l % 97];
+        upper_copy += copy_source(c, l) != l && score_of[r][l] == score_of[r][copy_source(c, l)];
         if (!base.empty()) differ += l != base[r];
       }
       std::printf("  %-30s variant %d: %lld rows, %lld near-ties not exact, %lld differ from variant 0, %lld wrong\n",
@@ -612,7 +624,7 @@ int main(int argc, char** argv) {
   }
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // for compute-sanitizer
   const char* variant = std::getenv("SVOO_ASSIGN_VARIANT");
-  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (4 for co-clustering on Hopper, else 0)");
+  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (5 for co-clustering on Hopper, else 0)");
   check_small_gemm(quick);
   if (!quick) check_assign_variants();
   std::vector<Case> cases;
