@@ -41,22 +41,21 @@ Sim simulate(const std::vector<float>& s, double tau) {
   const int shift = dm::fixed_shift(scale);
   std::vector<float> p(s.size());
   for (std::size_t j = 0; j < s.size(); ++j) p[j] = std::exp2((s[j] - m) * sl2);
-  std::vector<std::uint32_t> cnt(dm::kBins1, 0), units(dm::kBins1, 0);
+  // Pass 1: counts and exact significand sums per octave; A, T, C come out of its walk.
+  const int drop = dm::exact_drop(n);
+  std::vector<std::uint32_t> cnt(dm::kBins1, 0), hi(dm::kBins1, 0), lo(dm::kBins1, 0);
   for (float x : p) {
     const int b = dm::bin1(x);
     cnt[b] += 1;
-    units[b] += dm::units(x, shift);
+    hi[b] += dm::sig_hi(x, drop);
+    lo[b] += dm::sig_lo(x, drop);
   }
-  const dm::Level1 l1 = dm::walk1(cnt.data(), units.data(), scale, tau);
+  const dm::Level1 l1 = dm::walk1(cnt.data(), hi.data(), lo.data(), drop, tau);
+  // Pass 2: the crossing bin's elements into sub-bins.
   std::vector<std::uint32_t> c2(dm::kBins2, 0), u2(dm::kBins2, 0);
-  dm::Row3 r{0, 0, 0, 0};
+  dm::Row3 r{l1.above_mass, l1.total, l1.above_count, 0, l1.error};
   for (float x : p) {
-    const int b = dm::bin1(x);
-    r.total += x;
-    if (b < l1.bstar) {
-      r.above_mass += x;
-      ++r.above_count;
-    } else if (b == l1.bstar) {
+    if (dm::bin1(x) == l1.bstar) {
       const int sub = dm::bin2(x);
       c2[sub] += 1;
       u2[sub] += dm::units(x, shift);
@@ -78,6 +77,44 @@ std::vector<float> row(std::int64_t n, float spread, unsigned seed, bool ties = 
   std::vector<float> s(static_cast<std::size_t>(n));
   for (auto& x : s) x = ties ? std::round(dist(rng)) : dist(rng);
   return s;
+}
+
+TEST(DensityMath, LevelOneMassesAreExact) {
+  // The split significand sums reproduce the exact sum of the fp32 values of a bin.
+  const std::vector<float> s = row(75600, 3.f, 21);
+  const float sl2 = static_cast<float>(1.4426950408889634 / std::sqrt(128.0));
+  const float m = *std::max_element(s.begin(), s.end());
+  const int drop = dm::exact_drop(75600);
+  EXPECT_EQ(drop, 0);
+  EXPECT_EQ(dm::exact_drop(std::int64_t{1} << 20), 0);
+  EXPECT_EQ(dm::exact_drop((std::int64_t{1} << 20) + 1), 1);
+  std::vector<std::uint32_t> hi(dm::kBins1, 0), lo(dm::kBins1, 0);
+  std::vector<double> exact(dm::kBins1, 0.0);
+  for (float x : s) {
+    const float p = std::exp2((x - m) * sl2);
+    const int b = dm::bin1(p);
+    hi[b] += dm::sig_hi(p, drop), lo[b] += dm::sig_lo(p, drop), exact[b] += p;
+  }
+  for (int b = 0; b < dm::kBins1 - 1; ++b) EXPECT_EQ(dm::mass1(b, hi[b], lo[b], drop), exact[b]) << b;
+}
+
+TEST(DensityMath, CandidateRangeHoldsEveryScoreOfItsBin) {
+  // Pass 2 keeps scores in candidate_range(r, bs) and then tests bin1(p) == bs exactly: no score
+  // of bin bs may fall outside the range.
+  const float sl2 = static_cast<float>(1.4426950408889634 / std::sqrt(128.0));
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> ref(-300.f, 300.f), off(-400.f, 250.f);
+  std::int64_t checked = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const float r = ref(rng), s = r + off(rng);
+    const float p = std::exp2((s - r) * sl2);
+    const int b = dm::bin1(p);
+    float lo, hi;
+    dm::candidate_range(r, b, sl2, lo, hi);
+    EXPECT_TRUE(s >= lo && s < hi) << s << " " << r << " bin " << b;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 200000);
 }
 
 TEST(DensityMath, FixedPointSumsCannotOverflow) {

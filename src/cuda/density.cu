@@ -1,22 +1,25 @@
 // tau-density (spec 1) on the device without the N x N matrix and without sorting: two
 // tensor-core passes over the scores of each query tile, then a per-head mean.
-//   pass 1: a histogram per row of p = exp2((s - r) log2(e) / sqrt(d)) by octave (count +
-//           fixed-point mass, shared-memory integer atomics; the bin and the mass are read off
-//           p's float bits), walked at the end of the tile to the bin where the mass crosses tau.
-//           The reference r is the row's max over its first key tile, so no pass of its own
-//           computes the row max; the bins reach 32 octaves above r, and a CTA where some row's
-//           max goes beyond that sweeps again with the row maxima as references;
-//   pass 2: the exact mass and count above that bin and the total (fp32 per key tile, fp64
-//           across tiles, in registers), and a 128-sub-bin histogram of the crossing bin alone
-//           (the next 7 significand bits), walked to a bracket [lo, hi] that holds the exact
-//           count and an estimate inside it. The crossing bin's scores are few, but some lane of
-//           a warp has one at nearly every score: they go through a per-warp queue and are
-//           binned with every lane busy.
+//   pass 1: a histogram per row of p = exp2((s - r) log2(e) / sqrt(d)) by octave: the count and
+//           the exact mass (each significand added to two 32-bit sums, its high and low bits;
+//           shared-memory integer atomics; the bin and the sums are read off p's float bits),
+//           walked at the end of the tile to the bin where the mass crosses tau, which also gives
+//           the mass and count above that bin and the total. The reference r is the row's max
+//           over its first key tile, so no pass of its own computes the row max; the bins reach 32
+//           octaves above r, and a CTA where some row's max goes beyond that sweeps again with the
+//           row maxima as references;
+//   pass 2: only the crossing bin: scores in its score range (a superset, two compares) go
+//           through a per-warp queue; draining it with every lane busy recomputes p exactly as
+//           pass 1 did, keeps those in the bin and splits them into 128 sub-bins (the next 7
+//           significand bits), walked to a bracket [lo, hi] that holds the exact count and an
+//           estimate inside it. No exp and no sums a score (but for tau = 1, the count of p > 0
+//           against the row max).
 // The arithmetic of the bins and of both walks is density_math.hpp (shared with the CPU tests).
 // A CTA owns 64 query rows of one head (4 warps x 16 rows; Q fragments stay in registers) and
 // streams every key of the head in 64-key tiles through a two-stage cp.async pipeline, as
 // attention.cu does. Shared memory: 2 K stages (34.8 KB) + the histograms (66 KB), which also
-// stage the Q tile before its fragments are loaded, + pass 2's queues (8 KB): two CTAs per SM.
+// stage the Q tile before its fragments are loaded (pass 1: three arrays of kBins1 + 1 words a
+// row; pass 2: two of 129), + pass 2's queues (8 KB): two CTAs per SM.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -38,7 +41,11 @@ namespace dm = density;
 constexpr int kD = 128, kBM = 64, kBN = 64, kThreads = 128, kPitch = kD + 8;
 constexpr int kTileElems = kBN * kPitch;
 constexpr int kBinsMax = dm::kBins1 > dm::kBins2 ? dm::kBins1 : dm::kBins2;
-constexpr int kHP = kBinsMax + 1;  // histogram row pitch in words: rows start on different banks
+constexpr int kHP = kBinsMax + 1;  // level-2 histogram row pitch in words: rows start on different banks
+// Level 1 (pass 1) lays three arrays (count, high and low significand sums) of kH1 words a row in
+// the same region.
+constexpr int kH1 = dm::kBins1 + 1;
+static_assert(3 * kH1 <= 2 * kHP, "level 1's three arrays fit the level-2 region");
 constexpr int kHistBytes = 2 * kBM * kHP * 4;
 // Pass 2's queue of crossing-bin scores, per warp: (p, local row) pairs of the scores of 2
 // n-tiles (16 rows x 16 keys at most), drained with every lane busy. Without it the two atomics of
@@ -50,9 +57,9 @@ constexpr int kQueueBytes = (kThreads / 32) * kQueueCap * 8;
 constexpr int kSmemBytes = 2 * kTileElems * 2 + kHistBytes + kQueueBytes;
 static_assert(kBM * kPitch * 2 <= kHistBytes, "the Q tile is staged in the histogram region");
 
-__device__ __noinline__ dm::Level1 walk1_noinline(const std::uint32_t* cnt, const std::uint32_t* units, float scale,
-                                                  double tau) {
-  return dm::walk1(cnt, units, scale, tau);
+__device__ __noinline__ dm::Level1 walk1_noinline(const std::uint32_t* cnt, const std::uint32_t* hi,
+                                                  const std::uint32_t* lo, int drop, double tau) {
+  return dm::walk1(cnt, hi, lo, drop, tau);
 }
 __device__ __noinline__ dm::Count finish_noinline(const dm::Row3& r, const dm::Level1& l, const std::uint32_t* cnt,
                                                   const std::uint32_t* units, float scale, double tau) {
@@ -70,9 +77,9 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   auto* hcnt = reinterpret_cast<std::uint32_t*>(hist_raw);
   std::uint32_t* hunits = hcnt + kBM * kHP;
   auto* queue = reinterpret_cast<float2*>(hist_raw + kHistBytes) + (threadIdx.x / 32) * kQueueCap;
-  __shared__ double s_above[kBM], s_total[kBM];
-  __shared__ long long s_count[kBM], s_pos[kBM];
+  __shared__ long long s_pos[kBM];
   __shared__ int s_bstar[kBM];
+  __shared__ float s_ref[kBM];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const std::int64_t h = blockIdx.y;
@@ -121,15 +128,25 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   for (int half = 0; half < 2; ++half)
     if (row_ok[half] && !hist_pass && count_pos) peak[half] = a.row_peak[out0 + row0 + lr[half]];
   float mx[2] = {-FLT_MAX, -FLT_MAX};
-  double above[2] = {0.0, 0.0}, total[2] = {0.0, 0.0};
-  long long acount[2] = {0, 0}, pos[2] = {0, 0};
+  long long pos[2] = {0, 0};
   std::uint32_t qf[kD / 16][4];
-  std::uint32_t* const hc_row[2] = {hcnt + lr[0] * kHP, hcnt + lr[1] * kHP};
-  std::uint32_t* const hu_row[2] = {hunits + lr[0] * kHP, hunits + lr[1] * kHP};
+  // Pass 1's rows in the three level-1 arrays.
+  std::uint32_t* const c1_row[2] = {hcnt + lr[0] * kH1, hcnt + lr[1] * kH1};
+  std::uint32_t* const hi_row[2] = {hcnt + kBM * kH1 + lr[0] * kH1, hcnt + kBM * kH1 + lr[1] * kH1};
+  std::uint32_t* const lo_row[2] = {hcnt + 2 * kBM * kH1 + lr[0] * kH1, hcnt + 2 * kBM * kH1 + lr[1] * kH1};
+  const int drop = a.drop;
   const unsigned lane_below = (1u << lane) - 1u;
-  // The refine pass's queue drain needs any row's crossing bin: its owner lane holds it.
-  if (!hist_pass && lane % 4 == 0) s_bstar[lr[0]] = bs[0], s_bstar[lr[1]] = bs[1];
-  auto bs_of = [&](int row) { return s_bstar[row]; };
+  // Pass 2's queue drain needs any row's reference and crossing bin: their owner lanes hold them.
+  if (!hist_pass && lane % 4 == 0) {
+    s_bstar[lr[0]] = bs[0], s_bstar[lr[1]] = bs[1];
+    s_ref[lr[0]] = m[0], s_ref[lr[1]] = m[1];
+  }
+  // Pass 2's candidates: a superset of bin bs's scores in score space (the exact test is the
+  // drain's, on p's own bits).
+  float cand_lo[2] = {-FLT_MAX, -FLT_MAX}, cand_hi[2] = {FLT_MAX, FLT_MAX};
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+    if (!hist_pass) dm::candidate_range(m[half], bs[half], sl2, cand_lo[half], cand_hi[half]);
   auto quad_max = [&](float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -205,12 +222,12 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
               mx[half] = fmaxf(mx[half], s[n][e]);
               const float p = exp2f((s[n][e] - m[half]) * sl2);
               const int b = dm::bin1(p);
-              atomicAdd(hc_row[half] + b, 1u);
-              atomicAdd(hu_row[half] + b, dm::units_in_bin(p, b, fshift));
+              atomicAdd(c1_row[half] + b, 1u);
+              atomicAdd(hi_row[half] + b, dm::sig_hi(p, drop));
+              atomicAdd(lo_row[half] + b, dm::sig_lo(p, drop));
             }
         } else {
-          float ta[2] = {0.f, 0.f}, tt[2] = {0.f, 0.f};
-          int ac[2] = {0, 0}, pc[2] = {0, 0};
+          int pc[2] = {0, 0};
           int queued = 0;  // warp-uniform
 #pragma unroll
           for (int n = 0; n < kBN / 8; ++n) {
@@ -218,37 +235,29 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
             for (int e = 0; e < 4; ++e) {
               const int half = e / 2;
               const bool ok = valid(n, e);
-              const float p = ok ? exp2f((s[n][e] - m[half]) * sl2) : 0.f;
-              const int b = dm::bin1(p);
-              tt[half] += p;
-              const bool above_bin = ok && b < bs[half];
-              ta[half] += above_bin ? p : 0.f;
-              ac[half] += above_bin ? 1 : 0;
               if (count_pos) pc[half] += ok && exp2f((s[n][e] - peak[half]) * sl2) > 0.f;
-              // Crossing-bin scores go to the warp's queue (ballot + prefix count), not to atomics here.
-              const bool cand = ok && b == bs[half];
+              // Candidates go to the warp's queue (ballot + prefix count), not to atomics here.
+              const bool cand = ok && s[n][e] >= cand_lo[half] && s[n][e] < cand_hi[half];
               const unsigned mask = __ballot_sync(0xffffffffu, cand);
-              if (cand) queue[queued + __popc(mask & lane_below)] = make_float2(p, __int_as_float(lr[half]));
+              if (cand) queue[queued + __popc(mask & lane_below)] = make_float2(s[n][e], __int_as_float(lr[half]));
               queued += __popc(mask);
             }
             if (n % kQueueNTiles == kQueueNTiles - 1) {
               __syncwarp();
               for (int i = lane; i < queued; i += 32) {
                 const float2 q = queue[i];
-                const int row = __float_as_int(q.y), sub = dm::bin2(q.x);
+                const int row = __float_as_int(q.y), bsr = s_bstar[row];
+                const float p = exp2f((q.x - s_ref[row]) * sl2);  // exactly pass 1's p
+                if (dm::bin1(p) != bsr) continue;
+                const int sub = dm::bin2(p);
                 atomicAdd(&hcnt[row * kHP + sub], 1u);
-                atomicAdd(&hunits[row * kHP + sub], dm::units_in_bin(q.x, bs_of(row), fshift));
+                atomicAdd(&hunits[row * kHP + sub], dm::units_in_bin(p, bsr, fshift));
               }
               __syncwarp();
               queued = 0;
             }
           }
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            above[half] += ta[half], total[half] += tt[half];
-            acount[half] += ac[half];
-            if (count_pos) pos[half] += pc[half];
-          }
+          if (count_pos) pos[0] += pc[0], pos[1] += pc[1];
         }
       };
       if (rem == kBN) epilogue(std::true_type{});
@@ -281,29 +290,27 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
       }
     }
   if (tiles == 0) return;  // no keys: nothing was zeroed (the host rejects k_tokens == 0)
-  if (!hist_pass) {
+  if (!hist_pass && count_pos) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      double A = above[half], T = total[half];
-      long long C = acount[half], P = pos[half];
-      for (int o = 1; o <= 2; o <<= 1) {
-        A += __shfl_xor_sync(0xffffffffu, A, o);
-        T += __shfl_xor_sync(0xffffffffu, T, o);
-        C += __shfl_xor_sync(0xffffffffu, C, o);
-        P += __shfl_xor_sync(0xffffffffu, P, o);
-      }
-      if (lane % 4 == 0) s_above[lr[half]] = A, s_total[lr[half]] = T, s_count[lr[half]] = C, s_pos[lr[half]] = P;
+      long long P = pos[half];
+      for (int o = 1; o <= 2; o <<= 1) P += __shfl_xor_sync(0xffffffffu, P, o);
+      if (lane % 4 == 0) s_pos[lr[half]] = P;
     }
   }
   __syncthreads();
   if (tid < kBM && row0 + tid < a.nrows) {
     const std::int64_t o = out0 + row0 + tid;
     if (hist_pass) {
-      const dm::Level1 l = walk1_noinline(hcnt + tid * kHP, hunits + tid * kHP, fscale, a.tau);
+      const dm::Level1 l = walk1_noinline(hcnt + tid * kH1, hcnt + kBM * kH1 + tid * kH1,
+                                          hcnt + 2 * kBM * kH1 + tid * kH1, drop, a.tau);
       a.bstar[o] = l.bstar, a.fb_lo[o] = l.fb_lo, a.fb_hi[o] = l.fb_hi;
+      a.row_above[o] = l.above_mass, a.row_total[o] = l.total, a.row_error[o] = l.error;
+      a.row_count_above[o] = static_cast<std::int32_t>(l.above_count);
     } else {
       const dm::Level1 l{a.bstar[o], a.fb_lo[o], a.fb_hi[o]};
-      const dm::Row3 r{s_above[tid], s_total[tid], s_count[tid], s_pos[tid]};
+      const dm::Row3 r{a.row_above[o], a.row_total[o], a.row_count_above[o], count_pos ? s_pos[tid] : 0,
+                       a.row_error[o]};
       const dm::Count c = finish_noinline(r, l, hcnt + tid * kHP, hunits + tid * kHP, fscale, a.tau);
       a.counts[o] = c.estimate, a.count_lo[o] = c.lo, a.count_hi[o] = c.hi;
       a.fallback[o] = c.fallback ? 1 : 0;

@@ -30,7 +30,7 @@ RowsView rows_view(const TensorView& t, const char* name) {
 }
 
 struct Layout {
-  std::size_t row_ref, row_peak, bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
+  std::size_t row_ref, row_peak, row_above, row_total, row_error, row_count_above, bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
 };
 Layout layout(std::int64_t heads, std::int64_t nrows) {
   const auto n = static_cast<std::size_t>(heads * nrows);
@@ -42,6 +42,7 @@ Layout layout(std::int64_t heads, std::int64_t nrows) {
     return at;
   };
   l.row_ref = take(4 * n), l.row_peak = take(4 * n);
+  l.row_above = take(8 * n), l.row_total = take(8 * n), l.row_error = take(8 * n), l.row_count_above = take(4 * n);
   l.bstar = take(4 * n), l.fb_lo = take(4 * n), l.fb_hi = take(4 * n);
   l.counts = take(4 * n), l.lo = take(4 * n), l.hi = take(4 * n);
   l.fallback = take(n);
@@ -97,6 +98,11 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
   a.fixed_scale = detail::density::fixed_scale(kv.tokens);
   a.row_ref = reinterpret_cast<float*>(base + l.row_ref);
   a.row_peak = reinterpret_cast<float*>(base + l.row_peak);
+  a.row_above = reinterpret_cast<double*>(base + l.row_above);
+  a.row_total = reinterpret_cast<double*>(base + l.row_total);
+  a.row_error = reinterpret_cast<double*>(base + l.row_error);
+  a.row_count_above = reinterpret_cast<std::int32_t*>(base + l.row_count_above);
+  a.drop = detail::density::exact_drop(kv.tokens);
   a.bstar = reinterpret_cast<std::int32_t*>(base + l.bstar);
   a.fb_lo = reinterpret_cast<std::int32_t*>(base + l.fb_lo);
   a.fb_hi = reinterpret_cast<std::int32_t*>(base + l.fb_hi);

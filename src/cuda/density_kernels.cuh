@@ -20,6 +20,10 @@ struct DensityArgs {
   float* row_ref = nullptr;             // pass 1 -> 2: each row's reference (see density_math.hpp)
   float* row_peak = nullptr;            // pass 1 -> 2: each row's max (tau == 1 counts p > 0 against it)
   std::int32_t *bstar = nullptr, *fb_lo = nullptr, *fb_hi = nullptr;  // pass 1 -> 2
+  // pass 1 -> 2: the exact mass above the crossing bin, the total, their error bound, the count above
+  double *row_above = nullptr, *row_total = nullptr, *row_error = nullptr;
+  std::int32_t* row_count_above = nullptr;
+  int drop = 0;                         // density::exact_drop(k tokens)
   std::int32_t *counts = nullptr, *count_lo = nullptr, *count_hi = nullptr;  // results per row
   std::uint8_t* fallback = nullptr;     // 1 where level 1 misplaced the crossing (see density_math.hpp)
 };

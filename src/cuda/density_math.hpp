@@ -21,8 +21,8 @@
 // The crossing lies within log2(N / (1 - tau)) octaves of the row max (the keys below it hold at
 // most 1 - tau of the mass), so 64 octaves below the reference hold it.
 //
-// Level 2 (pass 2): the scores are recomputed; A (mass of bins < b*), T (total) and C (count of
-// bins < b*) are summed exactly in registers (fp32 per key tile, fp64 across tiles), and bin b*
+// Level 2 (pass 2): A (mass of bins < b*), T (total) and C (count of bins < b*) come from pass
+// 1's exact sums (walk1); the scores are recomputed, and bin b*
 // is split into kBins2 = 128 sub-bins by the next 7 significand bits (sub-bin s holds
 // p in [2^(K-b*) (1 + (127 - s)/128), 2^(K-b*) (1 + (128 - s)/128)), so s = 0 is the top), again count +
 // fixed-point mass with the same reference. Walking the sub-bins to R = tau * T - A gives the count
@@ -53,7 +53,8 @@
 namespace svoo::cuda::detail::density {
 
 inline constexpr int kRefOctaves = 32;     // octaves above the row's reference the bins cover
-inline constexpr int kBins1 = 96;          // level-1 bins: one octave each, 64 below the reference
+inline constexpr int kBins1 = 80;          // level-1 bins: one octave each, 47 below the reference
+inline constexpr int kLoBits = 12;         // level 1 sums a significand's high and low 12 bits apart
 inline constexpr int kBins2 = 128;         // level-2 sub-bins of the crossing bin (7 significand bits)
 inline constexpr double kExpRelError = 5e-7;  // bound on exp2 + fp32 partial-sum error, relative to T
 
@@ -115,30 +116,74 @@ SVOO_HD double bottom2(int bs, int sub) {
   return pow2(kRefOctaves - bs) * (1.0 + (127 - sub) / 128.0);
 }
 
-// Result of the level-1 walk for one row.
+// Level 1's masses are exact: each element adds its 24-bit significand (v * 2^24, v = p / ref(b))
+// to two 32-bit sums, the high bits and the low kLoBits bits, so that N elements cannot overflow
+// either; beyond 2^20 keys `drop` low bits are dropped first (exact_drop), and the error they
+// leave is bounded. A bin's mass is ref(b) * (hi * 2^kLoBits + lo) * 2^drop / 2^24.
+SVOO_HD int exact_drop(std::int64_t k_tokens) {
+  int bits = 0;
+  while ((std::int64_t{1} << bits) < k_tokens) ++bits;
+  return bits > 32 - kLoBits ? bits - (32 - kLoBits) : 0;
+}
+SVOO_HD std::uint32_t sig_of(float p) { return (float_bits(p) & 0x7fffffu) | 0x800000u; }
+SVOO_HD std::uint32_t sig_hi(float p, int drop) { return sig_of(p) >> (kLoBits + drop); }
+SVOO_HD std::uint32_t sig_lo(float p, int drop) { return (sig_of(p) >> drop) & ((1u << kLoBits) - 1u); }
+SVOO_HD double mass1(int b, std::uint32_t hi, std::uint32_t lo, int drop) {
+  if (b >= kBins1 - 1) return 0.0;  // the last bin adds no mass (see the error bound)
+  return top1(b) * (static_cast<double>(hi) * (1 << kLoBits) + static_cast<double>(lo)) * pow2(drop - 24.0);
+}
+
+// Pass 2's prefilter: a score range that holds every score whose p (relative to reference r)
+// falls in bin bs, i.e. (s - r) sl2 in [K - bs, K + 1 - bs), widened by 1e-3 octave for the
+// rounding of (s - r) sl2 and exp2; the exact test is bin1 on p itself. lo = -FLT_MAX for the
+// last bin (it reaches p = 0), hi = FLT_MAX for bin 0.
+SVOO_HD void candidate_range(float r, int bs, float sl2, float& lo, float& hi) {
+  const float k_oct = static_cast<float>(kRefOctaves - bs);
+  lo = bs < kBins1 - 1 ? r + (k_oct - 1e-3f) / sl2 : -3.402823466e38f;
+  hi = bs > 0 ? r + (k_oct + 1.0f + 1e-3f) / sl2 : 3.402823466e38f;
+}
+
+// Result of the level-1 walk for one row, with the sums that pass 2 then needs no more compute:
+// the mass and count above the crossing bin and the total, and a bound on their error.
 struct Level1 {
   std::int32_t bstar;    // crossing bin
   std::int32_t fb_lo;    // count of bins < bstar - 1 (fallback lower bound)
   std::int32_t fb_hi;    // count of bins <= bstar + 1 (fallback upper bound)
+  double above_mass = 0.0, total = 0.0;
+  std::int64_t above_count = 0;
+  double error = 0.0;    // bound on |(tau T - A) - its value on the exact p|: dropped bits, the last bin
 };
 
-// cnt, units: kBins1 entries of one row.
-SVOO_HD Level1 walk1(const std::uint32_t* cnt, const std::uint32_t* units, float scale, double tau) {
-  double total = 0.0;
+// cnt, hi, lo: kBins1 entries of one row.
+SVOO_HD Level1 walk1(const std::uint32_t* cnt, const std::uint32_t* hi, const std::uint32_t* lo, int drop,
+                     double tau) {
+  double total = 0.0, err_total = 0.0;
   SVOO_NO_UNROLL
-  for (int b = 0; b < kBins1; ++b) total += top1(b) * static_cast<double>(units[b]);
+  for (int b = 0; b < kBins1; ++b) {
+    total += mass1(b, hi[b], lo[b], drop);
+    // An element of the last bin is below 2^(kRefOctaves + 2 - kBins1); dropped bits cost less
+    // than 2^(drop - 24) of ref(b) each.
+    err_total += static_cast<double>(cnt[b]) *
+                 (b == kBins1 - 1 ? pow2(kRefOctaves + 2.0 - kBins1) : (drop > 0 ? top1(b) * pow2(drop - 24.0) : 0.0));
+  }
   const double target = tau * total;
-  double cum = 0.0;
+  double cum = 0.0, err_above = 0.0;
+  std::int64_t count_above = 0;
   int bs = kBins1 - 1;
   SVOO_NO_UNROLL
   for (int b = 0; b < kBins1; ++b) {
-    cum += top1(b) * static_cast<double>(units[b]);
-    if (cum >= target && cnt[b] > 0) {
+    const double m = mass1(b, hi[b], lo[b], drop);
+    if (cum + m >= target && cnt[b] > 0) {
       bs = b;
       break;
     }
+    cum += m;
+    count_above += cnt[b];
+    err_above += drop > 0 ? static_cast<double>(cnt[b]) * top1(b) * pow2(drop - 24.0) : 0.0;
   }
   Level1 r{bs, 0, 0};
+  r.above_mass = cum, r.total = total, r.above_count = count_above;
+  r.error = tau * err_total + err_above;
   std::int64_t c = 0;
   SVOO_NO_UNROLL
   for (int b = 0; b < kBins1; ++b) {
@@ -158,7 +203,8 @@ struct Row3 {
   double above_mass;        // A: mass of bins < bstar
   double total;             // T
   std::int64_t above_count; // C: count of bins < bstar
-  std::int64_t positives;   // entries with p > 0 (tau == 1)
+  std::int64_t positives;   // entries with p > 0 relative to the row max (tau == 1)
+  double error = 0.0;       // bound on the error of tau T - A (Level1::error)
 };
 struct Count {
   std::int32_t estimate, lo, hi;  // lo <= estimate <= hi; the exact count lies in [lo, hi]
@@ -218,7 +264,7 @@ SVOO_HD Count finish_row(const Row3& r, const Level1& l1, const std::uint32_t* c
     window_mass += top1(bs) * static_cast<double>(units[s]) / scale;
     window_count += cnt[s];
   }
-  const double delta = 0.5 / scale * window_top + kExpRelError * r.total;
+  const double delta = 0.5 / scale * window_top + kExpRelError * r.total + r.error;
   bool fallback = false;
   std::int64_t lo, hi;
   if (R - delta > 0.0) {
