@@ -180,12 +180,25 @@ constexpr int kPipeSmemBytes = (2 + kStages) * kTileBytes + 1024;  // 2 X buffer
 // A tile of 128 centroid rows, contiguous in memory (row stride kDim): thread t copies the
 // 16-byte piece t % 16 of rows t / 16 + 16 k (k = 0..7). Source and destination then advance by
 // constants (4096 and 2048 bytes: the swizzle of row r + 16k equals that of row r), so each copy
-// is one instruction instead of a row-address computation. Rows >= valid are zero-filled.
+// is one instruction instead of a row-address computation. Rows >= valid are zero-filled. A full
+// tile (every tile but a partial last one) takes the offsets as immediates of the copies.
+template <int kK>
+__device__ __forceinline__ void copy_rows_from(std::uint32_t d0, const unsigned char* s0) {
+  if constexpr (kK < 8) {
+    asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%3], 16;\n" ::"r"(d0), "l"(s0), "n"(kK * 2048), "n"(kK * 4096));
+    copy_rows_from<kK + 1>(d0, s0);
+  }
+}
+
 [[maybe_unused]] __device__ __forceinline__ void load_contiguous_tile(unsigned char* dst, const std::uint16_t* src,
                                                                       int valid) {
   const int t = threadIdx.x, r0 = t >> 4;
   const std::uint32_t d0 = ptx::smem_addr(dst + swizzled(r0, t & 15));
   const unsigned char* s0 = reinterpret_cast<const unsigned char*>(src) + t * 16;
+  if (valid >= kCols) {
+    copy_rows_from<0>(d0, s0);
+    return;
+  }
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
     const bool ok = r0 + 16 * k < valid;
@@ -268,15 +281,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::fence_async_shared();  // cp.async writes -> tensor-core reads
   };
   // Descriptors built once; a step's operands are these plus byte offsets / 16.
-  const std::uint64_t dx0 = descriptor(sx + wg * 64 * 128);  // this warpgroup's 64 rows of X buffer 0
-  const std::uint64_t dm0 = descriptor(sm);
+  // Only the low word (start address / 16, which never carries out of it here) differs between
+  // a step's operands; the high word (stride, swizzle) is a constant. Adding the offsets in 32 bits
+  // lets ptxas build each descriptor with one add and one move to a uniform register, where the
+  // 64-bit adds took five or six instructions a wgmma on the path to the tensor cores (run38).
+  const std::uint32_t dx0 = static_cast<std::uint32_t>(descriptor(sx + wg * 64 * 128));  // this warpgroup's rows of X buffer 0
+  const std::uint32_t dm0 = static_cast<std::uint32_t>(descriptor(sm));
+  constexpr std::uint64_t kDescHigh = (std::uint64_t{1024 >> 4} << 32) | (std::uint64_t{1} << 62);  // descriptor(., 16, 1024)
   auto issue = [&](float (&d)[64], int g, int li) {
-    const std::uint64_t da = dx0 + static_cast<std::uint64_t>((li & 1) * (kTileBytes >> 4));
-    const std::uint64_t db = dm0 + static_cast<std::uint64_t>((static_cast<unsigned>(g) % kStages) * (kTileBytes >> 4));
+    const std::uint32_t da = dx0 + static_cast<std::uint32_t>((li & 1) * (kTileBytes >> 4));
+    const std::uint32_t db = dm0 + (static_cast<unsigned>(g) % kStages) * (kTileBytes >> 4);
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks) {
-      const int off = ((ks / 4) * kChunkBytes + (ks % 4) * 32) >> 4;
-      wgmma::m64n128k16_ss<kBf16>(d, da + off, db + off, ks > 0 ? 1 : 0);
+      const std::uint32_t off = ((ks / 4) * kChunkBytes + (ks % 4) * 32) >> 4;
+      wgmma::m64n128k16_ss<kBf16>(d, kDescHigh | (da + off), kDescHigh | (db + off), ks > 0 ? 1 : 0);
     }
     wgmma::commit();
   };
