@@ -5,7 +5,7 @@
 // timed in the same run (../shared/tools/dense_baseline.py).
 //   svoo_cuda_plan_bench [--json out.json] [--shape NAME]...
 //   svoo_cuda_plan_bench --breakdown   (one co-clustering iteration stage by stage at 40 x 75,600,
-//     every assignment variant that runs on the device: SVOO_ASSIGN_VARIANT=0..5, then the parts of
+//     every assignment variant that runs on the device: SVOO_ASSIGN_VARIANT=0..4, then the parts of
 //     select(): scores, softmax, selection, layout)
 #include <cuda_runtime.h>
 
@@ -83,7 +83,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   const double up_k0 = median_ms([&] { launch_update_side(nullptr, labels, H, N, kk, ss, sizes, offsets, perm, nullptr, nullptr); });
   std::printf("breakdown %d x %lld (Kq %d, Kk %d), assign variant %s:\n", H, (long long)N, kq, kk,
               std::getenv("SVOO_ASSIGN_VARIANT") ? std::getenv("SVOO_ASSIGN_VARIANT")
-                                                 : "default (5 on Hopper without a bias, else 0)");
+                                                 : "default (4 on Hopper without a bias, else 0)");
   std::printf("  assign keys %.3f ms (%.0f TFLOP/s), assign queries %.3f ms (%.0f TFLOP/s)\n", a_k,
               flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
   std::printf("  key side: gemm_nt Kk x Kq x D %.3f ms, gemm_nn (k = Kq) %.3f ms, rownorm %.3f ms; query side: "
@@ -94,7 +94,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   // Every assignment variant that runs on this device, timed in this process on the same inputs,
   // with its key labels compared to variant 0's (differences should be rare near-ties).
   std::vector<std::int32_t> ref(static_cast<std::size_t>(H) * N), got(ref.size());
-  for (int v = 0; v <= 5; ++v) {
+  for (int v = 0; v <= 4; ++v) {
     if (!assign_variant_runs(v)) continue;
     const double vk = median_ms([&] { launch_assign_variant(v, xv, m.data(), nullptr, kk, labels, nullptr); });
     const double vq = median_ms([&] { launch_assign_variant(v, xv, m.data(), nullptr, kq, labels, nullptr); });

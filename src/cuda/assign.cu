@@ -22,7 +22,7 @@ bool assign_wgmma_available();  // assign_wgmma.cu
 void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                          cudaStream_t stream);
 void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
-                                   std::int32_t* labels, bool packed, cudaStream_t stream);
+                                   std::int32_t* labels, cudaStream_t stream);
 
 namespace {
 
@@ -211,12 +211,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
-// Tile variant. By default (-1): 5, the pipelined persistent wgmma kernel with the packed fold,
-// where the sm_90a code runs and there is no bias (co-clustering); else 0, the mma.sync kernel
-// (k-means' bias costs the wgmma kernels a global load per score). SVOO_ASSIGN_VARIANT selects one
-// for benchmarks: 1 and 2 other mma.sync tiles, 3 the first (unpipelined) wgmma kernel, 4 the
-// pipelined one with the compare-and-select fold. 3-5 fall back to 0 where the sm_90a code cannot
-// run.
+// Tile variant. By default (-1): 4, the pipelined persistent wgmma kernel, where the sm_90a code
+// runs and there is no bias (co-clustering); else 0, the mma.sync kernel (k-means' bias costs the
+// wgmma kernels a global load per score). SVOO_ASSIGN_VARIANT selects one for benchmarks: 1 and 2
+// other mma.sync tiles, 3 the first (unpipelined) wgmma kernel. 3 and 4 fall back to 0 where the
+// sm_90a code cannot run.
 int assign_variant() {
   static const int v = [] {
     const char* e = std::getenv("SVOO_ASSIGN_VARIANT");
@@ -240,11 +239,11 @@ void launch_variant(const RowsView& x, const void* m, const float* bias, int clu
 template <bool kBf16>
 void launch_typed(int variant, const RowsView& x, const void* m, const float* bias, int clusters,
                   std::int32_t* labels, cudaStream_t stream) {
-  if (variant >= 3 && variant <= 5 && assign_wgmma_available()) {
+  if ((variant == 3 || variant == 4) && assign_wgmma_available()) {
     if (variant == 3) {
       launch_assign_wgmma(x, m, bias, clusters, labels, stream);
     } else {
-      launch_assign_wgmma_pipelined(x, m, bias, clusters, labels, variant == 5, stream);
+      launch_assign_wgmma_pipelined(x, m, bias, clusters, labels, stream);
     }
     return;
   }
@@ -268,13 +267,13 @@ void launch_assign_variant(int variant, const RowsView& x, const void* m, const 
 }
 
 bool assign_variant_runs(int variant) {
-  return variant >= 0 && variant <= 2 ? true : variant >= 3 && variant <= 5 && assign_wgmma_available();
+  return variant >= 0 && variant <= 2 ? true : (variant == 3 || variant == 4) && assign_wgmma_available();
 }
 
 void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                    cudaStream_t stream) {
   int variant = assign_variant();
-  if (variant < 0) variant = bias == nullptr && assign_wgmma_available() ? 5 : 0;
+  if (variant < 0) variant = bias == nullptr && assign_wgmma_available() ? 4 : 0;
   launch_assign_variant(variant, x, m, bias, clusters, labels, stream);
 }
 

@@ -20,9 +20,8 @@ namespace svoo::cuda::detail {
 bool assign_wgmma_available();
 void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                          cudaStream_t stream);
-// packed: the fold of variant 5 (positions in the low bits of the values) instead of variant 4's.
 void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
-                                   std::int32_t* labels, bool packed, cudaStream_t stream);
+                                   std::int32_t* labels, cudaStream_t stream);
 
 namespace {
 
@@ -41,8 +40,7 @@ constexpr int kSmemBytes = kTileBytes * 3 + 1024;         // X + 2 centroid stag
 // head): merge the four lanes that share a row (lowest index among equal values), store the labels
 // of rows < tokens (0 where every score was NaN), and reset the running bests.
 [[maybe_unused]] __device__ __forceinline__ void store_labels(float (&best_v)[2], int (&best_i)[2], std::int64_t r0,
-                                                              std::int64_t tokens, std::int32_t* labels_head, int lane,
-                                                              float reset = -FLT_MAX) {
+                                                              std::int64_t tokens, std::int32_t* labels_head, int lane) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float v = best_v[half];
@@ -55,7 +53,7 @@ constexpr int kSmemBytes = kTileBytes * 3 + 1024;         // X + 2 centroid stag
     }
     const std::int64_t n = r0 + half * 8 + lane / 4;
     if (lane % 4 == 0 && n < tokens) labels_head[n] = i == 0x7fffffff ? 0 : i;
-    best_v[half] = reset;
+    best_v[half] = -FLT_MAX;
     best_i[half] = 0x7fffffff;
   }
 }
@@ -164,10 +162,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 //   wait for step g+1's stage (and its X buffer if it starts an item), fence.proxy.async, issue
 //   step g+1's 8 wgmma m64n128k16 into bank nxt, commit;
 //   fold step g from cur (at an item's last tile: merge the four lanes of each row, store labels);
-//   B (__syncthreads): every thread waited for its step-g products before the step began, so step
-//   g's stage and, at an item's last step, the item's X buffer are free in both warpgroups;
-//   load step g + kStages into step g's stage; at an item's last step, X of the item after next;
-//   wgmma wait<0> (step g+1's products).
+//   B: wait on empty[stage of g] (every thread arrives there once it has step g's products, at the
+//   end of step g-1), after which step g's stage and, at an item's last step, the item's X buffer
+//   are free in both warpgroups; load step g + kStages into step g's stage; at an item's last
+//   step, X of the item after next;
+//   wgmma wait<0> (step g+1's products); arrive on empty[stage of g+1].
+// B was a block barrier until run41: it held each warpgroup until the other had folded too, so
+// both left their issue gaps at the same time. With the mbarrier they drift apart by up to a step:
+// keys 1.44-1.46 ms against 1.79-1.84 in the same run (H100).
 // Why not wait<1> with a group in flight across steps, as first designed: ptxas then serialised the
 // wgmmas (C7514/C7515), and it did so too when the fold wrote bias and mask into the accumulators
 // in place; as written it reports no serialisation. The only tensor-core gap per warpgroup is the
@@ -207,29 +209,15 @@ __device__ __forceinline__ void copy_rows_from(std::uint32_t d0, const unsigned 
   }
 }
 
-// The packed fold (variant 5): a thread's 32 values of a row carry their position k (0..31) in
-// the low 5 bits of the float, as 31 - k over the truncated value (bits & ~31, at most 2^-18 of
-// the value lower), so one fmax tree yields the maximum and its position at once: one LOP3 and one
-// FMNMX a value instead of the tree, then a compare-and-select scan whenever any lane's maximum
-// grew (nearly every step; Nsight found that scan to be half of the fold's instructions, run30).
-// Decisions are on truncated values: a label may differ from the exact argmax only where the two
-// scores agree to 2^-18 relative, far inside the bf16 products' rounding (a near-tie by the spec's
-// test). Exact ties still go to the lowest column: across tiles by the strict > on truncated
-// values, within a tile by 31 - k for positive maxima; for maxima <= 0 (where a larger encoding is
-// a smaller value) the lowest position holding the truncated maximum is found by a scan (rare).
-constexpr std::uint32_t kKeepHigh = ~31u;
-// The truncation of -FLT_MAX, the masked columns' value: the running best starts there, so masked
-// columns never win and a row's label stays 0 where every score is NaN.
-constexpr float kMaskedTrunc = -3.4028230607e38f;  // bits 0xff7fffe0
-
-template <bool kBf16, bool kPacked>
+template <bool kBf16>
 __global__ void __launch_bounds__(kThreads, 1)
     assign_wgmma_pipe_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
                              std::int64_t row_stride, const std::uint16_t* __restrict__ m,
                              const float* __restrict__ bias, int clusters, int heads, std::int32_t* __restrict__ labels) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
-  __shared__ std::uint64_t full[kStages];  // centroid stage s holds its next step
+  __shared__ std::uint64_t full[kStages];   // centroid stage s holds its next step
+  __shared__ std::uint64_t empty[kStages];  // every thread is done with the products of stage s's step
   __shared__ std::uint64_t xfull[2];       // X buffer b holds its next item
   unsigned char* base = wgmma::align_1024(smem_raw);
   unsigned char* sx = base;                   // 2 X buffers (item i in buffer i % 2)
@@ -244,6 +232,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kThreads);
+    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&empty[s], kThreads);
     for (int b = 0; b < 2; ++b) wgmma::mbar_init(&xfull[b], kThreads);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -308,9 +297,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma::fence();
   issue(d0, 0, 0);
   wgmma::wait<0>();
+  wgmma::mbar_arrive(&empty[0]);
 
-  constexpr float kStart = kPacked ? kMaskedTrunc : -FLT_MAX;
-  float best_v[2] = {kStart, kStart};
+  float best_v[2] = {-FLT_MAX, -FLT_MAX};
   int best_i[2] = {0x7fffffff, 0x7fffffff};
   int g = 0, cur_li = 0, cur_t = 0;  // the step being folded
   int head = item_head(0);
@@ -333,54 +322,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           return d[i];
         }
       };
-      if constexpr (kPacked) {
-        // Both rows' trees first, with no branch between them (they interleave), then predicated
-        // updates; only the rare path branches. keep is ~31 held in a register (from a run-time
-        // value), so that (bits & keep) | (31 - k) is one LOP3 with k as its immediate.
-        const std::uint32_t keep = kKeepHigh ^ ((static_cast<std::uint32_t>(clusters) >> 31) << 31);  // == kKeepHigh
-        auto packed = [&](int i) {
-          const int k = 2 * (i / 4) + i % 2;  // position among the row's 32 values
-          return __uint_as_float((__float_as_uint(value(i)) & keep) | static_cast<std::uint32_t>(31 - k));
-        };
-        float mx[2];
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          float pm[4];
-#pragma unroll
-          for (int c = 0; c < 4; ++c) pm[c] = packed(4 * c + 2 * half);
-#pragma unroll
-          for (int i = 16; i < 64; ++i)
-            if ((i / 2) % 2 == half) pm[(i / 4) % 4] = fmaxf(pm[(i / 4) % 4], packed(i));
-#pragma unroll
-          for (int i = 0; i < 16; ++i)
-            if ((i / 2) % 2 == half && i % 2 == 1) pm[(i / 4) % 4] = fmaxf(pm[(i / 4) % 4], packed(i));
-          mx[half] = fmaxf(fmaxf(pm[0], pm[1]), fmaxf(pm[2], pm[3]));
-        }
-        bool rare = false;
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const float tr = __uint_as_float(__float_as_uint(mx[half]) & kKeepHigh);
-          const int k = 31 - static_cast<int>(__float_as_uint(mx[half]) & 31u);
-          const bool up = tr > best_v[half];
-          rare |= up && !(tr > 0.0f);
-          best_i[half] = up ? t * kCols + 8 * (k >> 1) + (k & 1) + 2 * (lane % 4) : best_i[half];
-          best_v[half] = up ? tr : best_v[half];
-        }
-        if (rare) {
-          // A maximum <= 0 grew: the lowest position holding it (for negative values a larger
-          // encoding is a smaller value, so the tree's position may not be the lowest).
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            if (best_v[half] > 0.0f || best_i[half] / kCols != t) continue;
-            int k = 31;
-#pragma unroll
-            for (int i = 63; i >= 0; --i)
-              if ((i / 2) % 2 == half && __uint_as_float(__float_as_uint(value(i)) & kKeepHigh) == best_v[half])
-                k = 2 * (i / 4) + i % 2;
-            best_i[half] = t * kCols + 8 * (k >> 1) + (k & 1) + 2 * (lane % 4);
-          }
-        }
-      } else {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         float pm[4] = {-FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX};
@@ -397,7 +338,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           best_i[half] = found;
         }
       }
-      }
     };
     if (bh || (t + 1) * kCols > clusters) {
       run(std::true_type{});
@@ -408,7 +348,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // An item's labels (and the running bests reset for the next item).
   auto store = [&] {
     store_labels(best_v, best_i, row0 + wg * 64 + warp * 16, tokens, labels + static_cast<std::int64_t>(head) * tokens,
-                 lane, kStart);
+                 lane);
   };
   // Step g: cur holds step g's finished products (no wgmma in flight). Unless g is the last step,
   // step g+1 is issued into nxt first, so that its products run while cur is folded; the step ends
@@ -427,12 +367,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::fence_regs(cur);
     fold(cur, cur_t);
     if (cur_t == tiles - 1) store();
-    // B: every thread waited for its step-g products (end of step g-1, or the prologue), so the
-    // stage of step g and, at an item's last step, the item's X buffer can be refilled.
-    __syncthreads();
+    // B: once every thread has its step-g products (arrivals at the end of step g-1, or in the
+    // prologue), the stage of step g and, at an item's last step, the item's X buffer can be
+    // refilled. An mbarrier instead of a block barrier: a warpgroup need not wait for the other's
+    // fold, so the two drift apart by up to a step and one's issue gap is covered by the other's
+    // products.
+    wgmma::mbar_wait(&empty[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
     load_next_tile();                                             // step g + kStages, into step g's stage
     if (cur_t == tiles - 1 && cur_li + 2 < items) load_x(cur_li + 2);  // into item cur_li's X buffer
     wgmma::wait<0>();  // step g+1's products
+    if constexpr (!decltype(last)::value) wgmma::mbar_arrive(&empty[static_cast<unsigned>(g + 1) % kStages]);
     ++g;
     cur_li = n_li, cur_t = n_t;
     if (n_t == 0 && cur_li < items) {
@@ -488,7 +432,7 @@ void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, in
 }
 
 void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
-                                   std::int32_t* labels, bool packed, cudaStream_t stream) {
+                                   std::int32_t* labels, cudaStream_t stream) {
   static const int sms = [] {
     int dev = 0, n = 0;
     cudaGetDevice(&dev);
@@ -505,11 +449,7 @@ void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float
     kernel<<<grid, kThreads, kPipeSmemBytes, stream>>>(xp, x.tokens, x.head_stride, x.row_stride, mp, bias, clusters,
                                                       heads, labels);
   };
-  if (x.elem == Elem::bf16) {
-    packed ? go(assign_wgmma_pipe_kernel<true, true>) : go(assign_wgmma_pipe_kernel<true, false>);
-  } else {
-    packed ? go(assign_wgmma_pipe_kernel<false, true>) : go(assign_wgmma_pipe_kernel<false, false>);
-  }
+  x.elem == Elem::bf16 ? go(assign_wgmma_pipe_kernel<true>) : go(assign_wgmma_pipe_kernel<false>);
 }
 
 }  // namespace svoo::cuda::detail

@@ -34,9 +34,8 @@ struct MutableRowsView {
 void launch_assign(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                    cudaStream_t stream);
 // launch_assign with an explicit tile variant instead of SVOO_ASSIGN_VARIANT's (tests, benchmarks):
-// 0 (default) .. 2 mma.sync tiles, 3 wgmma, 4 pipelined persistent wgmma, 5 the same with the packed
-// argmax fold (the default on Hopper). A variant that cannot run
-// here (3-5 need sm_90a code and a 9.0 device: assign_variant_runs) runs variant 0.
+// 0 (default) .. 2 mma.sync tiles, 3 wgmma, 4 pipelined persistent wgmma. A variant that cannot run
+// here (3 and 4 need sm_90a code and a 9.0 device: assign_variant_runs) runs variant 0.
 void launch_assign_variant(int variant, const RowsView& x, const void* m, const float* bias, int clusters,
                            std::int32_t* labels, cudaStream_t stream);
 bool assign_variant_runs(int variant);

@@ -8,7 +8,7 @@
 // exactly given the same inputs; permutations are bit copies; recall agrees to 1e-4.
 //
 // The planner uses the assignment variant SVOO_ASSIGN_VARIANT selects (by default the pipelined
-// wgmma kernel with the packed fold, 5, for co-clustering on Hopper and 0 otherwise; e.g. SVOO_ASSIGN_VARIANT=0
+// wgmma kernel, 4, for co-clustering on Hopper and 0 otherwise; e.g. SVOO_ASSIGN_VARIANT=0
 // svoo_gpu_check runs every case with the mma.sync kernel). Before the
 // cases, every assignment variant that can run here is checked directly against a double-precision
 // argmax on ragged shapes, with bias, strided rows, duplicated centroids (ties to the lower index)
@@ -445,7 +445,7 @@ void check_assign_variants() {
       {"negative scores + bias, f16", 2, 3000, 1000, DType::f16, true, false, false, false, true},
   };
   std::vector<int> variants;
-  for (int v = 0; v <= 5; ++v)
+  for (int v = 0; v <= 4; ++v)
     if (assign_variant_runs(v)) variants.push_back(v);
   std::printf("assignment variants directly (runnable here:");
   for (int v : variants) std::printf(" %d", v);
@@ -624,7 +624,7 @@ int main(int argc, char** argv) {
   }
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // for compute-sanitizer
   const char* variant = std::getenv("SVOO_ASSIGN_VARIANT");
-  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (5 for co-clustering on Hopper, else 0)");
+  std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (4 for co-clustering on Hopper, else 0)");
   check_small_gemm(quick);
   if (!quick) check_assign_variants();
   std::vector<Case> cases;
