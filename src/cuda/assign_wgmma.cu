@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // 64-bit adds took five or six instructions a wgmma on the path to the tensor cores (run38).
   const std::uint32_t dx0 = static_cast<std::uint32_t>(descriptor(sx + wg * 64 * 128));  // this warpgroup's rows of X buffer 0
   const std::uint32_t dm0 = static_cast<std::uint32_t>(descriptor(sm));
-  constexpr std::uint64_t kDescHigh = (std::uint64_t{1024 >> 4} << 32) | (std::uint64_t{1} << 62);  // descriptor(., 16, 1024)
+  constexpr std::uint64_t kDescHigh = wgmma::descriptor_high(1024);  // that of descriptor(., 16, 1024)
   auto issue = [&](float (&d)[64], int g, int li) {
     const std::uint32_t da = dx0 + static_cast<std::uint32_t>((li & 1) * (kTileBytes >> 4));
     const std::uint32_t db = dm0 + (static_cast<unsigned>(g) % kStages) * (kTileBytes >> 4);

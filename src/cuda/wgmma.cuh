@@ -31,13 +31,17 @@ __device__ __forceinline__ int swizzled(int r, int c16, int chunk_bytes) {
 // Descriptor of a 128-byte-swizzled operand. K-major (A, or B = rows of a [N x K] tile): lbo is
 // unused, sbo = 1024 (next 8 rows). MN-major (B read as [K x N] from rows of K, the V of P V):
 // lbo = the distance between 64-column chunks, sbo = 1024 (next 8 rows of K).
+// The high word of a descriptor (stride byte offset, 128-byte swizzle): it does not depend on the
+// address, so a kernel may add offsets to the low word in 32 bits and OR this constant back.
+constexpr std::uint64_t descriptor_high(std::uint32_t sbo_bytes) {
+  return static_cast<std::uint64_t>((sbo_bytes & 0x3FFFF) >> 4) << 32 | std::uint64_t{1} << 62;
+}
 __device__ __forceinline__ std::uint64_t descriptor(const void* p, std::uint32_t lbo_bytes, std::uint32_t sbo_bytes) {
   const std::uint64_t addr = ptx::smem_addr(p);
   std::uint64_t d = 0;
   d |= (addr & 0x3FFFF) >> 4;
   d |= static_cast<std::uint64_t>((lbo_bytes & 0x3FFFF) >> 4) << 16;
-  d |= static_cast<std::uint64_t>((sbo_bytes & 0x3FFFF) >> 4) << 32;
-  d |= std::uint64_t{1} << 62;  // 128-byte swizzle
+  d |= descriptor_high(sbo_bytes);
   return d;
 }
 
