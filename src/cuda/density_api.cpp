@@ -30,7 +30,9 @@ RowsView rows_view(const TensorView& t, const char* name) {
 }
 
 struct Layout {
-  std::size_t row_ref, row_peak, row_above, row_total, row_error, row_count_above, bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
+  std::size_t row_ref, row_peak;                              // pass 1's reference and row max
+  std::size_t row_above, row_total, row_error, row_count_above;  // pass 1's walk (fp64 masses)
+  std::size_t bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
 };
 Layout layout(std::int64_t heads, std::int64_t nrows) {
   const auto n = static_cast<std::size_t>(heads * nrows);
