@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 //   wgmma wait<0> (step g+1's products); arrive on empty[stage of g+1].
 // B was a block barrier until run41: it held each warpgroup until the other had folded too, so
 // both left their issue gaps at the same time. With the mbarrier they drift apart by up to a step:
-// keys 1.44-1.46 ms against 1.79-1.84 in the same run (H100).
+// keys 1.44-1.46 ms against 1.79-1.84 for the same kernel with the block barrier, same run (H100).
 // Why not wait<1> with a group in flight across steps, as first designed: ptxas then serialised the
 // wgmmas (C7514/C7515), and it did so too when the fold wrote bias and mask into the accumulators
 // in place; as written it reports no serialisation. The only tensor-core gap per warpgroup is the
