@@ -56,41 +56,56 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   std::int32_t *labels, *sizes, *offsets, *perm, *keys_in, *keys_out, *vals;
   float *cq, *ck, *g, *mf, *cent;
   void* temp;
-  const std::size_t tb = sort_temp_bytes(H * N, 17);
+  const std::size_t tb = std::max(sort_temp_bytes(H, N, kk), sort_temp_bytes(H, N, kq));
+  const std::int64_t nc = std::max(tile_sort_count_items(H, N, kk), tile_sort_count_items(H, N, kq));
+  std::int32_t *counts, *starts;
+  cudaMalloc(&counts, 4 * nc), cudaMalloc(&starts, 4 * nc);
   cudaMalloc(&labels, 4 * H * N), cudaMalloc(&perm, 4 * H * N), cudaMalloc(&keys_in, 4 * H * N);
   cudaMalloc(&keys_out, 4 * H * N), cudaMalloc(&vals, 4 * H * N);
   cudaMalloc(&sizes, 4 * H * kk), cudaMalloc(&offsets, 4 * H * (kk + 1)), cudaMalloc(&temp, tb);
-  cudaMalloc(&cq, 4 * H * kq * D), cudaMalloc(&ck, 4 * H * kk * D), cudaMalloc(&g, 4 * H * kq * kk);
+  cudaMalloc(&cq, 4 * H * kq * D), cudaMalloc(&ck, 4 * H * kk * D), cudaMalloc(&g, 4 * std::max<std::int64_t>(H * kq * kk, project_gram_floats(H, kk, D)));
   cudaMalloc(&mf, 4 * H * kk * D), cudaMalloc(&cent, 4 * H * kk * D);
   cudaMemset(cq, 0, 4 * H * kq * D), cudaMemset(ck, 0, 4 * H * kk * D);
-  SortScratch ss{keys_in, keys_out, vals, temp, tb};
+  SortScratch ss;
+  ss.keys_in = keys_in, ss.keys_out = keys_out, ss.vals_in = vals, ss.counts = counts, ss.starts = starts;
+  ss.temp = temp, ss.temp_bytes = tb;
   const double flops_k = 2.0 * H * N * kk * D, flops_q = 2.0 * H * N * kq * D;
   const double a_k = median_ms([&] { launch_assign(xv, m.data(), nullptr, kk, labels, nullptr); });
   const double a_q = median_ms([&] { launch_assign(xv, m.data(), nullptr, kq, labels, nullptr); });
-  // The four centroid products, on each path (tf32x3 is the default).
+  // The projections (G, rownorm, G C through the Gram matrix): its two products on each path
+  // (tf32x3 is the default), then the whole projection with its norm and rounding.
   double gp[2][4];
   const GemmPath paths[2] = {GemmPath::tf32x3, GemmPath::simt};
   for (int p = 0; p < 2; ++p) {
-    gp[p][0] = median_ms([&] { launch_gemm_nt(H, kk, kq, D, 1.f, ck, cq, 0.f, g, nullptr, paths[p]); });
-    gp[p][1] = median_ms([&] { launch_gemm_nn(H, kk, D, kq, g, cq, mf, nullptr, paths[p]); });
-    gp[p][2] = median_ms([&] { launch_gemm_nt(H, kq, kk, D, 1.f, cq, ck, 0.f, g, nullptr, paths[p]); });
-    gp[p][3] = median_ms([&] { launch_gemm_nn(H, kq, D, kk, g, ck, mf, nullptr, paths[p]); });
+    gp[p][0] = median_ms([&] { launch_gemm_tn(H, D, D, kq, cq, cq, g, nullptr, paths[p]); });
+    gp[p][1] = median_ms([&] { launch_gemm_nn(H, kk, D, D, ck, g, mf, nullptr, paths[p]); });
+    gp[p][2] = median_ms([&] { launch_gemm_tn(H, D, D, kk, ck, ck, g, nullptr, paths[p]); });
+    gp[p][3] = median_ms([&] { launch_gemm_nn(H, kq, D, D, cq, g, mf, nullptr, paths[p]); });
   }
-  const double g1 = gp[0][0], g2 = gp[0][1], g3 = gp[0][2], g4 = gp[0][3];
-  const double rn = median_ms([&] { launch_rownorm(g, (std::int64_t)H * kk, kq, nullptr); });
+  // Into their own output: m (random) stays the assignments' input.
+  test::DeviceTensor m_proj(hm);
+  const double proj_k = median_ms([&] { launch_project_rows(H, kk, kq, D, ck, cq, g, mf, Elem::bf16, m_proj.data(), nullptr); });
+  const double proj_q = median_ms([&] { launch_project_rows(H, kq, kk, D, cq, ck, g, mf, Elem::bf16, m_proj.data(), nullptr); });
   launch_assign(xv, m.data(), nullptr, kk, labels, nullptr);
   const double up_k = median_ms([&] { launch_update_side(&xv, labels, H, N, kk, ss, sizes, offsets, perm, cent, nullptr); });
-  const double up_k0 = median_ms([&] { launch_update_side(nullptr, labels, H, N, kk, ss, sizes, offsets, perm, nullptr, nullptr); });
+  const double sort_t = median_ms([&] { launch_sort_labels(labels, H, N, kk, ss, sizes, offsets, perm, nullptr, SortPath::tiled); });
+  const double sort_c = median_ms([&] { launch_sort_labels(labels, H, N, kk, ss, sizes, offsets, perm, nullptr, SortPath::cub); });
+  launch_assign(xv, m.data(), nullptr, kq, labels, nullptr);
+  const double up_q = median_ms([&] { launch_update_side(&xv, labels, H, N, kq, ss, sizes, offsets, perm, cent, nullptr); });
+  const double sort_tq = median_ms([&] { launch_sort_labels(labels, H, N, kq, ss, sizes, offsets, perm, nullptr, SortPath::tiled); });
+  const double sort_cq = median_ms([&] { launch_sort_labels(labels, H, N, kq, ss, sizes, offsets, perm, nullptr, SortPath::cub); });
   std::printf("breakdown %d x %lld (Kq %d, Kk %d), assign variant %s:\n", H, (long long)N, kq, kk,
               std::getenv("SVOO_ASSIGN_VARIANT") ? std::getenv("SVOO_ASSIGN_VARIANT")
                                                  : "default (4 on Hopper without a bias, else 0)");
   std::printf("  assign keys %.3f ms (%.0f TFLOP/s), assign queries %.3f ms (%.0f TFLOP/s)\n", a_k,
               flops_k / a_k / 1e9, a_q, flops_q / a_q / 1e9);
-  std::printf("  key side: gemm_nt Kk x Kq x D %.3f ms, gemm_nn (k = Kq) %.3f ms, rownorm %.3f ms; query side: "
-              "gemm_nt Kq x Kk x D %.3f ms, gemm_nn (k = Kk) %.3f ms (tf32x3)\n", g1, g2, rn, g3, g4);
+  std::printf("  projection, key side %.3f ms: Gram Cq^T Cq %.3f ms, Ck S %.3f ms; query side %.3f ms: Gram Ck^T Ck "
+              "%.3f ms, Cq S %.3f ms (tf32x3, each Gram as one unsplit product; the rest is the norm and rounding)\n",
+              proj_k, gp[0][0], gp[0][1], proj_q, gp[0][2], gp[0][3]);
   std::printf("  the same four products on the simt path: %.3f, %.3f, %.3f, %.3f ms\n", gp[1][0], gp[1][1], gp[1][2],
               gp[1][3]);
-  std::printf("  update keys: sort+offsets %.3f ms, with centroids %.3f ms\n", up_k0, up_k);
+  std::printf("  update keys: %.3f ms; its sort + offsets: tiled %.3f ms, cub %.3f ms\n", up_k, sort_t, sort_c);
+  std::printf("  update queries: %.3f ms; its sort + offsets: tiled %.3f ms, cub %.3f ms\n", up_q, sort_tq, sort_cq);
   // Every assignment variant that runs on this device, timed in this process on the same inputs,
   // with its key labels compared to variant 0's (differences should be rare near-ties).
   std::vector<std::int32_t> ref(static_cast<std::size_t>(H) * N), got(ref.size());
@@ -108,7 +123,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
                 "differing from variant 0: %lld\n",
                 v, vk, flops_k / vk / 1e9, vq, flops_q / vq / 1e9, (long long)differ);
   }
-  for (void* p : std::initializer_list<void*>{labels, perm, keys_in, keys_out, vals, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
+  for (void* p : std::initializer_list<void*>{labels, perm, counts, starts, keys_in, keys_out, vals, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
 }
 
 // Times the parts of select() on a real clustering of random inputs: block scores (Cq Ck^T),

@@ -152,9 +152,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 //     every thread arrives on when its cp.asyncs land (cp.async.mbarrier.arrive.noinc, expected
 //     count 256), not with cp.async group counts: the X prefetch below makes the order of loads
 //     differ from the order of uses;
-//   - persistent blocks (one per SM; one is all that fits: 193 KB of shared memory, 2 x 64
+//   - persistent blocks (one per SM; one is all that fits: 225 KB of shared memory, 2 x 64
 //     accumulators a thread): block b takes the work items (head, 128-row block) b, b + grid, ...
-//     and runs their steps (item, centroid tile) as one stream, so the next item's X tile (two X
+//     and runs their steps (item, centroid tile) as one stream, so the next items' X tiles (three X
 //     buffers) and first centroid tiles load while the current item multiplies; with one
 //     non-persistent block per SM, every block's X load and pipeline fill would leave the SM idle.
 //
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 //   B: wait on empty[stage of g] (every thread arrives there once it has step g's products, at the
 //   end of step g-1), after which step g's stage and, at an item's last step, the item's X buffer
 //   are free in both warpgroups; load step g + kStages into step g's stage; at an item's last
-//   step, X of the item after next;
+//   step, X of item li + kXBufs;
 //   wgmma wait<0> (step g+1's products); arrive on empty[stage of g+1].
 // B was a block barrier until run41: it held each warpgroup until the other had folded too, so
 // both left their issue gaps at the same time. With the mbarrier they drift apart by up to a step:
@@ -177,7 +177,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 // Prefetch distance of the ring: kStages - 1 steps. Centroid reads: 32 KB per step and block, from
 // L2 (128 FLOP per byte: 500 TFLOP/s needs ~3.9 TB/s of L2 reads).
 constexpr int kStages = 4;
-constexpr int kPipeSmemBytes = (2 + kStages) * kTileBytes + 1024;  // 2 X buffers + ring + alignment slack
+// X buffers: item i goes to buffer i % kXBufs, loaded during the last step of item i - kXBufs, so
+// it has kXBufs - 1 items of lead. With 2, a 256-cluster side (2 steps an item) left each X load
+// under 2 steps and ran at ~400 TFLOP/s against the keys' 545 (run44, H100); 3 fill the 227 KB of
+// shared memory.
+constexpr int kXBufs = 3;
+constexpr int kPipeSmemBytes = (kXBufs + kStages) * kTileBytes + 1024;  // X buffers + ring + alignment slack
 
 // A tile of 128 centroid rows, contiguous in memory (row stride kDim): thread t copies the
 // 16-byte piece t % 16 of rows t / 16 + 16 k (k = 0..7). Source and destination then advance by
@@ -218,10 +223,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   __shared__ std::uint64_t full[kStages];   // centroid stage s holds its next step
   __shared__ std::uint64_t empty[kStages];  // every thread is done with the products of stage s's step
-  __shared__ std::uint64_t xfull[2];       // X buffer b holds its next item
+  __shared__ std::uint64_t xfull[kXBufs];  // X buffer b holds its next item
   unsigned char* base = wgmma::align_1024(smem_raw);
-  unsigned char* sx = base;                   // 2 X buffers (item i in buffer i % 2)
-  unsigned char* sm = base + 2 * kTileBytes;  // kStages centroid stages (step g in stage g % kStages)
+  unsigned char* sx = base;                        // kXBufs X buffers (item i in buffer i % kXBufs)
+  unsigned char* sm = base + kXBufs * kTileBytes;  // kStages centroid stages (step g in stage g % kStages)
   const int rblocks = static_cast<int>((tokens + kRows - 1) / kRows);
   const int items_total = heads * rblocks;
   const int items = (items_total - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
@@ -233,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kThreads);
     for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&empty[s], kThreads);
-    for (int b = 0; b < 2; ++b) wgmma::mbar_init(&xfull[b], kThreads);
+    for (int b = 0; b < kXBufs; ++b) wgmma::mbar_init(&xfull[b], kThreads);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -245,8 +250,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     return static_cast<std::int64_t>(w % rblocks) * kRows;
   };
   auto load_x = [&](int li) {
-    load_rows(sx + (li & 1) * kTileBytes, x + item_head(li) * head_stride, item_row0(li), tokens, row_stride);
-    wgmma::mbar_arrive_cp_async(&xfull[li & 1]);
+    load_rows(sx + (li % kXBufs) * kTileBytes, x + item_head(li) * head_stride, item_row0(li), tokens, row_stride);
+    wgmma::mbar_arrive_cp_async(&xfull[li % kXBufs]);
   };
   // The centroid loader walks the steps kStages ahead of the fold.
   int ld_step = 0, ld_li = 0, ld_t = 0;
@@ -266,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Waits (this thread) until step (li, t) = number g can be multiplied; then fence.proxy.async.
   auto wait_step = [&](int g, int li, int t) {
     wgmma::mbar_wait(&full[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
-    if (t == 0) wgmma::mbar_wait(&xfull[li & 1], (li >> 1) & 1);
+    if (t == 0) wgmma::mbar_wait(&xfull[li % kXBufs], (li / kXBufs) & 1);
     wgmma::fence_async_shared();  // cp.async writes -> tensor-core reads
   };
   // Descriptors built once; a step's operands are these plus byte offsets / 16.
@@ -278,7 +283,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const std::uint32_t dm0 = static_cast<std::uint32_t>(descriptor(sm));
   constexpr std::uint64_t kDescHigh = wgmma::descriptor_high(1024);  // that of descriptor(., 16, 1024)
   auto issue = [&](float (&d)[64], int g, int li) {
-    const std::uint32_t da = dx0 + static_cast<std::uint32_t>((li & 1) * (kTileBytes >> 4));
+    const std::uint32_t da = dx0 + static_cast<std::uint32_t>((li % kXBufs) * (kTileBytes >> 4));
     const std::uint32_t db = dm0 + (static_cast<unsigned>(g) % kStages) * (kTileBytes >> 4);
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks) {
@@ -288,9 +293,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::commit();
   };
 
-  // Prologue: X of items 0 and 1, centroid steps 0 .. kStages - 1; step 0's products into bank 0.
-  load_x(0);
-  if (items > 1) load_x(1);
+  // Prologue: X of items 0 .. kXBufs - 1, centroid steps 0 .. kStages - 1; step 0's products into bank 0.
+  for (int li = 0; li < kXBufs && li < items; ++li) load_x(li);
   for (int s = 0; s < kStages; ++s) load_next_tile();
   float d0[64], d1[64];
   wait_step(0, 0, 0);
@@ -374,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // products.
     wgmma::mbar_wait(&empty[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
     load_next_tile();                                             // step g + kStages, into step g's stage
-    if (cur_t == tiles - 1 && cur_li + 2 < items) load_x(cur_li + 2);  // into item cur_li's X buffer
+    if (cur_t == tiles - 1 && cur_li + kXBufs < items) load_x(cur_li + kXBufs);  // into item cur_li's X buffer
     wgmma::wait<0>();  // step g+1's products
     if constexpr (!decltype(last)::value) wgmma::mbar_arrive(&empty[static_cast<unsigned>(g + 1) % kStages]);
     ++g;

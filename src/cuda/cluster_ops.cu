@@ -1,10 +1,10 @@
 // Clustering steps around the fused assignment: anchors, centroid updates, projections.
 //
-// A centroid update needs each cluster's members. A stable LSD radix sort of (head, label) keys
-// (cub) groups them, in token order within a cluster, deterministically; the sorted token indices
-// are also exactly the permutation the block layout needs, so the last update of a plan yields it
-// for free. Each cluster's mean is then summed by one block in a fixed order (no atomics), so a
-// plan is bitwise reproducible.
+// A centroid update needs each cluster's members. A stable sort of the tokens by label
+// (label_sort.cu) groups them, in token order within a cluster, deterministically; the sorted token
+// indices are also exactly the permutation the block layout needs, so the last update of a plan
+// yields it for free. Each cluster's mean is then summed by one block in a fixed order (no
+// atomics), so a plan is bitwise reproducible.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -38,16 +38,23 @@ __global__ void gather_centroids_kernel(RowsView x, const std::int32_t* anchors,
     c[row * x.dim + d] = load_elem(x.data, x.elem, h * x.head_stride + n * x.row_stride + d);
 }
 
-__global__ void rownorm_kernel(float* g, std::int64_t rows, int cols) {
+// m[row] = p[row] / |g_row| rounded to bf16/f16, with |g_row|^2 = <p[row], c[row]> (see
+// launch_project_rows), summed in double; the norm is floored at 1e-12 as rownorm is in the spec.
+// One warp a row.
+__global__ void project_rows_kernel(const float* p, const float* c, std::int64_t rows, int dim, Elem e, void* m) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
-  float* r = g + row * cols;
+  const float* pr = p + row * dim;
+  const float* cr = c + row * dim;
   double ss = 0.0;
-  for (int j = lane; j < cols; j += 32) ss += static_cast<double>(r[j]) * r[j];
+  for (int d = lane; d < dim; d += 32) ss += static_cast<double>(pr[d]) * cr[d];
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-  const float inv = static_cast<float>(1.0 / fmax(sqrt(ss), 1e-12));
-  for (int j = lane; j < cols; j += 32) r[j] *= inv;
+  const float inv = static_cast<float>(1.0 / fmax(sqrt(fmax(ss, 0.0)), 1e-12));
+  for (int d = lane; d < dim; d += 32) {
+    if (e == Elem::bf16) static_cast<__nv_bfloat16*>(m)[row * dim + d] = __float2bfloat16_rn(pr[d] * inv);
+    else static_cast<__half*>(m)[row * dim + d] = __float2half_rn(pr[d] * inv);
+  }
 }
 
 __global__ void round_kernel(const float* src, std::int64_t count, Elem e, void* dst) {
@@ -69,48 +76,6 @@ __global__ void half_norm_bias_kernel(const float* c, std::int64_t rows, int dim
   for (int d = lane; d < dim; d += 32) ss += static_cast<double>(c[row * dim + d]) * c[row * dim + d];
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   if (lane == 0) bias[row] = static_cast<float>(-0.5 * ss);
-}
-
-__global__ void sort_keys_kernel(const std::int32_t* labels, std::int64_t tokens, std::int64_t items, int clusters,
-                                 std::int32_t* keys, std::int32_t* vals) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < items;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t h = i / tokens;
-    keys[i] = static_cast<std::int32_t>(h * clusters + labels[i]);
-    vals[i] = static_cast<std::int32_t>(i - h * tokens);
-  }
-}
-
-// From the sorted keys (h * clusters + label), the first position of every key: the thread at a
-// position where the key changes writes it for each key in (previous key, this key] (the empty
-// clusters in between start where the next non-empty one does; keys past the last item start at the
-// end), as an offset within its head. Every head holds exactly `tokens` items, so the head of key
-// kk starts at kk / clusters * tokens. No atomics: the result does not depend on scheduling.
-__global__ void cluster_starts_kernel(const std::int32_t* sorted, std::int64_t tokens, std::int64_t items,
-                                      int clusters, std::int32_t* offsets) {
-  const std::int64_t keys = items / tokens * clusters;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i <= items;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t prev = i == 0 ? -1 : sorted[i - 1];
-    const std::int64_t cur = i == items ? keys : sorted[i];  // past the end: one past the last key
-    for (std::int64_t kk = prev + 1; kk <= cur && kk < keys; ++kk) {
-      const std::int64_t h = kk / clusters, c = kk % clusters;
-      offsets[h * (clusters + 1) + c] = static_cast<std::int32_t>(i - h * tokens);
-    }
-  }
-}
-
-// offsets[h, clusters] = tokens; sizes[h, c] = offsets[h, c + 1] - offsets[h, c].
-__global__ void sizes_kernel(std::int64_t heads, std::int64_t tokens, int clusters, std::int32_t* offsets,
-                             std::int32_t* sizes) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < heads * clusters;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t h = i / clusters, c = i % clusters;
-    const std::int32_t* o = offsets + h * (clusters + 1);
-    const std::int32_t end = c + 1 == clusters ? static_cast<std::int32_t>(tokens) : o[c + 1];
-    if (c + 1 == clusters) offsets[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(tokens);
-    sizes[i] = end - o[c];
-  }
 }
 
 // One block per (head, cluster): 8 warps take member rows in turn (4 loads in flight each, so a
@@ -182,12 +147,6 @@ int blocks_for(std::int64_t items, int threads) {
   return static_cast<int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
 }
 
-int key_bits_for(std::int64_t max_key) {
-  int bits = 1;
-  while ((std::int64_t{1} << bits) <= max_key) ++bits;
-  return bits;
-}
-
 }  // namespace
 
 void launch_draw_anchors(int heads, std::int64_t q_tokens, std::int64_t k_tokens, int kq, int kk, std::uint64_t seed,
@@ -203,9 +162,51 @@ void launch_gather_centroids(const RowsView& x, const std::int32_t* anchors, int
                                                                                          centroids);
 }
 
-void launch_rownorm(float* g, std::int64_t rows, int cols, cudaStream_t stream) {
-  if (rows == 0) return;
-  rownorm_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(g, rows, cols);
+namespace {
+
+// The Gram matrix C^T C of a [other_k, dim] side is split along other_k into chunks of at least
+// 128 rows (at most 8): with 1024 rows, one 128 x 128 product a head is 4 blocks of 64 x 64 over a
+// 1024-long k, too few for the GPU (0.058 ms at 40 heads on an H100, run44). Each head's rows are
+// contiguous, so the chunks are a batch of heads * splits plain products, summed in a fixed order.
+int gram_splits(int other_k) {
+  for (int s : {8, 4, 2})
+    if (other_k % s == 0 && other_k / s >= 128) return s;
+  return 1;
+}
+
+__global__ void sum_splits_kernel(const float* parts, std::int64_t heads, int per_head, int splits, float* out) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < heads * per_head;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / per_head, e = i % per_head;
+    const float* p = parts + h * splits * per_head + e;
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += p[static_cast<std::int64_t>(s) * per_head];
+    out[i] = sum;
+  }
+}
+
+}  // namespace
+
+std::int64_t project_gram_floats(int heads, int other_k, int dim) {
+  const int splits = gram_splits(other_k);
+  return static_cast<std::int64_t>(heads) * dim * dim * (splits > 1 ? splits + 1 : 1);
+}
+
+void launch_project_rows(int heads, int own_k, int other_k, int dim, const float* own, const float* other,
+                         float* gram, float* p, Elem elem, void* m, cudaStream_t stream) {
+  if (heads == 0 || own_k == 0) return;
+  const int splits = gram_splits(other_k);
+  if (splits > 1) {
+    float* parts = gram + static_cast<std::int64_t>(heads) * dim * dim;
+    launch_gemm_tn(heads * splits, dim, dim, other_k / splits, other, other, parts, stream);
+    sum_splits_kernel<<<blocks_for(static_cast<std::int64_t>(heads) * dim * dim, 256), 256, 0, stream>>>(
+        parts, heads, dim * dim, splits, gram);
+  } else {
+    launch_gemm_tn(heads, dim, dim, other_k, other, other, gram, stream);
+  }
+  launch_gemm_nn(heads, own_k, dim, dim, own, gram, p, stream);
+  const std::int64_t rows = static_cast<std::int64_t>(heads) * own_k;
+  project_rows_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(p, own, rows, dim, elem, m);
 }
 
 void launch_round(const float* src, std::int64_t count, Elem elem, void* dst, cudaStream_t stream) {
@@ -216,14 +217,6 @@ void launch_round(const float* src, std::int64_t count, Elem elem, void* dst, cu
 void launch_half_norm_bias(const float* c, std::int64_t rows, int dim, float* bias, cudaStream_t stream) {
   if (rows == 0) return;
   half_norm_bias_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(c, rows, dim, bias);
-}
-
-std::size_t sort_temp_bytes(std::int64_t items, int key_bits) {
-  std::size_t bytes = 0;
-  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<std::int32_t*>(nullptr),
-                                  static_cast<std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr),
-                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(items), 0, key_bits);
-  return bytes;
 }
 
 std::size_t scan64_temp_bytes(std::int64_t items) {
@@ -238,12 +231,7 @@ void launch_update_side(const RowsView* x, const std::int32_t* labels, std::int6
                         std::int32_t* perm, float* centroids, cudaStream_t stream) {
   const std::int64_t items = heads * tokens;
   if (items == 0) return;
-  sort_keys_kernel<<<blocks_for(items, 256), 256, 0, stream>>>(labels, tokens, items, clusters, s.keys_in, s.vals_in);
-  std::size_t bytes = s.temp_bytes;
-  cub::DeviceRadixSort::SortPairs(s.temp, bytes, s.keys_in, s.keys_out, s.vals_in, perm, static_cast<int>(items), 0,
-                                  key_bits_for(heads * clusters), stream);
-  cluster_starts_kernel<<<blocks_for(items + 1, 256), 256, 0, stream>>>(s.keys_out, tokens, items, clusters, offsets);
-  sizes_kernel<<<blocks_for(heads * clusters, 256), 256, 0, stream>>>(heads, tokens, clusters, offsets, sizes);
+  launch_sort_labels(labels, heads, tokens, clusters, s, sizes, offsets, perm, stream);
   if (x && centroids)
     centroid_kernel<<<static_cast<unsigned>(heads * clusters), kCentroidWarps * 32, 0, stream>>>(*x, perm, offsets,
                                                                                                  sizes, clusters,

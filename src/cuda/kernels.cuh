@@ -49,6 +49,10 @@ void launch_gemm_nt(int heads, int ma, int nb, int k, float alpha, const float* 
 // c[h] = a[h] * b[h] for a [heads, ma, k], b [heads, k, nb], c [heads, ma, nb].
 void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream,
                     GemmPath path = GemmPath::automatic);
+// c[h] = a[h]^T * b[h] for a [heads, k, ma], b [heads, k, nb], c [heads, ma, nb] (a Gram matrix
+// when a == b).
+void launch_gemm_tn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream,
+                    GemmPath path = GemmPath::automatic);
 
 // ---- scores, selection, layout (select.cu, layout.cu) ----
 

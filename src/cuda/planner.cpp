@@ -62,8 +62,8 @@ void download(std::vector<T>& dst, const T* src, std::size_t count, cudaStream_t
 
 struct Planner::Scratch {
   detail::SortScratch q_sort, k_sort;
-  float* g;          // [heads, max(kq*kk)] profiles
-  float* m;          // [heads, max(kq, kk), dim] projected centroids, fp32
+  float* gram;       // the Gram matrix of the other side's centroids and its partial sums
+  float* m;          // [heads, max(kq, kk), dim] projected centroids before their norm, fp32
   void* m_half;      // the same, rounded for the tensor cores
   float* bias;       // [heads, max(kq, kk)]
   std::int32_t *q_anchors, *k_anchors;
@@ -92,10 +92,8 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   require(H * std::max(Nq, Nk) < (std::int64_t{1} << 31) && H * shape.kq * std::int64_t{shape.kk} < (std::int64_t{1} << 31),
           ErrorKind::invalid_argument, "cuda::Planner: heads x tokens and heads x kq x kk must stay below 2^31");
   const int kmax = std::max(shape.kq, shape.kk);
-  const std::int64_t nmax = std::max(Nq, Nk);
-  int key_bits = 1;
-  while ((std::int64_t{1} << key_bits) <= H * kmax) ++key_bits;
-  const std::size_t sort_bytes = detail::sort_temp_bytes(H * nmax, key_bits);
+  const std::size_t sort_bytes =
+      std::max(detail::sort_temp_bytes(H, Nq, shape.kq), detail::sort_temp_bytes(H, Nk, shape.kk));
   s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
   s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
 
@@ -129,11 +127,15 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
       ss->keys_in = c.take<std::int32_t>(H * n);
       ss->keys_out = c.take<std::int32_t>(H * n);
       ss->vals_in = c.take<std::int32_t>(H * n);
+      const std::int64_t counts = detail::tile_sort_count_items(H, n, ss == &s.q_sort ? shape.kq : shape.kk);
+      ss->counts = counts > 0 ? c.take<std::int32_t>(counts) : nullptr;
+      ss->starts = counts > 0 ? c.take<std::int32_t>(counts) : nullptr;
     }
     void* temp = c.take<char>(sort_bytes);
     s.q_sort.temp = s.k_sort.temp = temp;
     s.q_sort.temp_bytes = s.k_sort.temp_bytes = sort_bytes;
-    s.g = c.take<float>(H * shape.kq * shape.kk);
+    s.gram = c.take<float>(std::max(detail::project_gram_floats(static_cast<int>(H), shape.kq, static_cast<int>(D)),
+                                    detail::project_gram_floats(static_cast<int>(H), shape.kk, static_cast<int>(D))));
     s.m = c.take<float>(H * kmax * D);
     s.m_half = c.take<std::uint16_t>(H * kmax * D);
     s.bias = c.take<float>(H * kmax);
@@ -184,10 +186,7 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
                   const detail::SortScratch& sort) {
     const float* bias = nullptr;
     if (config.method == ClusterMethod::coclustering) {
-      detail::launch_gemm_nt(H, own_k, other_k, D, 1.0f, own_c, other_c, 0.0f, s_->g, st);
-      detail::launch_rownorm(s_->g, static_cast<std::int64_t>(H) * own_k, other_k, st);
-      detail::launch_gemm_nn(H, own_k, D, other_k, s_->g, other_c, s_->m, st);
-      detail::launch_round(s_->m, static_cast<std::int64_t>(H) * own_k * D, x.elem, s_->m_half, st);
+      detail::launch_project_rows(H, own_k, other_k, D, own_c, other_c, s_->gram, s_->m, x.elem, s_->m_half, st);
     } else {
       detail::launch_half_norm_bias(own_c, static_cast<std::int64_t>(H) * own_k, D, s_->bias, st);
       detail::launch_round(own_c, static_cast<std::int64_t>(H) * own_k * D, x.elem, s_->m_half, st);

@@ -1,5 +1,5 @@
-// Per-head fp32 products of centroid matrices (at most a few thousand rows each): the profile
-// G = Ck Cq^T, the projected centroids G Cq, and the block logits s Cq Ck^T.
+// Per-head fp32 products of centroid matrices (at most a few thousand rows each): the Gram matrix
+// C^T C and the projected centroids C' (C^T C) of a clustering step, and the block logits s Cq Ck^T.
 //
 // Default path: tensor cores at fp32 accuracy ("3xTF32"). Each operand x is split into
 // hi = tf32(x) and lo = tf32(x - hi), and a*b is taken as a_hi*b_lo + a_lo*b_hi + a_hi*b_hi on
@@ -31,9 +31,10 @@ constexpr int kTile = 64, kStep = 8, kThreads = 64, kHalf = kTile / 2;
 // query side's G Ck (Kq = 256 rows, k = Kk = 1024) is 8 blocks a head.
 constexpr long kFewBlocks = 512;
 
-// c = alpha * a * op(b) + beta * c; op(b) = b^T (b is [nb, k]) when kTransB, else b ([k, nb]).
-// A block covers kRows (64 or 32) rows x 64 columns.
-template <bool kTransB, int kRows>
+// c = alpha * op(a) * op(b) + beta * c; op(a) = a^T (a is [k, ma]) when kTransA, else a ([ma, k]);
+// op(b) = b^T (b is [nb, k]) when kTransB, else b ([k, nb]). A block covers kRows (64 or 32) rows x
+// 64 columns.
+template <bool kTransA, bool kTransB, int kRows>
 __global__ void __launch_bounds__(kThreads) gemm_simt_kernel(int ma, int nb, int k, float alpha, const float* __restrict__ a,
                                                         const float* __restrict__ b, float beta, float* __restrict__ c) {
   constexpr int kTM = kRows / 8;  // output rows a thread: 8 (rows 4 tr + i, 32 + 4 tr + i) or 4
@@ -51,10 +52,15 @@ __global__ void __launch_bounds__(kThreads) gemm_simt_kernel(int ma, int nb, int
   float ra[kPerA], rb[kPerB];
   auto load = [&](int k0) {
 #pragma unroll
-    for (int p = 0; p < kPerA; ++p) {  // a: kRows rows x kStep, consecutive threads along k
+    for (int p = 0; p < kPerA; ++p) {  // a: kRows rows x kStep, consecutive threads along a's rows
       const int e = threadIdx.x + p * kThreads;
-      const int r = e / kStep, kk = e % kStep, gr = row0 + r, gk = k0 + kk;
-      ra[p] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gr) * k + gk] : 0.0f;
+      if (kTransA) {
+        const int kk = e / kRows, r = e % kRows, gr = row0 + r, gk = k0 + kk;
+        ra[p] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gk) * ma + gr] : 0.0f;
+      } else {
+        const int r = e / kStep, kk = e % kStep, gr = row0 + r, gk = k0 + kk;
+        ra[p] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gr) * k + gk] : 0.0f;
+      }
     }
 #pragma unroll
     for (int p = 0; p < kPerB; ++p) {
@@ -71,9 +77,10 @@ __global__ void __launch_bounds__(kThreads) gemm_simt_kernel(int ma, int nb, int
   load(0);
   for (int k0 = 0; k0 < k; k0 += kStep) {
 #pragma unroll
-    for (int p = 0; p < kPerA; ++p) {  // a stored transposed (sa[kk][row])
+    for (int p = 0; p < kPerA; ++p) {  // a stored as sa[kk][row]
       const int e = threadIdx.x + p * kThreads;
-      sa[e % kStep][e / kStep] = ra[p];
+      if (kTransA) sa[e / kRows][e % kRows] = ra[p];
+      else sa[e % kStep][e / kStep] = ra[p];
     }
 #pragma unroll
     for (int p = 0; p < kPerB; ++p) {  // b as sb[kk][col]
@@ -132,14 +139,16 @@ __device__ __forceinline__ void split_tf32(float x, std::uint32_t& hi, std::uint
 // 32 wn + [0, 32) of the tile: 2 x 4 m16n8 accumulators. Fragment layout of m16n8k8 tf32 (g = lane / 4,
 // t = lane % 4): a {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b {(k t, n g), (k t + 4, n g)},
 // c {(g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)}.
-template <bool kTransB>
+template <bool kTransA, bool kTransB>
 __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb, int k, float alpha,
                                                                  const float* __restrict__ a,
                                                                  const float* __restrict__ b, float beta,
                                                                  float* __restrict__ c) {
   constexpr int kBRows = kTransB ? kTcTile : kTcK, kBPitch = kTransB ? kTcPitchK : kTcPitchN;
+  constexpr int kARows = kTransA ? kTcK : kTcTile, kAPitch = kTransA ? kTcPitchN : kTcPitchK;
   // Two stages: cp.async fills one while the other is used. Rows are 16-byte aligned (pitches 36, 72).
-  __shared__ __align__(16) float sa[2][kTcTile][kTcPitchK];
+  // a is held as [row][k], or as [k][row] when transposed (the layout it has in memory).
+  __shared__ __align__(16) float sa[2][kARows][kAPitch];
   __shared__ __align__(16) float sb[2][kBRows][kBPitch];
   const int h = blockIdx.z;
   a += static_cast<std::int64_t>(h) * ma * k;
@@ -149,11 +158,11 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wm = warp / 2, wn = warp % 2;
   constexpr int kPer = kTcTile * kTcK / kTcThreads;  // 16 elements of each operand a thread per k step
-  // Where rows are whole float4s (k % 4 == 0, and nb % 4 == 0 for b not transposed; the planner's
-  // shapes), 16-byte copies: 4 of each operand a thread per k step. Otherwise 4-byte copies, 16 of
-  // each. Both zero-fill past the edges. a: (row, k) with a warp reading contiguous bytes of a row;
-  // b^T likewise; b (not transposed): (k, col).
-  const bool vec = (k % 4 == 0) && (kTransB || nb % 4 == 0);
+  // Where rows are whole float4s (k % 4 == 0, nb % 4 == 0 for b not transposed, ma % 4 == 0 for a
+  // transposed; the planner's shapes), 16-byte copies: 4 of each operand a thread per k step.
+  // Otherwise 4-byte copies, 16 of each. Both zero-fill past the edges. a: (row, k) with a warp
+  // reading contiguous bytes of a row; b^T likewise; b and a^T (stored [k][col]): (k, col).
+  const bool vec = (kTransA ? ma % 4 == 0 : k % 4 == 0) && (kTransB ? k % 4 == 0 : nb % 4 == 0);
   // One k step's copies, kW floats each (4 or 1).
   auto copies = [&](auto width_tag, int stage, int k0) {
     constexpr int kW = decltype(width_tag)::value, kBytes = 4 * kW;
@@ -161,8 +170,14 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
     for (int p = 0; p < kPer / kW; ++p) {
       const int e = tid + p * kTcThreads;
       const int r = e / (kTcK / kW), kk = (e % (kTcK / kW)) * kW, gr = row0 + r, gk = k0 + kk;
-      const bool ok_a = gr < ma && gk < k;
-      ptx::cp_async<kBytes>(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a);
+      if (kTransA) {
+        const int ka = e / (kTcTile / kW), m = (e % (kTcTile / kW)) * kW, gm = row0 + m, gka = k0 + ka;
+        const bool ok = gm < ma && gka < k;
+        ptx::cp_async<kBytes>(&sa[stage][ka][m], a + (ok ? static_cast<std::int64_t>(gka) * ma + gm : 0), ok);
+      } else {
+        const bool ok_a = gr < ma && gk < k;
+        ptx::cp_async<kBytes>(&sa[stage][r][kk], a + (ok_a ? static_cast<std::int64_t>(gr) * k + gk : 0), ok_a);
+      }
       if (kTransB) {
         const int gn = col0 + r;
         const bool ok = gn < nb && gk < k;
@@ -195,10 +210,12 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tf32x3_kernel(int ma, int nb,
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         const int r = wm * 32 + mt * 16 + g;
-        split_tf32(sa[stage][r][k8 + t], ahi[mt][0], alo[mt][0]);
-        split_tf32(sa[stage][r + 8][k8 + t], ahi[mt][1], alo[mt][1]);
-        split_tf32(sa[stage][r][k8 + t + 4], ahi[mt][2], alo[mt][2]);
-        split_tf32(sa[stage][r + 8][k8 + t + 4], ahi[mt][3], alo[mt][3]);
+        // [k][row] reads hit banks 8 t + g, [row][k] ones 4 g + t: conflict-free either way.
+        auto at = [&](int row, int kk) { return kTransA ? sa[stage][kk][row] : sa[stage][row][kk]; };
+        split_tf32(at(r, k8 + t), ahi[mt][0], alo[mt][0]);
+        split_tf32(at(r + 8, k8 + t), ahi[mt][1], alo[mt][1]);
+        split_tf32(at(r, k8 + t + 4), ahi[mt][2], alo[mt][2]);
+        split_tf32(at(r + 8, k8 + t + 4), ahi[mt][3], alo[mt][3]);
       }
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
@@ -258,20 +275,20 @@ GemmPath default_path() {
   return path;
 }
 
-template <bool kTransB>
+template <bool kTransA, bool kTransB>
 void launch(GemmPath path, int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta,
             float* c, cudaStream_t stream) {
   if (heads == 0 || ma == 0 || nb == 0) return;
   if (path == GemmPath::automatic) path = default_path();
   const unsigned cols = static_cast<unsigned>((nb + kTile - 1) / kTile);
   if (path == GemmPath::tf32x3)
-    gemm_tf32x3_kernel<kTransB><<<dim3(cols, (ma + kTcTile - 1) / kTcTile, heads), kTcThreads, 0, stream>>>(
+    gemm_tf32x3_kernel<kTransA, kTransB><<<dim3(cols, (ma + kTcTile - 1) / kTcTile, heads), kTcThreads, 0, stream>>>(
         ma, nb, k, alpha, a, b, beta, c);
   else if (rows_for(heads, ma, nb) == 32)
-    gemm_simt_kernel<kTransB, 32><<<dim3(cols, (ma + 31) / 32, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b,
+    gemm_simt_kernel<kTransA, kTransB, 32><<<dim3(cols, (ma + 31) / 32, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b,
                                                                                             beta, c);
   else
-    gemm_simt_kernel<kTransB, 64><<<dim3(cols, (ma + 63) / 64, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b,
+    gemm_simt_kernel<kTransA, kTransB, 64><<<dim3(cols, (ma + 63) / 64, heads), kThreads, 0, stream>>>(ma, nb, k, alpha, a, b,
                                                                                             beta, c);
 }
 
@@ -279,12 +296,17 @@ void launch(GemmPath path, int heads, int ma, int nb, int k, float alpha, const 
 
 void launch_gemm_nt(int heads, int ma, int nb, int k, float alpha, const float* a, const float* b, float beta, float* c,
                     cudaStream_t stream, GemmPath path) {
-  launch<true>(path, heads, ma, nb, k, alpha, a, b, beta, c, stream);
+  launch<false, true>(path, heads, ma, nb, k, alpha, a, b, beta, c, stream);
 }
 
 void launch_gemm_nn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream,
                     GemmPath path) {
-  launch<false>(path, heads, ma, nb, k, 1.0f, a, b, 0.0f, c, stream);
+  launch<false, false>(path, heads, ma, nb, k, 1.0f, a, b, 0.0f, c, stream);
+}
+
+void launch_gemm_tn(int heads, int ma, int nb, int k, const float* a, const float* b, float* c, cudaStream_t stream,
+                    GemmPath path) {
+  launch<true, false>(path, heads, ma, nb, k, 1.0f, a, b, 0.0f, c, stream);
 }
 
 }  // namespace svoo::cuda::detail

@@ -1,4 +1,4 @@
-// Test/bench helper: a device copy of a HostTensor, freed on scope exit.
+// Test/bench helpers: a device copy of a HostTensor, and a typed device array, freed on scope exit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -61,6 +61,30 @@ class DeviceTensor {
   DType dtype_;
   std::size_t bytes_ = 0;
   void* ptr_ = nullptr;
+};
+
+// n elements of T on the device (uninitialised), or a copy of a host vector.
+template <class T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(std::size_t n) : n_(n) { cuda_ok(cudaMalloc(&ptr_, n ? n * sizeof(T) : 16), "cudaMalloc"); }
+  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) {
+    cuda_ok(cudaMemcpy(ptr_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  T* data() const { return ptr_; }
+  std::vector<T> download() const {
+    std::vector<T> h(n_);
+    cuda_ok(cudaMemcpy(h.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "download");
+    return h;
+  }
+
+ private:
+  std::size_t n_;
+  T* ptr_ = nullptr;
 };
 
 }  // namespace svoo::test

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "../../src/cuda/cluster_ops.cuh"
 #include "../../src/cuda/kernels.cuh"
 #include "device_buffer.hpp"
 #include "svoo/cpu.hpp"
@@ -554,17 +555,22 @@ void check_small_gemm(bool quick) {
   using namespace svoo::cuda::detail;
   struct G {
     int heads, ma, nb, k;
-    bool trans_b;
+    bool trans_a, trans_b;
   };
-  const std::vector<G> cases = {{1, 1, 1, 1, true},      {2, 17, 33, 5, false},    {3, 64, 64, 128, true},
-                                {2, 100, 70, 131, false}, {2, 130, 66, 37, true},  {2, 100, 68, 132, false},
-                                {3, 70, 100, 64, true},   {40, 1024, 256, 128, true},
-                                {40, 256, 1024, 128, true}, {40, 1024, 128, 256, false}, {40, 256, 128, 1024, false}};
+  // nt: the block logits; tn: the Gram matrices C^T C; nn: the projections C S (planner shapes last).
+  const std::vector<G> cases = {
+      {1, 1, 1, 1, false, true},       {2, 17, 33, 5, false, false},      {3, 64, 64, 128, false, true},
+      {2, 100, 70, 131, false, false}, {2, 130, 66, 37, false, true},     {2, 100, 68, 132, false, false},
+      {3, 70, 100, 64, false, true},   {1, 1, 1, 1, true, false},         {2, 17, 33, 5, true, false},
+      {2, 70, 66, 37, true, false},    {2, 100, 68, 132, true, false},    {3, 128, 128, 16, true, false},
+      {40, 256, 1024, 128, false, true}, {40, 128, 128, 256, true, false}, {40, 128, 128, 1024, true, false},
+      {40, 1024, 128, 128, false, false}, {40, 256, 128, 128, false, false}};
   std::mt19937 rng(11);
   std::normal_distribution<float> dist(0.f, 1.f);
   std::printf("centroid products (fp32 GEMMs), max error / sum|a b| for simt and tf32x3:\n");
   for (const G& c : cases) {
     if (quick && c.heads > 8) continue;  // the full-size shapes are slow under compute-sanitizer
+    const char* kind = c.trans_b ? "nt" : c.trans_a ? "tn" : "nn";
     const std::size_t na = static_cast<std::size_t>(c.heads) * c.ma * c.k, nb = static_cast<std::size_t>(c.heads) * c.nb * c.k,
                       nc = static_cast<std::size_t>(c.heads) * c.ma * c.nb;
     std::vector<float> a(na), b(nb);
@@ -576,7 +582,7 @@ void check_small_gemm(bool quick) {
       const std::int64_t h = o / (static_cast<std::int64_t>(c.ma) * c.nb), i = o / c.nb % c.ma, j = o % c.nb;
       double v = 0, m = 0;
       for (int kk = 0; kk < c.k; ++kk) {
-        const double x = a[(h * c.ma + i) * c.k + kk];
+        const double x = c.trans_a ? a[(h * c.k + kk) * c.ma + i] : a[(h * c.ma + i) * c.k + kk];
         const double y = c.trans_b ? b[(h * c.nb + j) * c.k + kk] : b[(h * c.k + kk) * c.nb + j];
         v += x * y, m += std::fabs(x * y);
       }
@@ -593,6 +599,7 @@ void check_small_gemm(bool quick) {
     for (int pi = 0; pi < 2; ++pi) {
       test::cuda_ok(cudaMemset(dc, 0xff, 4 * nc), "memset");  // NaN poison: every output must be written
       if (c.trans_b) launch_gemm_nt(c.heads, c.ma, c.nb, c.k, 1.0f, da, db, 0.0f, dc, nullptr, paths[pi]);
+      else if (c.trans_a) launch_gemm_tn(c.heads, c.ma, c.nb, c.k, da, db, dc, nullptr, paths[pi]);
       else launch_gemm_nn(c.heads, c.ma, c.nb, c.k, da, db, dc, nullptr, paths[pi]);
       test::cuda_ok(cudaGetLastError(), "launch_gemm");
       std::vector<float> got(nc);
@@ -604,13 +611,79 @@ void check_small_gemm(bool quick) {
         if (!(err <= bound)) ++bad;  // NaN counts as bad
         if (mag[o] > 0) worst[pi] = std::max(worst[pi], err / mag[o]);
       }
-      CHECK(bad == 0, "gemm %s %d x %d x %d x %d, %s: %lld outputs outside the fp32 bound", c.trans_b ? "nt" : "nn",
+      CHECK(bad == 0, "gemm %s %d x %d x %d x %d, %s: %lld outputs outside the fp32 bound", kind,
             c.heads, c.ma, c.nb, c.k, pi ? "tf32x3" : "simt", (long long)bad);
     }
-    std::printf("  %s %2d x %4d x %4d x %4d: simt %.2e, tf32x3 %.2e\n", c.trans_b ? "nt" : "nn", c.heads, c.ma, c.nb,
+    std::printf("  %s %2d x %4d x %4d x %4d: simt %.2e, tf32x3 %.2e\n", kind, c.heads, c.ma, c.nb,
                 c.k, worst[0], worst[1]);
     cudaFree(da), cudaFree(db), cudaFree(dc);
   }
+}
+
+// The stable sort of tokens by label, both paths (tiled counting sort, cub's radix sort) against
+// a host stable sort: sizes, offsets and permutation bit-equal. Label patterns: uniform, one
+// cluster only, runs of equal labels (like a video's neighbouring tokens), descending; sizes around
+// the 2048-token tile and past the tiled path's 2048 clusters (the general path then runs for both).
+void check_label_sort(bool quick) {
+  using namespace svoo::cuda::detail;
+  struct L {
+    int heads;
+    std::int64_t tokens;
+    int clusters;
+  };
+  std::vector<L> cases = {{1, 1, 1}, {2, 2047, 5}, {3, 2048, 64}, {2, 2049, 2048}, {1, 6000, 2049}, {2, 4097, 1024}};
+  if (!quick) cases.push_back({40, 75600, 1024}), cases.push_back({40, 75600, 256});
+  std::mt19937 rng(5);
+  std::printf("label sort (tiled and general paths vs a host stable sort):\n");
+  for (const L& c : cases)
+    for (int pattern = 0; pattern < 4; ++pattern) {
+      const std::int64_t n = c.heads * c.tokens;
+      std::vector<std::int32_t> labels(n);
+      std::uniform_int_distribution<int> pick(0, c.clusters - 1);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t t = i % c.tokens;
+        labels[i] = pattern == 0   ? pick(rng)
+                    : pattern == 1 ? c.clusters - 1
+                    : pattern == 2 ? static_cast<int>((t / 37 + i / c.tokens) % c.clusters)
+                                   : static_cast<int>((c.tokens - 1 - t) * c.clusters / c.tokens);
+      }
+      std::vector<std::int32_t> want_perm(n), want_sizes(static_cast<std::size_t>(c.heads) * c.clusters, 0),
+          want_offsets(static_cast<std::size_t>(c.heads) * (c.clusters + 1));
+      for (int h = 0; h < c.heads; ++h) {
+        const std::int32_t* l = labels.data() + h * c.tokens;
+        std::int32_t* pm = want_perm.data() + h * c.tokens;
+        for (std::int64_t t = 0; t < c.tokens; ++t) pm[t] = static_cast<std::int32_t>(t);
+        std::stable_sort(pm, pm + c.tokens, [&](std::int32_t a, std::int32_t b) { return l[a] < l[b]; });
+        for (std::int64_t t = 0; t < c.tokens; ++t) ++want_sizes[h * c.clusters + l[t]];
+        std::int32_t run = 0;
+        for (int k = 0; k <= c.clusters; ++k) {
+          want_offsets[h * (c.clusters + 1) + k] = run;
+          if (k < c.clusters) run += want_sizes[h * c.clusters + k];
+        }
+      }
+      test::DeviceBuffer<std::int32_t> dl(labels), perm(n), sizes(want_sizes.size()), offsets(want_offsets.size()),
+          keys_in(n), keys_out(n), vals(n);
+      const std::int64_t counts = tile_sort_count_items(c.heads, c.tokens, c.clusters);
+      test::DeviceBuffer<std::int32_t> dcounts(std::max<std::int64_t>(counts, 1)), dstarts(std::max<std::int64_t>(counts, 1));
+      const std::size_t tb = sort_temp_bytes(c.heads, c.tokens, c.clusters);
+      test::DeviceBuffer<char> temp(std::max<std::size_t>(tb, 1));
+      SortScratch ss;
+      ss.keys_in = keys_in.data(), ss.keys_out = keys_out.data(), ss.vals_in = vals.data();
+      ss.counts = counts > 0 ? dcounts.data() : nullptr, ss.starts = counts > 0 ? dstarts.data() : nullptr;
+      ss.temp = temp.data(), ss.temp_bytes = tb;
+      for (SortPath path : {SortPath::tiled, SortPath::cub}) {
+        cudaMemset(perm.data(), 0xff, 4 * n), cudaMemset(sizes.data(), 0xff, 4 * want_sizes.size());
+        cudaMemset(offsets.data(), 0xff, 4 * want_offsets.size());
+        launch_sort_labels(dl.data(), c.heads, c.tokens, c.clusters, ss, sizes.data(), offsets.data(), perm.data(),
+                           nullptr, path);
+        test::cuda_ok(cudaDeviceSynchronize(), "launch_sort_labels");
+        CHECK(perm.download() == want_perm && sizes.download() == want_sizes && offsets.download() == want_offsets,
+              "label sort (%s path%s), %d heads x %lld tokens, %d clusters, pattern %d: differs from a stable sort",
+              path == SortPath::tiled ? "tiled" : "general", counts > 0 ? "" : ", not applicable: general",
+              c.heads, (long long)c.tokens, c.clusters, pattern);
+      }
+    }
+  std::printf("  %zu shapes x 4 label patterns x 2 paths compared\n", cases.size());
 }
 
 }  // namespace
@@ -626,6 +699,7 @@ int main(int argc, char** argv) {
   const char* variant = std::getenv("SVOO_ASSIGN_VARIANT");
   std::printf("gpu_check: planner assignment variant %s (SVOO_ASSIGN_VARIANT)\n", variant ? variant : "default (4 for co-clustering on Hopper, else 0)");
   check_small_gemm(quick);
+  check_label_sort(quick);
   if (!quick) check_assign_variants();
   std::vector<Case> cases;
   cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});

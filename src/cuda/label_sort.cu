@@ -1,0 +1,210 @@
+// The stable sort of a side's tokens by cluster label, per head: the permutation, cluster offsets
+// and sizes of a centroid update (and of the block layout).
+//
+// Tiled counting sort (the default where clusters <= 2048): the tokens of a head are cut into
+// tiles of 2048.
+//   1. tile_histogram_kernel: each tile's label counts, stored cluster-major, [h][c][tile];
+//   2. an exclusive scan of those counts over all heads: the entry (h, c, tile) becomes the first
+//      sorted position of tile's members of c (heads follow each other: each holds `tokens`);
+//   3. tile_scatter_kernel: each tile sorts its (label, token) pairs in shared memory (cub's block
+//      radix sort, stable) and writes token i to its start plus its rank among the tile's members of
+//      the same cluster.
+// It reads the labels twice and writes the permutation once; the general path, cub's device radix
+// sort of (head, label) keys, makes two to three passes over keys and values in global memory.
+// Both are stable and deterministic and give bit-identical results; SVOO_LABEL_SORT=cub selects the
+// general path (A/B).
+#include <cub/cub.cuh>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cluster_ops.cuh"
+#include "common.cuh"
+
+namespace svoo::cuda::detail {
+namespace {
+
+// ---- tiled counting sort ----
+
+constexpr int kThreads = 256, kItems = 8, kTile = kThreads * kItems;
+constexpr int kMaxClusters = 2048;  // the histogram and first positions in shared memory
+
+__global__ void __launch_bounds__(kThreads) tile_histogram_kernel(const std::int32_t* labels, std::int64_t tokens,
+                                                                  int clusters, int tiles, std::int32_t* counts) {
+  __shared__ int hist[kMaxClusters];
+  const int tile = blockIdx.x;
+  const std::int64_t h = blockIdx.y;
+  for (int c = threadIdx.x; c < clusters; c += kThreads) hist[c] = 0;
+  __syncthreads();
+  const std::int32_t* l = labels + h * tokens;
+  const std::int64_t begin = static_cast<std::int64_t>(tile) * kTile;
+  const std::int64_t end = begin + kTile < tokens ? begin + kTile : tokens;
+  for (std::int64_t i = begin + threadIdx.x; i < end; i += kThreads) atomicAdd(&hist[l[i]], 1);
+  __syncthreads();
+  std::int32_t* out = counts + h * clusters * tiles + tile;
+  for (int c = threadIdx.x; c < clusters; c += kThreads) out[static_cast<std::int64_t>(c) * tiles] = hist[c];
+}
+
+// offsets[h, c] = starts[h, c, 0] - h * tokens, offsets[h, clusters] = tokens; sizes from them.
+__global__ void tile_offsets_kernel(const std::int32_t* starts, std::int64_t heads, std::int64_t tokens, int clusters,
+                                    int tiles, std::int32_t* offsets, std::int32_t* sizes) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < heads * clusters;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / clusters, c = i % clusters;
+    const std::int32_t begin = static_cast<std::int32_t>(starts[i * tiles] - h * tokens);
+    const std::int32_t end =
+        c + 1 == clusters ? static_cast<std::int32_t>(tokens) : static_cast<std::int32_t>(starts[(i + 1) * tiles] - h * tokens);
+    offsets[h * (clusters + 1) + c] = begin;
+    if (c + 1 == clusters) offsets[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(tokens);
+    sizes[i] = end - begin;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) tile_scatter_kernel(const std::int32_t* labels, std::int64_t tokens,
+                                                                int clusters, int tiles, int bits,
+                                                                const std::int32_t* starts, std::int32_t* perm) {
+  using Sort = cub::BlockRadixSort<unsigned, kThreads, kItems, std::int32_t>;
+  __shared__ typename Sort::TempStorage sort_storage;
+  __shared__ unsigned sorted[kTile];
+  __shared__ int first[kMaxClusters];
+  const int tile = blockIdx.x;
+  const std::int64_t h = blockIdx.y;
+  const std::int32_t* l = labels + h * tokens;
+  const std::int64_t begin = static_cast<std::int64_t>(tile) * kTile;
+  // Blocked arrangement: thread t holds tile positions t * kItems + i (the order the sort keeps
+  // among equal keys). Past the end: the label `clusters`, which sorts last and is not written.
+  unsigned key[kItems];
+  std::int32_t tok[kItems];
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const std::int64_t n = begin + threadIdx.x * kItems + i;
+    key[i] = n < tokens ? static_cast<unsigned>(l[n]) : static_cast<unsigned>(clusters);
+    tok[i] = static_cast<std::int32_t>(n);
+  }
+  Sort(sort_storage).Sort(key, tok, 0, bits);
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) sorted[threadIdx.x * kItems + i] = key[i];
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int p = threadIdx.x * kItems + i;
+    if (key[i] < static_cast<unsigned>(clusters) && (p == 0 || sorted[p - 1] != key[i])) first[key[i]] = p;
+  }
+  __syncthreads();
+  const std::int32_t* st = starts + h * clusters * tiles + tile;
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    if (key[i] >= static_cast<unsigned>(clusters)) continue;
+    const int p = threadIdx.x * kItems + i;
+    perm[st[static_cast<std::int64_t>(key[i]) * tiles] + (p - first[key[i]])] = tok[i];
+  }
+}
+
+// ---- general path: cub's device radix sort of (head, label) keys ----
+
+__global__ void sort_keys_kernel(const std::int32_t* labels, std::int64_t tokens, std::int64_t items, int clusters,
+                                 std::int32_t* keys, std::int32_t* vals) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < items;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / tokens;
+    keys[i] = static_cast<std::int32_t>(h * clusters + labels[i]);
+    vals[i] = static_cast<std::int32_t>(i - h * tokens);
+  }
+}
+
+// From the sorted keys (h * clusters + label), the first position of every key: the thread at a
+// position where the key changes writes it for each key in (previous key, this key] (the empty
+// clusters in between start where the next non-empty one does; keys past the last item start at the
+// end), as an offset within its head. Every head holds exactly `tokens` items, so the head of key
+// kk starts at kk / clusters * tokens. No atomics: the result does not depend on scheduling.
+__global__ void cluster_starts_kernel(const std::int32_t* sorted, std::int64_t tokens, std::int64_t items,
+                                      int clusters, std::int32_t* offsets) {
+  const std::int64_t keys = items / tokens * clusters;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i <= items;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t prev = i == 0 ? -1 : sorted[i - 1];
+    const std::int64_t cur = i == items ? keys : sorted[i];  // past the end: one past the last key
+    for (std::int64_t kk = prev + 1; kk <= cur && kk < keys; ++kk) {
+      const std::int64_t h = kk / clusters, c = kk % clusters;
+      offsets[h * (clusters + 1) + c] = static_cast<std::int32_t>(i - h * tokens);
+    }
+  }
+}
+
+// offsets[h, clusters] = tokens; sizes[h, c] = offsets[h, c + 1] - offsets[h, c].
+__global__ void sizes_kernel(std::int64_t heads, std::int64_t tokens, int clusters, std::int32_t* offsets,
+                             std::int32_t* sizes) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < heads * clusters;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t h = i / clusters, c = i % clusters;
+    const std::int32_t* o = offsets + h * (clusters + 1);
+    const std::int32_t end = c + 1 == clusters ? static_cast<std::int32_t>(tokens) : o[c + 1];
+    if (c + 1 == clusters) offsets[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(tokens);
+    sizes[i] = end - o[c];
+  }
+}
+
+int tiles_for(std::int64_t tokens) { return static_cast<int>((tokens + kTile - 1) / kTile); }
+
+bool tiled_by_default() {
+  static const bool tiled = [] {
+    const char* e = std::getenv("SVOO_LABEL_SORT");
+    return !(e && std::strcmp(e, "cub") == 0);
+  }();
+  return tiled;
+}
+
+}  // namespace
+
+std::int64_t tile_sort_count_items(std::int64_t heads, std::int64_t tokens, int clusters) {
+  const std::int64_t items = heads * tiles_for(tokens) * clusters;
+  return clusters <= kMaxClusters && items < (std::int64_t{1} << 31) ? items : 0;
+}
+
+std::size_t sort_temp_bytes(std::int64_t heads, std::int64_t tokens, int clusters) {
+  const std::int64_t items = heads * tokens, counts = tile_sort_count_items(heads, tokens, clusters);
+  int key_bits = 1;
+  while ((std::int64_t{1} << key_bits) <= heads * clusters) ++key_bits;
+  std::size_t sort = 0, scan = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, sort, static_cast<std::int32_t*>(nullptr),
+                                  static_cast<std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr),
+                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(items), 0, key_bits);
+  if (counts > 0)
+    cub::DeviceScan::ExclusiveSum(nullptr, scan, static_cast<std::int32_t*>(nullptr),
+                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(counts));
+  return sort > scan ? sort : scan;
+}
+
+void launch_sort_labels(const std::int32_t* labels, std::int64_t heads, std::int64_t tokens, int clusters,
+                        const SortScratch& s, std::int32_t* sizes, std::int32_t* offsets, std::int32_t* perm,
+                        cudaStream_t stream, SortPath path) {
+  const std::int64_t items = heads * tokens;
+  if (items == 0) return;
+  const std::int64_t counts = tile_sort_count_items(heads, tokens, clusters);
+  if (path == SortPath::automatic) path = tiled_by_default() ? SortPath::tiled : SortPath::cub;
+  std::size_t bytes = s.temp_bytes;
+  if (path == SortPath::tiled && counts > 0 && s.counts && s.starts) {
+    const int tiles = tiles_for(tokens);
+    int bits = 1;
+    while ((1 << bits) <= clusters) ++bits;  // room for the sentinel `clusters`
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(heads));
+    tile_histogram_kernel<<<grid, kThreads, 0, stream>>>(labels, tokens, clusters, tiles, s.counts);
+    cub::DeviceScan::ExclusiveSum(s.temp, bytes, s.counts, s.starts, static_cast<int>(counts), stream);
+    tile_offsets_kernel<<<grid_for_items((heads * clusters + 255) / 256), 256, 0, stream>>>(
+        s.starts, heads, tokens, clusters, tiles, offsets, sizes);
+    tile_scatter_kernel<<<grid, kThreads, 0, stream>>>(labels, tokens, clusters, tiles, bits, s.starts, perm);
+    return;
+  }
+  int key_bits = 1;
+  while ((std::int64_t{1} << key_bits) <= heads * clusters) ++key_bits;
+  const unsigned blocks = grid_for_items((items + 255) / 256);
+  sort_keys_kernel<<<blocks, 256, 0, stream>>>(labels, tokens, items, clusters, s.keys_in, s.vals_in);
+  cub::DeviceRadixSort::SortPairs(s.temp, bytes, s.keys_in, s.keys_out, s.vals_in, perm, static_cast<int>(items), 0,
+                                  key_bits, stream);
+  cluster_starts_kernel<<<grid_for_items((items + 256) / 256), 256, 0, stream>>>(s.keys_out, tokens, items, clusters,
+                                                                                offsets);
+  sizes_kernel<<<grid_for_items((heads * clusters + 255) / 256), 256, 0, stream>>>(heads, tokens, clusters, offsets,
+                                                                                    sizes);
+}
+
+}  // namespace svoo::cuda::detail
