@@ -88,6 +88,14 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   const double proj_q = median_ms([&] { launch_project_rows(H, kq, kk, D, cq, ck, g, mf, Elem::bf16, m_proj.data(), nullptr); });
   launch_assign(xv, m.data(), nullptr, kk, labels, nullptr);
   const double up_k = median_ms([&] { launch_update_side(&xv, labels, H, N, kk, ss, sizes, offsets, perm, cent, nullptr); });
+  std::int32_t* anchor_idx;
+  cudaMalloc(&anchor_idx, 4 * H * (kq + kk));
+  const double anchors = median_ms([&] { launch_draw_anchors(H, N, N, kq, kk, 3, anchor_idx, anchor_idx + H * kq, nullptr); });
+  const double gather = median_ms([&] {
+    launch_gather_centroids(xv, anchor_idx, kq, cq, nullptr);
+    launch_gather_centroids(xv, anchor_idx + H * kq, kk, ck, nullptr);
+  });
+  cudaFree(anchor_idx);
   const double sort_t = median_ms([&] { launch_sort_labels(labels, H, N, kk, ss, sizes, offsets, perm, nullptr, SortPath::tiled); });
   const double sort_c = median_ms([&] { launch_sort_labels(labels, H, N, kk, ss, sizes, offsets, perm, nullptr, SortPath::cub); });
   launch_assign(xv, m.data(), nullptr, kq, labels, nullptr);
@@ -106,6 +114,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
               gp[1][3]);
   std::printf("  update keys: %.3f ms; its sort + offsets: tiled %.3f ms, cub %.3f ms\n", up_k, sort_t, sort_c);
   std::printf("  update queries: %.3f ms; its sort + offsets: tiled %.3f ms, cub %.3f ms\n", up_q, sort_tq, sort_cq);
+  std::printf("  draw anchors %.3f ms, gather the initial centroids %.3f ms\n", anchors, gather);
   // Every assignment variant that runs on this device, timed in this process on the same inputs,
   // with its key labels compared to variant 0's (differences should be rare near-ties).
   std::vector<std::int32_t> ref(static_cast<std::size_t>(H) * N), got(ref.size());

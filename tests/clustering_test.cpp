@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/splitmix.hpp"
 #include "svoo/cpu.hpp"
 #include "svoo/error.hpp"
 #include "test_util.hpp"
@@ -192,6 +193,21 @@ TEST(Cluster, AnchorsAreDeterministicInRangeAndDifferPerHead) {
   for (auto x : a.q) EXPECT_TRUE(x >= 0 && x < 100);
   for (auto x : a.k) EXPECT_TRUE(x >= 0 && x < 70);
   EXPECT_NE(std::vector<std::int32_t>(a.q.begin(), a.q.begin() + 10), std::vector<std::int32_t>(a.q.begin() + 10, a.q.begin() + 20));
+}
+
+// The GPU draws anchors in parallel: draw i is output i of the generator (output_at) unless an
+// earlier output was rejected, which it detects and then redraws sequentially.
+TEST(Cluster, GeneratorOutputsCanBeTakenOutOfOrder) {
+  for (std::uint64_t seed : {0ull, 42ull, ~0ull}) {
+    detail::SplitMix64 g(seed);
+    for (std::uint64_t i = 0; i < 2000; ++i) ASSERT_EQ(g.next(), detail::SplitMix64::output_at(seed, i)) << i;
+  }
+  const Anchors a = draw_anchors(2, 75600, 75600, 256, 1024, 3);
+  for (std::int64_t h = 0; h < 2; ++h) {
+    const std::uint64_t s = detail::mix_seed(3, static_cast<std::uint64_t>(h));
+    EXPECT_EQ(a.q[h * 256 + 5], static_cast<std::int32_t>(detail::SplitMix64::output_at(s, 5) % 75600));
+    EXPECT_EQ(a.k[h * 1024 + 7], static_cast<std::int32_t>(detail::SplitMix64::output_at(s, 256 + 7) % 75600));
+  }
 }
 
 TEST(Cluster, DuplicateAnchorsTieToTheLowestClusterAndLeaveEmptyClusters) {

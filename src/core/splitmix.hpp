@@ -27,11 +27,20 @@ class SplitMix64 {
 
   // Uniform in [0, bound), bound > 0, without modulo bias (rejects the short top range).
   SVOO_HD std::uint64_t below(std::uint64_t bound) noexcept {
-    const std::uint64_t reject_under = (0 - bound) % bound;  // 2^64 mod bound
+    const std::uint64_t reject_under = reject_below(bound);
     for (;;) {
       const std::uint64_t r = next();
       if (r >= reject_under) return r % bound;
     }
+  }
+  // below() rejects outputs under 2^64 mod bound (for bound < 2^32, a chance under 2^-32).
+  SVOO_HD static std::uint64_t reject_below(std::uint64_t bound) noexcept { return (0 - bound) % bound; }
+
+  // The output of the (i + 1)-th next() of a generator seeded with `seed`, without the i before
+  // it (the state is a counter): lets a GPU draw a sequence in parallel.
+  SVOO_HD static std::uint64_t output_at(std::uint64_t seed, std::uint64_t i) noexcept {
+    SplitMix64 g(seed + i * 0x9e3779b97f4a7c15ULL);
+    return g.next();
   }
 
   // Uniform in [0, 1) with 53 random bits.
