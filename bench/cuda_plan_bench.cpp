@@ -58,8 +58,8 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   void* temp;
   const std::size_t tb = std::max(sort_temp_bytes(H, N, kk), sort_temp_bytes(H, N, kq));
   const std::int64_t nc = std::max(tile_sort_count_items(H, N, kk), tile_sort_count_items(H, N, kq));
-  std::int32_t *counts, *starts;
-  cudaMalloc(&counts, 4 * nc), cudaMalloc(&starts, 4 * nc);
+  std::int32_t* counts;
+  cudaMalloc(&counts, 4 * nc);
   cudaMalloc(&labels, 4 * H * N), cudaMalloc(&perm, 4 * H * N), cudaMalloc(&keys_in, 4 * H * N);
   cudaMalloc(&keys_out, 4 * H * N), cudaMalloc(&vals, 4 * H * N);
   cudaMalloc(&sizes, 4 * H * kk), cudaMalloc(&offsets, 4 * H * (kk + 1)), cudaMalloc(&temp, tb);
@@ -67,7 +67,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   cudaMalloc(&mf, 4 * H * kk * D), cudaMalloc(&cent, 4 * H * kk * D);
   cudaMemset(cq, 0, 4 * H * kq * D), cudaMemset(ck, 0, 4 * H * kk * D);
   SortScratch ss;
-  ss.keys_in = keys_in, ss.keys_out = keys_out, ss.vals_in = vals, ss.counts = counts, ss.starts = starts;
+  ss.keys_in = keys_in, ss.keys_out = keys_out, ss.vals_in = vals, ss.counts = counts;
   ss.temp = temp, ss.temp_bytes = tb;
   const double flops_k = 2.0 * H * N * kk * D, flops_q = 2.0 * H * N * kq * D;
   const double a_k = median_ms([&] { launch_assign(xv, m.data(), nullptr, kk, labels, nullptr); });
@@ -132,7 +132,7 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
                 "differing from variant 0: %lld\n",
                 v, vk, flops_k / vk / 1e9, vq, flops_q / vq / 1e9, (long long)differ);
   }
-  for (void* p : std::initializer_list<void*>{labels, perm, counts, starts, keys_in, keys_out, vals, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
+  for (void* p : std::initializer_list<void*>{labels, perm, counts, keys_in, keys_out, vals, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
 }
 
 // Times the parts of select() on a real clustering of random inputs: block scores (Cq Ck^T),

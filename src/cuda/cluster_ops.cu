@@ -53,11 +53,15 @@ __global__ void draw_anchors_kernel(std::int64_t q_tokens, std::int64_t k_tokens
   }
 }
 
-__global__ void gather_centroids_kernel(RowsView x, const std::int32_t* anchors, int clusters, float* c) {
-  const std::int64_t row = blockIdx.x;  // h * clusters + i
+// One warp a centroid row (h * clusters + i), 8 a block: a block a row left most of its 128
+// threads idle after one 2-byte load each (0.042 ms for 40 x 1280 rows, run46).
+__global__ void gather_centroids_kernel(RowsView x, const std::int32_t* anchors, std::int64_t rows, int clusters,
+                                        float* c) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;
   const std::int64_t h = row / clusters;
   const std::int64_t n = anchors[row];
-  for (std::int64_t d = threadIdx.x; d < x.dim; d += blockDim.x)
+  for (std::int64_t d = threadIdx.x % 32; d < x.dim; d += 32)
     c[row * x.dim + d] = load_elem(x.data, x.elem, h * x.head_stride + n * x.row_stride + d);
 }
 
@@ -183,8 +187,9 @@ void launch_draw_anchors(int heads, std::int64_t q_tokens, std::int64_t k_tokens
 void launch_gather_centroids(const RowsView& x, const std::int32_t* anchors, int clusters, float* centroids,
                              cudaStream_t stream) {
   if (x.heads == 0 || clusters == 0) return;
-  gather_centroids_kernel<<<static_cast<unsigned>(x.heads * clusters), 128, 0, stream>>>(x, anchors, clusters,
-                                                                                         centroids);
+  const std::int64_t rows = x.heads * clusters;
+  gather_centroids_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(x, anchors, rows, clusters,
+                                                                                     centroids);
 }
 
 namespace {

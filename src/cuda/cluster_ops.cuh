@@ -43,15 +43,14 @@ std::size_t scan64_temp_bytes(std::int64_t items);
 
 // ---- the stable sort of tokens by label (label_sort.cu) ----
 
-// Scratch of one side's sort. The tiled path needs counts and starts (tile_sort_count_items
-// entries each; 0 where that path does not apply: more than 2048 clusters); the general path
-// needs keys_in, keys_out and vals_in ([heads * tokens] each). temp: sort_temp_bytes.
+// Scratch of one side's sort. The tiled path needs counts (tile_sort_count_items entries; 0 where
+// that path does not apply: more than 2048 clusters); the general path needs keys_in, keys_out
+// and vals_in ([heads * tokens] each) and temp (sort_temp_bytes).
 struct SortScratch {
   std::int32_t* keys_in = nullptr;
   std::int32_t* keys_out = nullptr;
   std::int32_t* vals_in = nullptr;
   std::int32_t* counts = nullptr;
-  std::int32_t* starts = nullptr;
   void* temp = nullptr;
   std::size_t temp_bytes = 0;
 };

@@ -3,12 +3,13 @@
 //
 // Tiled counting sort (the default where clusters <= 2048): the tokens of a head are cut into
 // tiles of 2048.
-//   1. tile_histogram_kernel: each tile's label counts, stored cluster-major, [h][c][tile];
-//   2. an exclusive scan of those counts over all heads: the entry (h, c, tile) becomes the first
-//      sorted position of tile's members of c (heads follow each other: each holds `tokens`);
+//   1. tile_histogram_kernel: each tile's label counts, [h][tile][c] (coalesced rows);
+//   2. tile_scan_kernel, a block a head: for each cluster, the exclusive sum of its counts over the
+//      tiles, in place (tile t's members of c start there, within c), and over clusters the
+//      offsets and sizes;
 //   3. tile_scatter_kernel: each tile sorts its (label, token) pairs in shared memory (cub's block
-//      radix sort, stable) and writes token i to its start plus its rank among the tile's members of
-//      the same cluster.
+//      radix sort, stable) and writes token i to its cluster's offset plus its tile's start plus its
+//      rank among the tile's members of the same cluster.
 // It reads the labels twice and writes the permutation once; the general path, cub's device radix
 // sort of (head, label) keys, makes two to three passes over keys and values in global memory.
 // Both are stable and deterministic and give bit-identical results; SVOO_LABEL_SORT=cub selects the
@@ -41,28 +42,55 @@ __global__ void __launch_bounds__(kThreads) tile_histogram_kernel(const std::int
   const std::int64_t end = begin + kTile < tokens ? begin + kTile : tokens;
   for (std::int64_t i = begin + threadIdx.x; i < end; i += kThreads) atomicAdd(&hist[l[i]], 1);
   __syncthreads();
-  std::int32_t* out = counts + h * clusters * tiles + tile;
-  for (int c = threadIdx.x; c < clusters; c += kThreads) out[static_cast<std::int64_t>(c) * tiles] = hist[c];
+  std::int32_t* out = counts + (h * tiles + tile) * clusters;
+  for (int c = threadIdx.x; c < clusters; c += kThreads) out[c] = hist[c];
 }
 
-// offsets[h, c] = starts[h, c, 0] - h * tokens, offsets[h, clusters] = tokens; sizes from them.
-__global__ void tile_offsets_kernel(const std::int32_t* starts, std::int64_t heads, std::int64_t tokens, int clusters,
-                                    int tiles, std::int32_t* offsets, std::int32_t* sizes) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < heads * clusters;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t h = i / clusters, c = i % clusters;
-    const std::int32_t begin = static_cast<std::int32_t>(starts[i * tiles] - h * tokens);
-    const std::int32_t end =
-        c + 1 == clusters ? static_cast<std::int32_t>(tokens) : static_cast<std::int32_t>(starts[(i + 1) * tiles] - h * tokens);
-    offsets[h * (clusters + 1) + c] = begin;
-    if (c + 1 == clusters) offsets[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(tokens);
-    sizes[i] = end - begin;
+// A block of 1024 threads a head; thread t owns clusters t and t + 1024. counts [h][tile][c]
+// becomes, in place, the exclusive sum over tiles < tile of c's counts; offsets [h][c] the
+// exclusive sum over clusters < c of the sizes (and offsets [h][clusters] = tokens); sizes [h][c].
+constexpr int kScanThreads = 1024;
+__global__ void __launch_bounds__(kScanThreads) tile_scan_kernel(std::int32_t* counts, std::int64_t tokens, int clusters,
+                                                                 int tiles, std::int32_t* offsets, std::int32_t* sizes) {
+  using Scan = cub::BlockScan<int, kScanThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  const std::int64_t h = blockIdx.x;
+  std::int32_t* ch = counts + h * tiles * clusters;
+  int total[2] = {0, 0};
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int c = threadIdx.x + k * kScanThreads;
+    if (c >= clusters) continue;
+    int run = 0;
+    for (int t0 = 0; t0 < tiles; t0 += 8) {  // 8 loads in flight before the first store
+      int v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = t0 + u < tiles ? ch[static_cast<std::int64_t>(t0 + u) * clusters + c] : 0;
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        if (t0 + u < tiles) ch[static_cast<std::int64_t>(t0 + u) * clusters + c] = run;
+        run += v[u];
+      }
+    }
+    total[k] = run;
   }
+  int base0 = 0, base1 = 0, sum0 = 0;
+  Scan(scan_storage).ExclusiveSum(total[0], base0, sum0);
+  __syncthreads();  // scan_storage reused
+  Scan(scan_storage).ExclusiveSum(total[1], base1);
+  base1 += sum0;
+  std::int32_t* oh = offsets + h * (clusters + 1);
+  std::int32_t* sh = sizes + h * clusters;
+  const int c0 = threadIdx.x, c1 = threadIdx.x + kScanThreads;
+  if (c0 < clusters) oh[c0] = base0, sh[c0] = total[0];
+  if (c1 < clusters) oh[c1] = base1, sh[c1] = total[1];
+  if (threadIdx.x == 0) oh[clusters] = static_cast<std::int32_t>(tokens);
 }
 
 __global__ void __launch_bounds__(kThreads) tile_scatter_kernel(const std::int32_t* labels, std::int64_t tokens,
                                                                 int clusters, int tiles, int bits,
-                                                                const std::int32_t* starts, std::int32_t* perm) {
+                                                                const std::int32_t* starts, const std::int32_t* offsets,
+                                                                std::int32_t* perm) {
   using Sort = cub::BlockRadixSort<unsigned, kThreads, kItems, std::int32_t>;
   __shared__ typename Sort::TempStorage sort_storage;
   __shared__ unsigned sorted[kTile];
@@ -91,12 +119,14 @@ __global__ void __launch_bounds__(kThreads) tile_scatter_kernel(const std::int32
     if (key[i] < static_cast<unsigned>(clusters) && (p == 0 || sorted[p - 1] != key[i])) first[key[i]] = p;
   }
   __syncthreads();
-  const std::int32_t* st = starts + h * clusters * tiles + tile;
+  const std::int32_t* st = starts + (h * tiles + tile) * clusters;
+  const std::int32_t* oh = offsets + h * (clusters + 1);
+  std::int32_t* ph = perm + h * tokens;
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     if (key[i] >= static_cast<unsigned>(clusters)) continue;
     const int p = threadIdx.x * kItems + i;
-    perm[st[static_cast<std::int64_t>(key[i]) * tiles] + (p - first[key[i]])] = tok[i];
+    ph[oh[key[i]] + st[key[i]] + (p - first[key[i]])] = tok[i];
   }
 }
 
@@ -162,17 +192,13 @@ std::int64_t tile_sort_count_items(std::int64_t heads, std::int64_t tokens, int 
 }
 
 std::size_t sort_temp_bytes(std::int64_t heads, std::int64_t tokens, int clusters) {
-  const std::int64_t items = heads * tokens, counts = tile_sort_count_items(heads, tokens, clusters);
   int key_bits = 1;
   while ((std::int64_t{1} << key_bits) <= heads * clusters) ++key_bits;
-  std::size_t sort = 0, scan = 0;
-  cub::DeviceRadixSort::SortPairs(nullptr, sort, static_cast<std::int32_t*>(nullptr),
+  std::size_t bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<std::int32_t*>(nullptr),
                                   static_cast<std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr),
-                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(items), 0, key_bits);
-  if (counts > 0)
-    cub::DeviceScan::ExclusiveSum(nullptr, scan, static_cast<std::int32_t*>(nullptr),
-                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(counts));
-  return sort > scan ? sort : scan;
+                                  static_cast<std::int32_t*>(nullptr), static_cast<int>(heads * tokens), 0, key_bits);
+  return bytes;
 }
 
 void launch_sort_labels(const std::int32_t* labels, std::int64_t heads, std::int64_t tokens, int clusters,
@@ -183,16 +209,15 @@ void launch_sort_labels(const std::int32_t* labels, std::int64_t heads, std::int
   const std::int64_t counts = tile_sort_count_items(heads, tokens, clusters);
   if (path == SortPath::automatic) path = tiled_by_default() ? SortPath::tiled : SortPath::cub;
   std::size_t bytes = s.temp_bytes;
-  if (path == SortPath::tiled && counts > 0 && s.counts && s.starts) {
+  if (path == SortPath::tiled && counts > 0 && s.counts) {
     const int tiles = tiles_for(tokens);
     int bits = 1;
     while ((1 << bits) <= clusters) ++bits;  // room for the sentinel `clusters`
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(heads));
     tile_histogram_kernel<<<grid, kThreads, 0, stream>>>(labels, tokens, clusters, tiles, s.counts);
-    cub::DeviceScan::ExclusiveSum(s.temp, bytes, s.counts, s.starts, static_cast<int>(counts), stream);
-    tile_offsets_kernel<<<grid_for_items((heads * clusters + 255) / 256), 256, 0, stream>>>(
-        s.starts, heads, tokens, clusters, tiles, offsets, sizes);
-    tile_scatter_kernel<<<grid, kThreads, 0, stream>>>(labels, tokens, clusters, tiles, bits, s.starts, perm);
+    tile_scan_kernel<<<static_cast<unsigned>(heads), kScanThreads, 0, stream>>>(s.counts, tokens, clusters, tiles,
+                                                                                offsets, sizes);
+    tile_scatter_kernel<<<grid, kThreads, 0, stream>>>(labels, tokens, clusters, tiles, bits, s.counts, offsets, perm);
     return;
   }
   int key_bits = 1;

@@ -129,7 +129,6 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
       ss->vals_in = c.take<std::int32_t>(H * n);
       const std::int64_t counts = detail::tile_sort_count_items(H, n, ss == &s.q_sort ? shape.kq : shape.kk);
       ss->counts = counts > 0 ? c.take<std::int32_t>(counts) : nullptr;
-      ss->starts = counts > 0 ? c.take<std::int32_t>(counts) : nullptr;
     }
     void* temp = c.take<char>(sort_bytes);
     s.q_sort.temp = s.k_sort.temp = temp;

@@ -664,12 +664,12 @@ void check_label_sort(bool quick) {
       test::DeviceBuffer<std::int32_t> dl(labels), perm(n), sizes(want_sizes.size()), offsets(want_offsets.size()),
           keys_in(n), keys_out(n), vals(n);
       const std::int64_t counts = tile_sort_count_items(c.heads, c.tokens, c.clusters);
-      test::DeviceBuffer<std::int32_t> dcounts(std::max<std::int64_t>(counts, 1)), dstarts(std::max<std::int64_t>(counts, 1));
+      test::DeviceBuffer<std::int32_t> dcounts(std::max<std::int64_t>(counts, 1));
       const std::size_t tb = sort_temp_bytes(c.heads, c.tokens, c.clusters);
       test::DeviceBuffer<char> temp(std::max<std::size_t>(tb, 1));
       SortScratch ss;
       ss.keys_in = keys_in.data(), ss.keys_out = keys_out.data(), ss.vals_in = vals.data();
-      ss.counts = counts > 0 ? dcounts.data() : nullptr, ss.starts = counts > 0 ? dstarts.data() : nullptr;
+      ss.counts = counts > 0 ? dcounts.data() : nullptr;
       ss.temp = temp.data(), ss.temp_bytes = tb;
       for (SortPath path : {SortPath::tiled, SortPath::cub}) {
         cudaMemset(perm.data(), 0xff, 4 * n), cudaMemset(sizes.data(), 0xff, 4 * want_sizes.size());
