@@ -34,6 +34,39 @@ constexpr long kFewBlocks = 512;
 // c = alpha * op(a) * op(b) + beta * c; op(a) = a^T (a is [k, ma]) when kTransA, else a ([ma, k]);
 // op(b) = b^T (b is [nb, k]) when kTransB, else b ([k, nb]). A block covers kRows (64 or 32) rows x
 // 64 columns.
+// One k step of an operand for the SIMT kernel: kN rows (of a, or columns of b) x kStep k values,
+// stored in memory as [n][k] (kKMajor) or [k][n], zero past the edges. Element e of the tile is
+// (n, kk) with consecutive threads along the contiguous direction. Loads into registers; store
+// puts them in shared memory as [kk][n].
+template <bool kKMajor, int kN>
+struct SimtOperand {
+  static constexpr int kPer = kN * kStep / kThreads;
+  __device__ static void coords(int e, int& n, int& kk) {
+    if (kKMajor) n = e / kStep, kk = e % kStep;
+    else kk = e / kN, n = e % kN;
+  }
+  __device__ static void load(float (&r)[kPer], const float* src, int n0, int n_total, int k0, int k) {
+#pragma unroll
+    for (int p = 0; p < kPer; ++p) {
+      int n, kk;
+      coords(threadIdx.x + p * kThreads, n, kk);
+      const int gn = n0 + n, gk = k0 + kk;
+      r[p] = (gn < n_total && gk < k)
+                 ? src[kKMajor ? static_cast<std::int64_t>(gn) * k + gk : static_cast<std::int64_t>(gk) * n_total + gn]
+                 : 0.0f;
+    }
+  }
+  template <int kPitch>
+  __device__ static void store(const float (&r)[kPer], float (*dst)[kPitch]) {
+#pragma unroll
+    for (int p = 0; p < kPer; ++p) {
+      int n, kk;
+      coords(threadIdx.x + p * kThreads, n, kk);
+      dst[kk][n] = r[p];
+    }
+  }
+};
+
 template <bool kTransA, bool kTransB, int kRows>
 __global__ void __launch_bounds__(kThreads) gemm_simt_kernel(int ma, int nb, int k, float alpha, const float* __restrict__ a,
                                                         const float* __restrict__ b, float beta, float* __restrict__ c) {
@@ -48,46 +81,17 @@ __global__ void __launch_bounds__(kThreads) gemm_simt_kernel(int ma, int nb, int
   const int tr = threadIdx.x / 8, tc = threadIdx.x % 8;  // 8 x 8 threads
   float acc[kTM][8] = {};
   // The next k step's tile is loaded into registers while this one is multiplied.
-  constexpr int kPerA = kRows * kStep / kThreads, kPerB = kTile * kStep / kThreads;
-  float ra[kPerA], rb[kPerB];
+  using A = SimtOperand<!kTransA, kRows>;
+  using B = SimtOperand<kTransB, kTile>;
+  float ra[A::kPer], rb[B::kPer];
   auto load = [&](int k0) {
-#pragma unroll
-    for (int p = 0; p < kPerA; ++p) {  // a: kRows rows x kStep, consecutive threads along a's rows
-      const int e = threadIdx.x + p * kThreads;
-      if (kTransA) {
-        const int kk = e / kRows, r = e % kRows, gr = row0 + r, gk = k0 + kk;
-        ra[p] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gk) * ma + gr] : 0.0f;
-      } else {
-        const int r = e / kStep, kk = e % kStep, gr = row0 + r, gk = k0 + kk;
-        ra[p] = (gr < ma && gk < k) ? a[static_cast<std::int64_t>(gr) * k + gk] : 0.0f;
-      }
-    }
-#pragma unroll
-    for (int p = 0; p < kPerB; ++p) {
-      const int e = threadIdx.x + p * kThreads;
-      if (kTransB) {
-        const int n = e / kStep, kk = e % kStep, gn = col0 + n, gk = k0 + kk;
-        rb[p] = (gn < nb && gk < k) ? b[static_cast<std::int64_t>(gn) * k + gk] : 0.0f;
-      } else {
-        const int kk = e / kTile, n = e % kTile, gn = col0 + n, gk = k0 + kk;
-        rb[p] = (gn < nb && gk < k) ? b[static_cast<std::int64_t>(gk) * nb + gn] : 0.0f;
-      }
-    }
+    A::load(ra, a, row0, ma, k0, k);
+    B::load(rb, b, col0, nb, k0, k);
   };
   load(0);
   for (int k0 = 0; k0 < k; k0 += kStep) {
-#pragma unroll
-    for (int p = 0; p < kPerA; ++p) {  // a stored as sa[kk][row]
-      const int e = threadIdx.x + p * kThreads;
-      if (kTransA) sa[e / kRows][e % kRows] = ra[p];
-      else sa[e % kStep][e / kStep] = ra[p];
-    }
-#pragma unroll
-    for (int p = 0; p < kPerB; ++p) {  // b as sb[kk][col]
-      const int e = threadIdx.x + p * kThreads;
-      if (kTransB) sb[e % kStep][e / kStep] = rb[p];
-      else sb[e / kTile][e % kTile] = rb[p];
-    }
+    A::store(ra, sa);
+    B::store(rb, sb);
     __syncthreads();
     if (k0 + kStep < k) load(k0 + kStep);
 #pragma unroll
