@@ -1,6 +1,7 @@
-// Internal: the clustering steps around the fused assignment (anchors, centroid updates through a
-// stable radix sort, projections), as stream-ordered launchers that allocate nothing. cub's
-// temporary storage is sized once by the planner (sort_temp_bytes, scan64_temp_bytes).
+// Internal: the clustering steps around the fused assignment (anchors, projections, centroid
+// updates through a stable sort of the labels), as stream-ordered launchers that allocate nothing.
+// Their scratch and cub's temporary storage are sized once by the planner (project_gram_floats,
+// tile_sort_count_items, sort_temp_bytes, scan64_temp_bytes).
 #pragma once
 
 #include <cuda_runtime.h>
