@@ -1,0 +1,179 @@
+// CPU study (not a benchmark of this library's speed): how much of the Hopper attention kernel's
+// time goes to ragged work, and would pairing the short remainders of two query clusters into one
+// work item pay? It co-clusters a synthetic 720p layer on the CPU (Kq/Kk 256/1024, T = 2, the
+// kernel benchmark's workload and selection: every row keeps the same share of its top key
+// clusters, bisected to a block density), then prices the kernel's work list with a cost model in
+// key-tile times (one tile: 128 keys x a 128-row item on both consumers):
+//   - an item of 65-128 rows: overhead + tiles(L), L = the cluster's kept keys, tiles = ceil(L / 128);
+//   - an item of at most 64 rows runs on one consumer: overhead + solo * tiles(L);
+//   - a pair of such items from two clusters of one head, run as one item over the union of
+//     their key lists (each consumer masking the keys its cluster does not keep):
+//     overhead + (1 + mask) * tiles(|union|).
+// Defaults from the H100 measurements (docs/cuda-backend.md): overhead 3.1 tile times a item (the
+// fit of run40's rates at 10 % and 30 %), solo 0.65, mask 0.05 (a guess: one select a score).
+// "useful" is the work at full occupancy, rows x L / 128^2 summed over clusters; the efficiency
+// useful / cost is then comparable with the measured sparse / dense rate ratio. The time lost is
+// split by cause: rows an item leaves empty (or a solo item's idle consumer), the padding of the
+// last key tile, and the per-item overhead.
+//   svoo_work_study [--heads H] [--frames F] [--height Y] [--width X] [--solo S] [--overhead O] [--mask M]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "svoo/cpu.hpp"
+#include "svoo/selection.hpp"
+#include "svoo/synthetic.hpp"
+
+namespace {
+
+struct Model {
+  double overhead = 3.1, solo = 0.65, mask = 0.05;
+};
+
+double tiles(std::int64_t keys) { return static_cast<double>((keys + 127) / 128); }
+
+struct Priced {
+  double useful = 0, cost = 0, cost_paired = 0;
+  double waste_rows = 0, waste_keys = 0, waste_overhead = 0;  // cost - useful, by cause
+  std::int64_t items = 0, solo_items = 0, pairs = 0;
+  double union_over_max = 0;  // summed over pairs
+};
+
+// Prices the work list of one head's query clusters.
+void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, const svoo::Clustering& c,
+                std::int64_t h, const Model& m, Priced& out) {
+  const int kq = layout.kq, kk = layout.kk;
+  struct Solo {
+    int cluster;
+    std::int64_t keys;
+    double cost;
+  };
+  std::vector<Solo> solos;
+  for (int i = 0; i < kq; ++i) {
+    const std::int64_t rows = layout.q_offsets[h * (kq + 1) + i + 1] - layout.q_offsets[h * (kq + 1) + i];
+    if (rows == 0) continue;
+    std::int64_t keys = 0;
+    const std::int64_t w = h * kq + i;
+    for (std::int64_t r = layout.range_ptr[w]; r < layout.range_ptr[w + 1]; ++r)
+      keys += layout.range_end[r] - layout.range_begin[r];
+    out.useful += static_cast<double>(rows) * keys / (128.0 * 128.0);
+    const std::int64_t full = rows / 128, rest = rows % 128;
+    const double item = m.overhead + tiles(keys);
+    // An item of r rows at factor f (1, or solo) wastes f (tiles - L/128) on its last key tile
+    // and (f - r/128) L/128 on rows it does not fill.
+    auto waste = [&](std::int64_t r, double f, std::int64_t count) {
+      out.waste_overhead += count * m.overhead;
+      out.waste_keys += count * f * (tiles(keys) - keys / 128.0);
+      out.waste_rows += count * (f - r / 128.0) * keys / 128.0;
+    };
+    waste(128, 1.0, full);
+    if (rest > 64) waste(rest, 1.0, 1);
+    else if (rest > 0) waste(rest, m.solo, 1);
+    out.cost += full * item;
+    out.cost_paired += full * item;
+    out.items += full;
+    if (rest > 64) {
+      out.cost += item, out.cost_paired += item, ++out.items;
+    } else if (rest > 0) {
+      const double cost = m.overhead + m.solo * tiles(keys);
+      out.cost += cost, ++out.items, ++out.solo_items;
+      solos.push_back({i, keys, cost});
+    }
+  }
+  // Greedy pairing, largest key lists first: each solo takes the partner that saves the most.
+  std::sort(solos.begin(), solos.end(), [](const Solo& a, const Solo& b) { return a.keys > b.keys; });
+  std::vector<char> used(solos.size(), 0);
+  const std::uint8_t* keep = sel.keep.data() + h * kq * kk;
+  const std::int32_t* ksize = c.k_sizes.data() + h * kk;
+  for (std::size_t a = 0; a < solos.size(); ++a) {
+    if (used[a]) continue;
+    used[a] = 1;
+    double best_gain = 0;
+    std::size_t best = a;
+    std::int64_t best_union = 0;
+    const std::uint8_t* ka = keep + static_cast<std::int64_t>(solos[a].cluster) * kk;
+    for (std::size_t b = a + 1; b < solos.size(); ++b) {
+      if (used[b]) continue;
+      const std::uint8_t* kb = keep + static_cast<std::int64_t>(solos[b].cluster) * kk;
+      std::int64_t uni = 0;
+      for (int j = 0; j < kk; ++j) uni += (ka[j] | kb[j]) ? ksize[j] : 0;
+      const double gain = solos[a].cost + solos[b].cost - (m.overhead + (1.0 + m.mask) * tiles(uni));
+      if (gain > best_gain) best_gain = gain, best = b, best_union = uni;
+    }
+    if (best != a) {
+      used[best] = 1;
+      out.cost_paired += m.overhead + (1.0 + m.mask) * tiles(best_union);
+      ++out.pairs;
+      out.union_over_max += static_cast<double>(best_union) / std::max(solos[a].keys, solos[best].keys);
+    } else {
+      out.cost_paired += solos[a].cost;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace svoo;
+  Model m;
+  SyntheticConfig sc;
+  sc.heads = 4, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 128;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    const double v = std::atof(argv[i + 1]);
+    if (a == "--heads") sc.heads = static_cast<int>(v);
+    else if (a == "--frames") sc.frames = static_cast<int>(v);
+    else if (a == "--height") sc.height = static_cast<int>(v);
+    else if (a == "--width") sc.width = static_cast<int>(v);
+    else if (a == "--solo") m.solo = v;
+    else if (a == "--overhead") m.overhead = v;
+    else if (a == "--mask") m.mask = v;
+    else {
+      std::fprintf(stderr, "work_study: unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (sc.heads < 1 || sc.frames < 1 || sc.height < 1 || sc.width < 1 || !(m.solo > 0) || !(m.overhead >= 0) ||
+      !(m.mask >= 0)) {
+    std::fprintf(stderr, "work_study: heads, frames, height, width and solo must be positive, overhead and mask >= 0\n");
+    return 2;
+  }
+  const SyntheticLayer layer = make_synthetic_layer(sc);
+  const std::int64_t H = sc.heads, N = layer.q.shape()[1];
+  ClusterConfig cfg;
+  cfg.kq = 256, cfg.kk = 1024;
+  const Clustering c = cpu::cluster(layer.q.view(), layer.k.view(), cfg);
+  const std::vector<float> scores = cpu::block_scores(c);
+  std::printf("%lld heads x %lld tokens, Kq/Kk 256/1024, T = 2; model: overhead %.2f tile times an item, solo %.2f, "
+              "mask %.2f\n",
+              (long long)H, (long long)N, m.overhead, m.solo, m.mask);
+  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s\n", "target", "density", "items", "solo",
+              "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired");
+  for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
+    double lo = 0.0, hi = 1.0, density = 0;
+    Selection sel;
+    BlockLayout layout;
+    for (int it = 0; it < 14; ++it) {
+      const double f = 0.5 * (lo + hi);
+      SelectionConfig s;
+      s.top_p = 0.0, s.floor_lo = s.floor_hi = f;
+      sel = select_blocks(scores, H, cfg.kq, cfg.kk, s, std::vector<double>(H, f));
+      layout = build_layout(c, sel);
+      density = static_cast<double>(layout.kept_pairs()) / (static_cast<double>(H) * N * N);
+      (density < d ? lo : hi) = f;
+    }
+    Priced p;
+    for (std::int64_t h = 0; h < H; ++h) price_head(layout, sel, c, h, m, p);
+    // Without ragged work: every item full (128 rows, whole key tiles), the per-item overhead kept.
+    const double no_ragged = p.useful / (p.useful + m.overhead * p.items);
+    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f\n", d, density,
+                (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items), p.useful / p.cost,
+                no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost, (long long)p.pairs,
+                p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired);
+  }
+  return 0;
+}
