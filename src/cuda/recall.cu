@@ -78,12 +78,8 @@ __global__ void __launch_bounds__(kRecallThreads)
       }
       __syncthreads();
 
-      // Pass 1: the max logit of each row.
-      float mloc[kRowBatch];
-#pragma unroll
-      for (int r = 0; r < kRowBatch; ++r) mloc[r] = -INFINITY;
-      for (std::int64_t n = tid; n < nk; n += nthreads) {
-        float acc[kRowBatch];
+      // acc[r] = <q_r, k_n> for the batch's rows, fp32 in dimension order (the CPU's order).
+      auto dots = [&](std::int64_t n, float (&acc)[kRowBatch]) {
 #pragma unroll
         for (int r = 0; r < kRowBatch; ++r) acc[r] = 0.0f;
         const std::int64_t kat = n * k.row_stride;
@@ -92,6 +88,14 @@ __global__ void __launch_bounds__(kRecallThreads)
 #pragma unroll
           for (int r = 0; r < kRowBatch; ++r) acc[r] = fmaf(recall_qs[r * dim + d], kd, acc[r]);
         }
+      };
+      // Pass 1: the max logit of each row.
+      float mloc[kRowBatch];
+#pragma unroll
+      for (int r = 0; r < kRowBatch; ++r) mloc[r] = -INFINITY;
+      for (std::int64_t n = tid; n < nk; n += nthreads) {
+        float acc[kRowBatch];
+        dots(n, acc);
 #pragma unroll
         for (int r = 0; r < kRowBatch; ++r) mloc[r] = max_like_std(mloc[r], __fmul_rn(scale, acc[r]));
       }
@@ -110,14 +114,7 @@ __global__ void __launch_bounds__(kRecallThreads)
       for (int r = 0; r < kRowBatch; ++r) all[r] = kept[r] = 0.0;
       for (std::int64_t n = tid; n < nk; n += nthreads) {
         float acc[kRowBatch];
-#pragma unroll
-        for (int r = 0; r < kRowBatch; ++r) acc[r] = 0.0f;
-        const std::int64_t kat = n * k.row_stride;
-        for (std::int64_t d = 0; d < dim; ++d) {
-          const float kd = load_elem<KTag>(kbase, kat + d);
-#pragma unroll
-          for (int r = 0; r < kRowBatch; ++r) acc[r] = fmaf(recall_qs[r * dim + d], kd, acc[r]);
-        }
+        dots(n, acc);
         const std::int32_t c = lk[n];
         const bool label_ok = c >= 0 && c < kk;
 #pragma unroll
