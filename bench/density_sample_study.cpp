@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   using namespace svoo;
   double tau = 0.95;
   int frames = 21, rows = 48;
+  if (argc % 2 == 0) {  // options come in pairs: a name and its value
+    std::fprintf(stderr, "%s: option %s needs a value\n", argv[0], argv[argc - 1]);
+    return 2;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--tau") tau = std::atof(argv[i + 1]);

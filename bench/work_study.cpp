@@ -122,6 +122,10 @@ int main(int argc, char** argv) {
   Model m;
   SyntheticConfig sc;
   sc.heads = 4, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 128;
+  if (argc % 2 == 0) {  // options come in pairs: a name and its value
+    std::fprintf(stderr, "%s: option %s needs a value\n", argv[0], argv[argc - 1]);
+    return 2;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const double v = std::atof(argv[i + 1]);

@@ -56,6 +56,10 @@ struct SortScratch {
   std::size_t temp_bytes = 0;
 };
 std::int64_t tile_sort_count_items(std::int64_t heads, std::int64_t tokens, int clusters);
+// Whether launch_sort_labels(automatic) will use the general path's scratch for this side (more
+// than 2048 clusters, or SVOO_LABEL_SORT=cub): the planner allocates it only then. Given neither
+// scratch for the path it wants, launch_sort_labels takes the other.
+bool sort_needs_general_scratch(std::int64_t heads, std::int64_t tokens, int clusters);
 std::size_t sort_temp_bytes(std::int64_t heads, std::int64_t tokens, int clusters);
 
 // From labels [heads, tokens]: sizes [heads, clusters], offsets [heads, clusters + 1] (per head,

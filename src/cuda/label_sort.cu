@@ -191,6 +191,10 @@ std::int64_t tile_sort_count_items(std::int64_t heads, std::int64_t tokens, int 
   return clusters <= kMaxClusters && items < (std::int64_t{1} << 31) ? items : 0;
 }
 
+bool sort_needs_general_scratch(std::int64_t heads, std::int64_t tokens, int clusters) {
+  return tile_sort_count_items(heads, tokens, clusters) == 0 || !tiled_by_default();
+}
+
 std::size_t sort_temp_bytes(std::int64_t heads, std::int64_t tokens, int clusters) {
   int key_bits = 1;
   while ((std::int64_t{1} << key_bits) <= heads * clusters) ++key_bits;
@@ -208,8 +212,11 @@ void launch_sort_labels(const std::int32_t* labels, std::int64_t heads, std::int
   if (items == 0) return;
   const std::int64_t counts = tile_sort_count_items(heads, tokens, clusters);
   if (path == SortPath::automatic) path = tiled_by_default() ? SortPath::tiled : SortPath::cub;
+  const bool can_tile = counts > 0 && s.counts != nullptr;
+  const bool can_general = s.keys_in && s.keys_out && s.vals_in && s.temp;
+  if (path == SortPath::cub && !can_general) path = SortPath::tiled;  // a planner without its scratch
   std::size_t bytes = s.temp_bytes;
-  if (path == SortPath::tiled && counts > 0 && s.counts) {
+  if (path == SortPath::tiled && can_tile) {
     const int tiles = tiles_for(tokens);
     int bits = 1;
     while ((1 << bits) <= clusters) ++bits;  // room for the sentinel `clusters`

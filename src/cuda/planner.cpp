@@ -92,8 +92,12 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   require(H * std::max(Nq, Nk) < (std::int64_t{1} << 31) && H * shape.kq * std::int64_t{shape.kk} < (std::int64_t{1} << 31),
           ErrorKind::invalid_argument, "cuda::Planner: heads x tokens and heads x kq x kk must stay below 2^31");
   const int kmax = std::max(shape.kq, shape.kk);
-  const std::size_t sort_bytes =
-      std::max(detail::sort_temp_bytes(H, Nq, shape.kq), detail::sort_temp_bytes(H, Nk, shape.kk));
+  // The general label sort's scratch (3 ints a token and side, and cub's temporary storage:
+  // ~75 MB at 40 x 75,600) only where that path will run.
+  const bool general_q = detail::sort_needs_general_scratch(H, Nq, shape.kq);
+  const bool general_k = detail::sort_needs_general_scratch(H, Nk, shape.kk);
+  const std::size_t sort_bytes = std::max(general_q ? detail::sort_temp_bytes(H, Nq, shape.kq) : 0,
+                                          general_k ? detail::sort_temp_bytes(H, Nk, shape.kk) : 0);
   s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
   s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
 
@@ -123,15 +127,18 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     p.item_row = c.take<std::int32_t>(p.item_capacity);
     Scratch& s = *s_;
     for (detail::SortScratch* ss : {&s.q_sort, &s.k_sort}) {
-      const std::int64_t n = ss == &s.q_sort ? Nq : Nk;
-      ss->keys_in = c.take<std::int32_t>(H * n);
-      ss->keys_out = c.take<std::int32_t>(H * n);
-      ss->vals_in = c.take<std::int32_t>(H * n);
-      const std::int64_t counts = detail::tile_sort_count_items(H, n, ss == &s.q_sort ? shape.kq : shape.kk);
+      const bool q_side = ss == &s.q_sort;
+      const std::int64_t n = q_side ? Nq : Nk;
+      const bool general = q_side ? general_q : general_k;
+      ss->keys_in = general ? c.take<std::int32_t>(H * n) : nullptr;
+      ss->keys_out = general ? c.take<std::int32_t>(H * n) : nullptr;
+      ss->vals_in = general ? c.take<std::int32_t>(H * n) : nullptr;
+      const std::int64_t counts = detail::tile_sort_count_items(H, n, q_side ? shape.kq : shape.kk);
       ss->counts = counts > 0 ? c.take<std::int32_t>(counts) : nullptr;
     }
-    void* temp = c.take<char>(sort_bytes);
-    s.q_sort.temp = s.k_sort.temp = temp;
+    void* temp = sort_bytes > 0 ? c.take<char>(sort_bytes) : nullptr;
+    s.q_sort.temp = general_q ? temp : nullptr;
+    s.k_sort.temp = general_k ? temp : nullptr;
     s.q_sort.temp_bytes = s.k_sort.temp_bytes = sort_bytes;
     s.gram = c.take<float>(std::max(detail::project_gram_floats(static_cast<int>(H), shape.kq, static_cast<int>(D)),
                                     detail::project_gram_floats(static_cast<int>(H), shape.kk, static_cast<int>(D))));
