@@ -36,7 +36,11 @@ int main(int argc, char** argv) {
   if (!cuda::available()) return 77;
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
-  std::printf("# %s, tau %.2f, every row (no sampling)\n", prop.name, tau);
+  // Which passes run: the Hopper search on compute capability 9.0 unless SVOO_DENSITY_PATH=mma.
+  const char* env_path = std::getenv("SVOO_DENSITY_PATH");
+  const char* path =
+      prop.major == 9 && prop.minor == 0 && !(env_path && std::string(env_path) == "mma") ? "wgmma" : "mma";
+  std::printf("# %s, tau %.2f, every row (no sampling), %s passes\n", prop.name, tau, path);
   std::string json;
   for (int H : heads_list)
     for (const std::string& data : data_list) {
@@ -63,14 +67,18 @@ int main(int argc, char** argv) {
       o.density = out, o.bound = out + H, o.fallbacks = reinterpret_cast<std::int32_t*>(out + 2 * H);
       const double ms = bench::median_ms(
           [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); }, 5);
-      double ms1 = 0;
+      double ms1 = 0, ms2 = 0;
       if (breakdown) {
+        // SVOO_DENSITY_PASSES=n stops after pass n (the Hopper search has three, density.cu's
+        // mma.sync passes two: there "2" is the whole).
         auto run = [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); };
         setenv("SVOO_DENSITY_PASSES", "1", 1);
         ms1 = bench::median_ms(run, 3);
+        setenv("SVOO_DENSITY_PASSES", "2", 1);
+        ms2 = bench::median_ms(run, 3);
         unsetenv("SVOO_DENSITY_PASSES");
-        std::printf("   breakdown: pass 1 (reference + octave histogram) %.2f ms, pass 2 (refine) %.2f ms\n", ms1,
-                    ms - ms1);
+        std::printf("   breakdown: pass 1 %.2f ms, pass 2 %.2f ms, pass 3 %.2f ms (0 on the mma.sync path)\n", ms1,
+                    ms2 - ms1, ms - ms2);
         run();  // valid results again
       }
       std::vector<double> dens(2 * H);
@@ -87,8 +95,8 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf,
                     " {\"heads\": %d, \"tokens\": %lld, \"dim\": 128, \"dtype\": \"bf16\", \"data\": \"%s\", \"tau\": %.3f, "
                     "\"device\": \"%s\", \"density_ms\": %.3f, \"mean_density\": %.6f, \"max_bound\": %.3e, "
-                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f}",
-                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1);
+                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f, \"path\": \"%s\"}",
+                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms2, path);
       json += std::string(json.empty() ? "" : ",\n") + buf;
       cudaFree(work);
       cudaFree(out);

@@ -26,6 +26,7 @@
 #include <cfloat>
 #include <cstdint>
 #include <cstdlib>
+#include <string_view>
 #include <type_traits>
 
 #include "common.cuh"
@@ -357,8 +358,16 @@ void launch_passes(const DensityArgs& a, cudaStream_t stream) {
 void launch_tau_density(const DensityArgs& a, double* density, double* bound, std::int32_t* fallbacks,
                         cudaStream_t stream) {
   if (a.q.heads == 0 || a.nrows == 0) return;
-  if (a.q.elem == Elem::bf16) launch_passes<true>(a, stream);
-  else launch_passes<false>(a, stream);
+  const char* path = std::getenv("SVOO_DENSITY_PATH");
+  if (density_wgmma_available() && !(path && std::string_view(path) == "mma")) {
+    // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only).
+    const char* env = std::getenv("SVOO_DENSITY_PASSES");
+    launch_density_wgmma_passes(a, env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3, stream);
+  } else if (a.q.elem == Elem::bf16) {
+    launch_passes<true>(a, stream);
+  } else {
+    launch_passes<false>(a, stream);
+  }
   density_finish_kernel<<<static_cast<unsigned>(a.q.heads), 256, 0, stream>>>(a, density, bound, fallbacks);
 }
 

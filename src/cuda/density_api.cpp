@@ -32,7 +32,9 @@ RowsView rows_view(const TensorView& t, const char* name) {
 struct Layout {
   std::size_t row_ref, row_peak;                              // pass 1's reference and row max
   std::size_t row_above, row_total, row_error, row_count_above;  // pass 1's walk (fp64 masses)
-  std::size_t bstar, fb_lo, fb_hi, counts, lo, hi, fallback, total;
+  std::size_t bstar, fb_lo, fb_hi, counts, lo, hi, fallback;
+  std::size_t win_lo, win_hi;                                 // the Hopper search's windows
+  std::size_t total;
 };
 Layout layout(std::int64_t heads, std::int64_t nrows) {
   const auto n = static_cast<std::size_t>(heads * nrows);
@@ -48,6 +50,7 @@ Layout layout(std::int64_t heads, std::int64_t nrows) {
   l.bstar = take(4 * n), l.fb_lo = take(4 * n), l.fb_hi = take(4 * n);
   l.counts = take(4 * n), l.lo = take(4 * n), l.hi = take(4 * n);
   l.fallback = take(n);
+  l.win_lo = take(4 * n), l.win_hi = take(4 * n);
   l.total = off;
   return l;
 }
@@ -112,6 +115,9 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
   a.count_lo = out.count_lo ? out.count_lo : reinterpret_cast<std::int32_t*>(base + l.lo);
   a.count_hi = out.count_hi ? out.count_hi : reinterpret_cast<std::int32_t*>(base + l.hi);
   a.fallback = reinterpret_cast<std::uint8_t*>(base + l.fallback);
+  a.win_lo = reinterpret_cast<float*>(base + l.win_lo);
+  a.win_hi = reinterpret_cast<float*>(base + l.win_hi);
+  a.span = tau < 1.0 ? static_cast<float>(std::log2(static_cast<double>(kv.tokens) / (1.0 - tau))) : 0.f;
   detail::launch_tau_density(a, out.density, out.bound, out.fallbacks, reinterpret_cast<cudaStream_t>(stream));
   ok(cudaGetLastError(), "cuda::tau_density");
 }

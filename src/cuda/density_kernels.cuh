@@ -26,10 +26,21 @@ struct DensityArgs {
   int drop = 0;                         // density::exact_drop(k tokens)
   std::int32_t *counts = nullptr, *count_lo = nullptr, *count_hi = nullptr;  // results per row
   std::uint8_t* fallback = nullptr;     // 1 where level 1 misplaced the crossing (see density_math.hpp)
+  // The Hopper search (density_search.hpp): row_ref holds the reference c, row_peak the row max,
+  // row_above / row_total B (the mass below the fine window) and T; the window of the next pass in
+  // octaves [win_lo, win_hi).
+  float *win_lo = nullptr, *win_hi = nullptr;
+  float span = 0.f;                     // log2(k tokens / (1 - tau)); 0 for tau = 1
 };
 
-// Two passes and the per-head mean: density[h] (fp64), optionally bound[h] = mean width of the
-// per-row brackets / k tokens and fallbacks[h] (rows). Stream-ordered, no allocation.
+// The Hopper passes (density_wgmma.cu): compute capability 9.0 with this build's sm_90a code.
+// passes < 3 stops early (benchmark breakdown only: the results are then invalid).
+bool density_wgmma_available();
+void launch_density_wgmma_passes(const DensityArgs& args, int passes, cudaStream_t stream);
+
+// The passes (Hopper's where available, else density.cu's two) and the per-head mean: density[h]
+// (fp64), optionally bound[h] = mean width of the per-row brackets / k tokens and fallbacks[h]
+// (rows). Stream-ordered, no allocation. SVOO_DENSITY_PATH=mma selects density.cu's passes.
 void launch_tau_density(const DensityArgs& args, double* density, double* bound, std::int32_t* fallbacks,
                         cudaStream_t stream);
 

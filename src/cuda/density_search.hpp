@@ -1,0 +1,258 @@
+// Internal: the arithmetic of the Hopper tau-density (density_wgmma.cu), a threshold search in
+// three passes over every row's scores, written once for the device and the host so that the CPU
+// tests run the same search on rows of scores and compare it with svoo::tau_count.
+//
+// Why thresholds and not histograms: the earlier kernel (density.cu) binned every score into a
+// per-row octave histogram with shared-memory atomics, and its time went to those atomics and to
+// the instructions around them, not to the products. Here every score costs register arithmetic
+// only in passes 1 and 2 (a compare and an add per threshold), and pass 3 sends the few scores of a
+// narrow window to a per-warp queue.
+//
+// Units. For a row with fp32 scores s_j, sl2 = log2(e) / sqrt(d) and a reference c (an integer
+// number of octaves), p_j = 2^(s_j sl2 - c), computed as ex2(fma(s_j, sl2, -c)) (pvalue). Scores
+// are compared with thresholds theta(y) = y / sl2 rounded to fp32, for dyadic y, so every pass and
+// the host classify a score the same way whatever its reference.
+//
+// The sums are of the mass *below* each threshold, B, and the total T: the crossing is where
+// B <= (1 - tau) T, and what the last pass needs, R = tau T - (T - B) = B - (1 - tau) T, then
+// carries the rounding of B (small near the crossing) and (1 - tau) times that of T, not that of
+// T itself: for tau = 0.999 a thousand times less than with masses above the thresholds.
+//
+// Pass 1: c is the least multiple of kCoarseStep with theta(c) above the row max so far; when a
+//   tile raises the max past theta(c), c moves up by whole steps and the sums are shifted by whole
+//   thresholds and scaled by a power of two (exact). Per row it sums the total T and the masses
+//   B_k below theta(c - k kCoarseStep), k = 1..kCoarse, and picks the coarse window: the first k
+//   with B_k <= (1 - tau) T gives [c - k step, c - (k - 1) step); none, [low, c - kCoarse step) with low
+//   at least log2(N / (1 - tau)) + 1 octaves below the max (no key of the minimal set is lower:
+//   if the c-th largest p were below (1 - tau) p_max / N, the keys from it on would hold less than
+//   (1 - tau) T).
+// Pass 2: kMid thresholds y_k = hi - k (hi - lo) / kMid, k = 0..kMid-1, in that window, the same
+//   sums with the final c; the first k with B_k <= (1 - tau) T gives the fine window
+//   [y_k, y_(k-1)) and the mass below its top B_(k-1); k = 0 (the crossing above the window: only
+//   where pass 1's sums were rounded across a threshold) gives [hi, c) with B = T (no key reaches
+//   theta(c)); none gives [lo, y_(kMid-1)).
+// Pass 3: the count C of scores at or above the fine window, and the window's scores in kFine
+//   sub-bins (equal in y) with their count and their mass in fixed point. The walk to R = B - (1 -
+//   tau) T gives a bracket [lo, hi] that holds the count of the GPU's fp32 probabilities: each element of
+//   a sub-bin lies between the sub-bin's bounds, and delta (the sums' rounding) widens R on both
+//   sides (finish).
+//
+// Sums: each thread adds at most 32 probabilities of a row in fp32 per key tile (relative error
+// below 31 x 2^-24 of the partial) and then adds the partial to an fp64 sum, so each sum is
+// within kSumRelError of itself, as an exact sum of the same fp32 p would be.
+#pragma once
+
+#include <cstdint>
+
+#include "density_math.hpp"
+
+namespace svoo::cuda::detail::density::search {
+
+inline constexpr int kCoarse = 8;       // pass 1 thresholds
+inline constexpr int kCoarseStep = 3;   // octaves between them (whole octaves: rebasing is exact)
+// Pass 2 thresholds in the coarse window. Each costs two instructions a score: 8 took pass 2 from
+// 69 to 96 ms at Wan2.1-1.3B 720p and saved pass 3 less than a tenth of that (run51-52, H100).
+inline constexpr int kMid = 4;
+inline constexpr int kFine = 64;        // pass 3 sub-bins of the fine window
+inline constexpr double kSumRelError = 2e-6;
+// Relative error of pvalue against 2^(s sl2 - c) in exact arithmetic: the fma's rounding (|x| < 64:
+// 2^-19 absolute, 1.3e-6 relative in p) and ex2.approx (2^-22).
+inline constexpr double kExpSlack = 2e-6;
+
+SVOO_HD float theta(float y, float sl2) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(y, sl2);
+#else
+  return y / sl2;
+#endif
+}
+
+// 2^x in fp32 (ex2.approx, denormals flushed to zero, as on the device).
+SVOO_HD float pexp(float x) {
+#if defined(__CUDA_ARCH__)
+  float p;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(p) : "f"(x));
+  return p;
+#else
+  const float p = std::exp2(x);
+  return p < 1.17549435e-38f ? 0.f : p;
+#endif
+}
+SVOO_HD float xvalue(float s, float sl2, float c) { return fmaf(s, sl2, -c); }
+SVOO_HD float pvalue(float s, float sl2, float c) { return pexp(xvalue(s, sl2, c)); }
+
+// The least multiple of kCoarseStep above which no score of the row lies: theta(c) > smax.
+// (One step up at most corrects the rounding of the estimate; the bound on the loop keeps a NaN
+// score from spinning.)
+SVOO_HD float reference_above(float smax, float sl2) {
+  float c = (floorf(smax * sl2 / kCoarseStep) + 1.f) * kCoarseStep;
+  for (int i = 0; i < 4 && !(theta(c, sl2) > smax); ++i) c += kCoarseStep;
+  return c;
+}
+
+// A window [lo, hi) in octaves (y).
+struct Window {
+  float lo, hi;
+};
+
+// Pass 1's choice. b[k - 1] = mass below theta(c - k kCoarseStep), k = 1..kCoarse; span =
+// log2(N / (1 - tau)) (the depth below the max that holds the minimal set).
+SVOO_HD Window coarse_window(const double* b, double total, double tau, float c, float smax, float sl2, float span) {
+  const double rest = (1.0 - tau) * total;
+  for (int k = 1; k <= kCoarse; ++k)
+    if (b[k - 1] <= rest) return {c - static_cast<float>(k * kCoarseStep), c - static_cast<float>((k - 1) * kCoarseStep)};
+  const float hi = c - static_cast<float>(kCoarse * kCoarseStep);
+  const float floor_y = smax * sl2 - span - 1.f;
+  float lo = hi - kCoarseStep;
+  while (lo > floor_y) lo -= kCoarseStep;
+  return {lo, hi};
+}
+
+SVOO_HD float mid_threshold(Window w, int k) { return w.hi - static_cast<float>(k) * ((w.hi - w.lo) / kMid); }
+
+struct Fine {
+  Window w;
+  double below;  // B: the mass below theta(w.hi)
+};
+// Pass 2's choice. b[k] = mass below theta(mid_threshold(w, k)), k = 0..kMid-1.
+SVOO_HD Fine fine_window(const double* b, double total, double tau, Window w, float c) {
+  const double rest = (1.0 - tau) * total;
+  if (b[0] <= rest) return {{w.hi, c}, total};
+  for (int k = 1; k < kMid; ++k)
+    if (b[k] <= rest) return {{mid_threshold(w, k), mid_threshold(w, k - 1)}, b[k - 1]};
+  return {{w.lo, mid_threshold(w, kMid - 1)}, b[kMid - 1]};
+}
+
+// Pass 3's sub-bins, in x = fma(s, sl2, -c) (the exponent of p): bin i holds the window's scores
+// with top - (i + 1) step <= x < top - i step, top = w.hi - c, up to the rounding of x and of the
+// bin's computation (fine_bin: a subtraction and a product, at most 1e-3 of a bin for |x| < 128),
+// which kBinSlack covers in each bin's bounds in p. No division: the scores of the window go to
+// their bins with a multiply, where edges in score space would take an IEEE division each.
+inline constexpr double kBinSlack = 1e-5;
+SVOO_HD float fine_step(Window w) { return (w.hi - w.lo) / kFine; }
+SVOO_HD int fine_bin(float x, float top, float inv_step) {
+  const int i = static_cast<int>((top - x) * inv_step);
+  return i < 0 ? 0 : i > kFine - 1 ? kFine - 1 : i;
+}
+// Bounds of p in bin i (relative slack for x's rounding, ex2's error and the bin's computation).
+SVOO_HD double bin_top(Window w, float c, int i) {
+  return pow2(static_cast<double>(w.hi) - c - i * static_cast<double>(fine_step(w))) * (1.0 + kExpSlack + kBinSlack);
+}
+SVOO_HD double bin_bottom(Window w, float c, int i) {
+  return pow2(static_cast<double>(w.hi) - c - (i + 1) * static_cast<double>(fine_step(w))) *
+         (1.0 - kExpSlack - kBinSlack);
+}
+// Fixed point: an element adds round(p * unit_scale) with unit_scale = S 2^(c - w.hi), S half of
+// fixed_scale(N) so that N elements (each at most S (1 + kExpSlack) + 0.5 units) stay below 2^32.
+SVOO_HD float unit_scale(std::int64_t k_tokens, Window w, float c) {
+  return 0.5f * fixed_scale(k_tokens) * static_cast<float>(pow2(static_cast<double>(c) - w.hi));
+}
+SVOO_HD std::uint32_t units_of(float p, float scale) { return static_cast<std::uint32_t>(p * scale + 0.5f); }
+
+// Row totals handed to pass 3's walk.
+struct Row {
+  double below;         // B: the mass below the window's top
+  double total;         // T
+  std::int64_t count;   // C: scores at or above theta(w.hi)
+  std::int64_t k_tokens;
+};
+
+namespace impl {
+// The count within the window whose mass reaches target: upper == false, a lower bound (each
+// element at most its sub-bin's top); true, an upper bound (at least its bottom). -1 past the window.
+SVOO_HD std::int64_t walk(const std::uint32_t* cnt, const std::uint32_t* units, double uscale, Window w, float c,
+                          double target, bool upper) {
+  if (target <= 0.0) return 0;
+  double cum = 0.0;
+  std::int64_t before = 0;
+  SVOO_NO_UNROLL
+  for (int i = 0; i < kFine; ++i) {
+    if (cnt[i] == 0) continue;
+    const double mass = static_cast<double>(units[i]) / uscale;
+    if (cum + mass >= target) {
+      const double need = target - cum;
+      std::int64_t k;
+      if (!upper) {
+        const double top = bin_top(w, c, i);
+        k = static_cast<std::int64_t>(need / top);
+        if (static_cast<double>(k) * top < need) ++k;
+      } else {
+        const double bottom = bin_bottom(w, c, i);
+        k = bottom > 0.0 ? static_cast<std::int64_t>(need / bottom) + 1 : cnt[i];
+      }
+      if (k < 1) k = 1;
+      if (k > cnt[i]) k = cnt[i];
+      return before + k;
+    }
+    cum += mass;
+    before += cnt[i];
+  }
+  return -1;
+}
+}  // namespace impl
+
+// The bracket of one row from pass 3's sub-bins (cnt, units: kFine each).
+SVOO_HD Count finish(const Row& r, Window w, float c, const std::uint32_t* cnt, const std::uint32_t* units,
+                     double tau) {
+  const double uscale = unit_scale(r.k_tokens, w, c);
+  const double R = r.below - (1.0 - tau) * r.total;
+  double window_mass = 0.0;
+  std::int64_t window_count = 0;
+  SVOO_NO_UNROLL
+  for (int i = 0; i < kFine; ++i) window_mass += static_cast<double>(units[i]) / uscale, window_count += cnt[i];
+  // delta: the sums' rounding (B and T, each within kSumRelError of itself) and half a unit an
+  // element.
+  const double delta =
+      kSumRelError * (r.below + (1.0 - tau) * r.total) + 0.51 * static_cast<double>(window_count) / uscale;
+  bool fallback = false;
+  std::int64_t lo, hi;
+  if (R - delta > 0.0) {
+    const std::int64_t in = impl::walk(cnt, units, uscale, w, c, R - delta, false);
+    lo = r.count + (in >= 0 ? in : window_count);
+    if (in < 0) fallback = true;
+  } else if (R > 0.0) {
+    // The crossing may lie among the elements above the window, by at most delta of mass; each of
+    // them is at least the window's top.
+    const double top = pow2(static_cast<double>(w.hi) - c) * (1.0 - kExpSlack - kBinSlack);
+    lo = r.count - static_cast<std::int64_t>(delta / top);
+  } else {
+    lo = 1;  // cannot happen: pass 2 chose the window with B > (1 - tau) T
+    fallback = true;
+  }
+  const std::int64_t up = impl::walk(cnt, units, uscale, w, c, R + delta, true);
+  if (up >= 0) {
+    hi = r.count + up;
+  } else {
+    hi = r.k_tokens;  // the crossing below the window (R within delta of its mass): no bound from here
+    if (R > window_mass) fallback = true;
+  }
+  if (lo < 1) lo = 1;
+  if (hi > r.k_tokens) hi = r.k_tokens;
+  if (hi < lo) hi = lo;
+  // Estimate: in the sub-bin where R is reached, elements at the sub-bin's mean.
+  std::int64_t est = -1;
+  if (R > 0.0 && R <= window_mass) {
+    double cum = 0.0;
+    std::int64_t before = 0;
+    SVOO_NO_UNROLL
+    for (int i = 0; i < kFine; ++i) {
+      if (cnt[i] == 0) continue;
+      const double mass = static_cast<double>(units[i]) / uscale;
+      if (cum + mass >= R) {
+        const double mean = mass / static_cast<double>(cnt[i]);
+        std::int64_t k = mean > 0.0 ? static_cast<std::int64_t>((R - cum) / mean) : cnt[i];
+        if (static_cast<double>(k) * mean < R - cum) ++k;
+        est = r.count + before + k;
+        break;
+      }
+      cum += mass;
+      before += cnt[i];
+    }
+  }
+  if (est < 0) est = (lo + hi) / 2;
+  if (est < lo) est = lo;
+  if (est > hi) est = hi;
+  return {static_cast<std::int32_t>(est), static_cast<std::int32_t>(lo), static_cast<std::int32_t>(hi), fallback};
+}
+
+}  // namespace svoo::cuda::detail::density::search

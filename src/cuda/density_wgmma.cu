@@ -1,0 +1,518 @@
+// The tau-density on Hopper (sm_90a): three passes of Q K^T on the warpgroup tensor cores, each
+// folding every score into per-row sums in registers (the search of density_search.hpp).
+//
+// Products: a persistent block (one per SM) takes work items (head, 128 query rows) and streams
+// the head's keys 128 at a time; each step is eight wgmma m64 n128 k16 per warpgroup (64 rows),
+// operands read by the tensor cores from 128-byte-swizzled shared memory. As in the co-clustering's
+// assignment kernel (assign_wgmma.cu, whose schedule this copies), step g+1's products are issued
+// into a second accumulator bank before step g is folded, key tiles stream through a ring of stages
+// whose completion is tracked with mbarriers (every thread arrives when its cp.asyncs land; every
+// thread arrives on `empty` once it holds a step's products), and the next item's Q rows load into a
+// second buffer during the current item.
+//
+// Folds (per thread: two rows, 32 scores each per step):
+//   pass 1: the row max, the reference c (moved up by whole steps, with the sums shifted), the
+//           total and the masses below kCoarse thresholds; at the item's end the coarse window;
+//   pass 2: the total and the masses below kMid thresholds of that window; the fine window;
+//   pass 3: the count above the fine window, and its scores through a per-warp queue into kFine
+//           sub-bins (shared-memory atomics, only for the window's scores); the bracket. With
+//           tau = 1 it counts p > 0 against the row max instead.
+// Sums: fp32 within a step (at most 32 terms), then added to fp64 sums a thread keeps in shared
+// memory (registers are taken by the two accumulator banks).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <cstdlib>
+#include <type_traits>
+
+#include "density_kernels.cuh"
+#include "density_search.hpp"
+#include "ptx.cuh"
+#include "wgmma.cuh"
+
+
+namespace svoo::cuda::detail {
+namespace {
+
+namespace ds = density::search;
+
+[[maybe_unused]] constexpr int kDim = 128, kRows = 128, kCols = 128, kThreads = 256;
+constexpr int kChunkBytes = 128 * 128;       // one 64-wide K chunk of 128 rows
+constexpr int kTileBytes = 2 * kChunkBytes;  // 128 rows x 128 K, bf16
+constexpr int kQBufs = 2;
+// Passes 1 and 2: a thread's fp64 sums, per row its thresholds' and the total.
+constexpr int kSumBytes = 2 * ((ds::kCoarse > ds::kMid ? ds::kCoarse : ds::kMid) + 1) * kThreads * 8;
+// Pass 3: per warp a queue of the window's scores and their rows (a byte), kDrainEvery scores a
+// lane between drains.
+// (Every 8 measured 6-8 % slower over the three passes, run53 on an H100: the drains' dependent
+// loads and atomics are latency that two warps a scheduler do not hide.)
+constexpr int kDrainEvery = 16;
+constexpr int kQueueCap = 32 * kDrainEvery;
+constexpr int kHistBytes = kRows * ds::kFine * 2 * 4;  // count and units per sub-bin and row
+constexpr int kQueueBytes = (kThreads / 32) * kQueueCap * 5;
+constexpr int kRowParamBytes = kRows * 4 * 4;  // pass 3: c, bins' top in x, 1 / bin step, unit scale per row
+
+template <int kPass>
+constexpr int stages() {
+  return kPass == 3 ? 2 : 3;
+}
+template <int kPass>
+constexpr int extra_bytes() {
+  return kPass == 3 ? kHistBytes + kQueueBytes + kRowParamBytes : kSumBytes;
+}
+template <int kPass>
+constexpr int smem_bytes() {
+  return (kQBufs + stages<kPass>()) * kTileBytes + extra_bytes<kPass>() + 1024;
+}
+static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "shared memory");
+
+[[maybe_unused]] __device__ __forceinline__ int swizzled(int r, int c16) { return wgmma::swizzled(r, c16, kChunkBytes); }
+
+// 128 query rows of one head (rows[] picks the tokens, or row i is token i); rows >= nrows zero.
+[[maybe_unused]] __device__ __forceinline__ void load_q_tile(unsigned char* dst, const std::uint16_t* qh,
+                                                             const std::int64_t* rows, std::int64_t row0,
+                                                             std::int64_t nrows, std::int64_t stride) {
+  for (int e = threadIdx.x; e < kRows * 16; e += kThreads) {
+    const int r = e >> 4, c16 = e & 15;
+    const std::int64_t ri = row0 + r;
+    const bool ok = ri < nrows;
+    const std::int64_t tok = ok ? (rows ? rows[ri] : ri) : 0;
+    ptx::cp_async16(dst + swizzled(r, c16), qh + tok * stride + c16 * 8, ok ? 16 : 0);
+  }
+}
+// 128 keys from key0 (row stride in elements); keys >= nk zero. Thread t copies the 16-byte piece
+// t % 16 of rows t / 16 + 16 j: the swizzle of row r + 16 j is that of row r, 2048 bytes on.
+[[maybe_unused]] __device__ __forceinline__ void load_k_tile(unsigned char* dst, const std::uint16_t* kh,
+                                                             std::int64_t key0, std::int64_t nk, std::int64_t stride) {
+  const int t = threadIdx.x, r0 = t >> 4;
+  const std::uint32_t d0 = ptx::smem_addr(dst + swizzled(r0, t & 15));
+  const unsigned char* s0 = reinterpret_cast<const unsigned char*>(kh + (key0 + r0) * stride) + (t & 15) * 16;
+  const std::int64_t step = 16 * stride * 2;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const bool ok = key0 + r0 + 16 * j < nk;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d0 + j * 2048),
+                 "l"(ok ? s0 + j * step : reinterpret_cast<const unsigned char*>(kh)), "r"(ok ? 16 : 0));
+  }
+}
+
+// acc += v < t ? p : 0, as a set (1.0 or 0.0) and an fma: two instructions where the compiler's
+// compare, select and add take three.
+[[maybe_unused]] __device__ __forceinline__ void add_if_below(float& acc, float v, float t, float p) {
+  asm("{\n.reg .f32 m;\nset.lt.f32.f32 m, %1, %2;\nfma.rn.f32 %0, m, %3, %0;\n}\n" : "+f"(acc) : "f"(v), "f"(t), "f"(p));
+}
+
+[[maybe_unused]] __device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+[[maybe_unused]] __device__ __forceinline__ double quad_sum(double v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+[[maybe_unused]] __device__ __forceinline__ long long quad_sum(long long v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// kPass 1, 2, 3; kPositives (pass 3 only): tau = 1, the count of p > 0.
+template <bool kBf16, int kPass, bool kPositives>
+__global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kStages = stages<kPass>();
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ std::uint64_t full[kStages];   // key stage s holds its next step
+  __shared__ std::uint64_t empty[kStages];  // every thread holds the products of stage s's step
+  __shared__ std::uint64_t qfull[kQBufs];   // Q buffer b holds its next item
+  // 1024-byte alignment by an offset from smem_raw itself (not through an integer cast, which
+  // loses the address space: the sums, sub-bins and queue would be reached with generic loads,
+  // stores and atomics instead of shared-memory ones).
+  unsigned char* base = smem_raw + ((1024u - (ptx::smem_addr(smem_raw) & 1023u)) & 1023u);
+  unsigned char* sq = base;
+  unsigned char* sk = base + kQBufs * kTileBytes;
+  unsigned char* extra = sk + kStages * kTileBytes;
+
+  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+  const int warp_all = tid / 32;  // 0..7: rows 16 warp_all .. + 15 of the item
+  const std::int64_t nk = a.k.tokens, nrows = a.nrows;
+  const int rblocks = static_cast<int>((nrows + kRows - 1) / kRows);
+  const int items_total = static_cast<int>(a.q.heads) * rblocks;
+  const int items = (items_total - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                    static_cast<int>(gridDim.x);
+  const int tiles = static_cast<int>((nk + kCols - 1) / kCols);
+  const int steps = items * tiles;
+  const float sl2 = a.scale_log2;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kThreads);
+    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&empty[s], kThreads);
+    for (int b = 0; b < kQBufs; ++b) wgmma::mbar_init(&qfull[b], kThreads);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  auto item_head = [&](int li) { return (static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x)) / rblocks; };
+  auto item_row0 = [&](int li) {
+    const int w = static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x);
+    return static_cast<std::int64_t>(w % rblocks) * kRows;
+  };
+  const auto* qdata = static_cast<const std::uint16_t*>(a.q.data);
+  const auto* kdata = static_cast<const std::uint16_t*>(a.k.data);
+  auto load_q = [&](int li) {
+    load_q_tile(sq + (li % kQBufs) * kTileBytes, qdata + item_head(li) * a.q.head_stride, a.rows, item_row0(li), nrows,
+                a.q.row_stride);
+    wgmma::mbar_arrive_cp_async(&qfull[li % kQBufs]);
+  };
+  int ld_step = 0, ld_li = 0, ld_t = 0;
+  const std::uint16_t* ld_kh = kdata + item_head(0) * a.k.head_stride;
+  auto load_next_tile = [&] {
+    if (ld_step < steps) {
+      load_k_tile(sk + (ld_step % kStages) * kTileBytes, ld_kh, static_cast<std::int64_t>(ld_t) * kCols, nk,
+                  a.k.row_stride);
+      wgmma::mbar_arrive_cp_async(&full[ld_step % kStages]);
+    }
+    ++ld_step;
+    if (++ld_t == tiles) {
+      ld_t = 0;
+      if (++ld_li < items) ld_kh = kdata + item_head(ld_li) * a.k.head_stride;
+    }
+  };
+  auto wait_step = [&](int g, int li, int t) {
+    wgmma::mbar_wait(&full[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
+    if (t == 0) wgmma::mbar_wait(&qfull[li % kQBufs], (li / kQBufs) & 1);
+    wgmma::fence_async_shared();
+  };
+  const std::uint32_t dq0 = static_cast<std::uint32_t>(wgmma::descriptor(sq + wg * 64 * 128, 16, 1024));
+  const std::uint32_t dk0 = static_cast<std::uint32_t>(wgmma::descriptor(sk, 16, 1024));
+  constexpr std::uint64_t kDescHigh = wgmma::descriptor_high(1024);
+  auto issue = [&](float (&d)[64], int g, int li) {
+    const std::uint32_t da = dq0 + static_cast<std::uint32_t>((li % kQBufs) * (kTileBytes >> 4));
+    const std::uint32_t db = dk0 + (static_cast<unsigned>(g) % kStages) * (kTileBytes >> 4);
+#pragma unroll
+    for (int ks = 0; ks < kDim / 16; ++ks) {
+      const std::uint32_t off = ((ks / 4) * kChunkBytes + (ks % 4) * 32) >> 4;
+      wgmma::m64n128k16_ss<kBf16>(d, kDescHigh | (da + off), kDescHigh | (db + off), ks > 0 ? 1 : 0);
+    }
+    wgmma::commit();
+  };
+
+  // ---- per-row state. This thread's rows: local lr[h] (0..127) of the item, h = 0, 1. ----
+  int lr[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) lr[h] = wg * 64 + warp * 16 + h * 8 + lane / 4;
+  const int col0 = 2 * (lane % 4);
+  float c[2] = {0.f, 0.f};             // references (octaves)
+  constexpr int kThr = kPass == 1 ? ds::kCoarse : ds::kMid;  // passes 1, 2: thresholds
+  constexpr int kSums = kThr + 1;                              // ... and the total
+  float th[2][kThr];                   // passes 1, 2: score thresholds
+  float top[2] = {-FLT_MAX, -FLT_MAX};  // pass 1: theta(c) (nothing reaches it); pass 3: window top
+  float smax[2] = {-FLT_MAX, -FLT_MAX};  // pass 1: row max; pass 3 positives: the row max read back
+  float wlo[2] = {0.f, 0.f};           // pass 3: window bottom (score)
+  long long above[2] = {0, 0};         // pass 3: count at or above the window (or of p > 0)
+  double* sums = reinterpret_cast<double*>(extra);  // passes 1, 2: [(h * kSums + k) * kThreads + tid]
+  auto sum_at = [&](int h, int k) -> double& { return sums[(h * kSums + k) * kThreads + tid]; };
+  auto* hist = reinterpret_cast<std::uint32_t*>(extra);  // pass 3: [row][kFine] counts, then units
+  std::uint32_t* hunits = hist + kRows * ds::kFine;
+  float* queue = reinterpret_cast<float*>(extra + kHistBytes) + warp_all * kQueueCap;
+  unsigned char* queue_row = extra + kHistBytes + (kThreads / 32) * kQueueCap * 4 + warp_all * kQueueCap;
+  auto* rparam = reinterpret_cast<float4*>(extra + kHistBytes + kQueueBytes);  // pass 3: {c, top, 1/step, uscale}
+  const unsigned lane_below = (1u << lane) - 1u;
+  int head = 0;
+  std::int64_t row0 = 0;
+
+  auto start_item = [&](int li) {
+    head = item_head(li);
+    row0 = item_row0(li);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const bool ok = row0 + lr[h] < nrows;
+      const std::int64_t o = static_cast<std::int64_t>(head) * nrows + row0 + lr[h];
+      if constexpr (kPass == 1) {
+        c[h] = 0.f, top[h] = -FLT_MAX, smax[h] = -FLT_MAX;
+#pragma unroll
+        for (int k = 0; k < kThr; ++k) th[h][k] = FLT_MAX;
+#pragma unroll
+        for (int k = 0; k < kSums; ++k) sum_at(h, k) = 0.0;
+      } else if constexpr (kPass == 2) {
+        c[h] = ok ? a.row_ref[o] : 0.f;
+        const ds::Window w{ok ? a.win_lo[o] : -1.f, ok ? a.win_hi[o] : 0.f};
+#pragma unroll
+        for (int k = 0; k < kThr; ++k) th[h][k] = ds::theta(ds::mid_threshold(w, k), sl2);
+#pragma unroll
+        for (int k = 0; k < kSums; ++k) sum_at(h, k) = 0.0;
+      } else {
+        above[h] = 0;
+        if constexpr (kPositives) {
+          smax[h] = ok ? a.row_peak[o] : 0.f;
+        } else {
+          c[h] = ok ? a.row_ref[o] : 0.f;
+          const ds::Window w{ok ? a.win_lo[o] : -1.f, ok ? a.win_hi[o] : 0.f};
+          top[h] = ds::theta(w.hi, sl2), wlo[h] = ds::theta(w.lo, sl2);
+          if (lane % 4 == 0)
+            rparam[lr[h]] = make_float4(c[h], w.hi - c[h], 1.f / ds::fine_step(w), ds::unit_scale(nk, w, c[h]));
+        }
+      }
+    }
+    if constexpr (kPass == 3 && !kPositives) {
+      for (int i = lane; i < 16 * ds::kFine; i += 32) {
+        hist[warp_all * 16 * ds::kFine + i] = 0u;
+        hunits[warp_all * 16 * ds::kFine + i] = 0u;
+      }
+      __syncwarp();
+    }
+  };
+
+  // Pass 1: move the reference of row h up to c_new (sums shifted by whole thresholds, scaled by
+  // 2^-(step j)), and its thresholds with it. A new threshold at or above the old c has every key
+  // so far below it: its sum is the total.
+  auto rebase = [&](int h, float c_new) {
+    const bool first = top[h] == -FLT_MAX;
+    const int j = first ? 1 << 20 : static_cast<int>((c_new - c[h]) / ds::kCoarseStep + 0.5f);
+    const double f = j * ds::kCoarseStep > 1000 ? 0.0 : density::pow2(-static_cast<double>(j * ds::kCoarseStep));
+    const double total = sum_at(h, kThr) * f;
+    for (int k = kThr - 1; k >= 0; --k) sum_at(h, k) = k - j >= 0 ? sum_at(h, k - j) * f : total;
+    sum_at(h, kThr) = total;
+    c[h] = c_new;
+    top[h] = ds::theta(c_new, sl2);
+#pragma unroll
+    for (int k = 0; k < kThr; ++k) th[h][k] = ds::theta(c_new - static_cast<float>((k + 1) * ds::kCoarseStep), sl2);
+  };
+
+  // Fold of one step's products (t: the key tile).
+  auto fold = [&](float (&d)[64], int t) {
+    auto run = [&](auto masked_tag) {
+      constexpr bool kMasked = decltype(masked_tag)::value;
+      const std::int64_t rem = nk - static_cast<std::int64_t>(t) * kCols;
+      auto value = [&](int i) {
+        if constexpr (kMasked) return col0 + 8 * (i / 4) + (i % 2) < rem ? d[i] : -FLT_MAX;
+        else return d[i];
+      };
+      if constexpr (kPass == 1) {
+        float tm[2] = {-FLT_MAX, -FLT_MAX};
+#pragma unroll
+        for (int i = 0; i < 64; ++i) tm[(i / 2) % 2] = fmaxf(tm[(i / 2) % 2], value(i));
+        tm[0] = quad_max(tm[0]), tm[1] = quad_max(tm[1]);
+        const bool need0 = tm[0] >= top[0], need1 = tm[1] >= top[1];
+        if (__any_sync(0xffffffffu, need0 || need1)) {
+          if (need0) rebase(0, ds::reference_above(tm[0], sl2));
+          if (need1) rebase(1, ds::reference_above(tm[1], sl2));
+        }
+        smax[0] = fmaxf(smax[0], tm[0]), smax[1] = fmaxf(smax[1], tm[1]);
+      }
+      if constexpr (kPass <= 2) {
+        float part[2][kSums];
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int k = 0; k < kSums; ++k) part[h][k] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 64; ++i) {
+          const int h = (i / 2) % 2;
+          const float v = value(i);
+          const float p = ds::pvalue(v, sl2, c[h]);
+          part[h][kSums - 1] += p;
+#pragma unroll
+          for (int k = 0; k < kThr; ++k) add_if_below(part[h][k], v, th[h][k], p);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int k = 0; k < kSums; ++k) sum_at(h, k) += static_cast<double>(part[h][k]);
+      } else if constexpr (kPositives) {
+        int pc[2] = {0, 0};
+#pragma unroll
+        for (int i = 0; i < 64; ++i) pc[(i / 2) % 2] += exp2f((value(i) - smax[(i / 2) % 2]) * sl2) > 0.f;
+        above[0] += pc[0], above[1] += pc[1];
+      } else {
+        // The window's scores go to a per-warp queue (ballot + rank), drained every kDrainEvery
+        // scores a lane with every lane busy. (A per-8-score warp scan instead of the ballots
+        // measured slower: run52, H100.)
+        int pc[2] = {0, 0};
+        int queued = 0;  // warp-uniform
+#pragma unroll
+        for (int i = 0; i < 64; ++i) {
+          const int h = (i / 2) % 2;
+          const float v = value(i);
+          pc[h] += v >= top[h];
+          const bool in = v >= wlo[h] && v < top[h];
+          const unsigned mask = __ballot_sync(0xffffffffu, in);
+          if (in) {
+            const int at = queued + __popc(mask & lane_below);
+            queue[at] = v;
+            queue_row[at] = static_cast<unsigned char>(lr[h]);
+          }
+          queued += __popc(mask);
+          if (i % kDrainEvery == kDrainEvery - 1) {
+            __syncwarp();
+            // A loop with warp-uniform bounds (every lane runs every trip), so that the next
+            // ballot is in converged code.
+            for (int base = 0; base < queued; base += 32) {
+              if (base + lane < queued) {
+                const int row = queue_row[base + lane];
+                const float4 rp = rparam[row];
+                const float x = ds::xvalue(queue[base + lane], sl2, rp.x);
+                const int bin = ds::fine_bin(x, rp.y, rp.z);
+                atomicAdd(&hist[row * ds::kFine + bin], 1u);
+                atomicAdd(&hunits[row * ds::kFine + bin], ds::units_of(ds::pexp(x), rp.w));
+              }
+            }
+            __syncwarp();
+            queued = 0;
+          }
+        }
+        above[0] += pc[0], above[1] += pc[1];
+      }
+    };
+    if (static_cast<std::int64_t>(t + 1) * kCols > nk) run(std::true_type{});
+    else run(std::false_type{});
+  };
+
+  // An item's end: per row, merge the four lanes and write the pass's results.
+  auto end_item = [&] {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const bool ok = row0 + lr[h] < nrows;
+      const std::int64_t o = static_cast<std::int64_t>(head) * nrows + row0 + lr[h];
+      if constexpr (kPass <= 2) {
+        double m[kSums];
+#pragma unroll
+        for (int k = 0; k < kSums; ++k) m[k] = quad_sum(sum_at(h, k));
+        if (lane % 4 == 0 && ok) {
+          if constexpr (kPass == 1) {
+            const ds::Window w = ds::coarse_window(m, m[kSums - 1], a.tau, c[h], smax[h], sl2, a.span);
+            a.row_ref[o] = c[h], a.row_peak[o] = smax[h], a.win_lo[o] = w.lo, a.win_hi[o] = w.hi;
+          } else {
+            const ds::Window w{a.win_lo[o], a.win_hi[o]};
+            const ds::Fine f = ds::fine_window(m, m[kSums - 1], a.tau, w, c[h]);
+            a.win_lo[o] = f.w.lo, a.win_hi[o] = f.w.hi, a.row_above[o] = f.below, a.row_total[o] = m[kSums - 1];
+          }
+        }
+      } else if constexpr (kPositives) {
+        const long long n = quad_sum(above[h]);
+        if (lane % 4 == 0 && ok) {
+          const std::int32_t cnt = static_cast<std::int32_t>(n > 1 ? n : 1);
+          a.counts[o] = a.count_lo[o] = a.count_hi[o] = cnt;
+          a.fallback[o] = 0;
+        }
+      }
+    }
+    if constexpr (kPass == 3 && !kPositives) {
+      __syncwarp();  // the warp's queue drains are in its rows' sub-bins
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const long long n = quad_sum(above[h]);
+        const bool ok = row0 + lr[h] < nrows;
+        if (lane % 4 == 0 && ok) {
+          const std::int64_t o = static_cast<std::int64_t>(head) * nrows + row0 + lr[h];
+          const ds::Window w{a.win_lo[o], a.win_hi[o]};
+          const ds::Row r{a.row_above[o], a.row_total[o], n, nk};
+          const density::Count cnt =
+              ds::finish(r, w, c[h], hist + lr[h] * ds::kFine, hunits + lr[h] * ds::kFine, a.tau);
+          a.counts[o] = cnt.estimate, a.count_lo[o] = cnt.lo, a.count_hi[o] = cnt.hi;
+          a.fallback[o] = cnt.fallback ? 1 : 0;
+        }
+      }
+      __syncwarp();
+    }
+  };
+
+  // Prologue: Q of items 0 .. kQBufs - 1, key steps 0 .. kStages - 1; step 0 into bank 0. (The
+  // launcher sends no block without an item, and keys are never empty: steps >= 1.)
+  for (int li = 0; li < kQBufs && li < items; ++li) load_q(li);
+  for (int s = 0; s < kStages; ++s) load_next_tile();
+  float d0[64], d1[64];
+  start_item(0);
+  wait_step(0, 0, 0);
+  wgmma::fence();
+  issue(d0, 0, 0);
+  wgmma::wait<0>();
+  wgmma::mbar_arrive(&empty[0]);
+
+  int g = 0, cur_li = 0, cur_t = 0;
+  auto step = [&](float (&cur)[64], float (&nxt)[64], auto last) {
+    int n_li = cur_li, n_t = cur_t + 1;
+    if (n_t == tiles) n_t = 0, ++n_li;
+    if constexpr (!decltype(last)::value) {
+      wait_step(g + 1, n_li, n_t);
+      wgmma::fence_regs(nxt);
+      wgmma::fence();
+      issue(nxt, g + 1, n_li);
+    }
+    wgmma::fence_regs(cur);
+    fold(cur, cur_t);
+    if (cur_t == tiles - 1) end_item();
+    wgmma::mbar_wait(&empty[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
+    load_next_tile();
+    if (cur_t == tiles - 1 && cur_li + kQBufs < items) load_q(cur_li + kQBufs);
+    wgmma::wait<0>();
+    if constexpr (!decltype(last)::value) wgmma::mbar_arrive(&empty[static_cast<unsigned>(g + 1) % kStages]);
+    ++g;
+    cur_li = n_li, cur_t = n_t;
+    if (n_t == 0 && cur_li < items) start_item(cur_li);
+  };
+  using More = std::false_type;
+  using Last = std::true_type;
+  // One copy of the fold: step g+1's products go to d1 and are moved to d0 once they land. Two
+  // copies (the banks swapped, as in assign_wgmma.cu) doubled the hot code and measured 5-8 %
+  // slower over the three passes (run51, H100).
+  auto step_one = [&](auto last) {
+    step(d0, d1, last);
+    if constexpr (!decltype(last)::value) {
+      wgmma::fence_regs(d1);
+#pragma unroll
+      for (int i = 0; i < 64; ++i) d0[i] = d1[i];
+    }
+  };
+  while (g + 1 < steps) step_one(More{});
+  step_one(Last{});
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+template <bool kBf16, int kPass, bool kPositives>
+void launch_pass(const DensityArgs& a, unsigned grid, cudaStream_t stream) {
+  auto kernel = density_wgmma_kernel<kBf16, kPass, kPositives>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<kPass>());
+  kernel<<<grid, kThreads, smem_bytes<kPass>(), stream>>>(a);
+}
+
+template <bool kBf16>
+void launch_all(const DensityArgs& a, unsigned grid, int passes, cudaStream_t stream) {
+  launch_pass<kBf16, 1, false>(a, grid, stream);
+  if (a.tau >= 1.0) {
+    if (passes >= 2) launch_pass<kBf16, 3, true>(a, grid, stream);
+    return;
+  }
+  if (passes >= 2) launch_pass<kBf16, 2, false>(a, grid, stream);
+  if (passes >= 3) launch_pass<kBf16, 3, false>(a, grid, stream);
+}
+
+}  // namespace
+
+bool density_wgmma_available() {
+  static const bool ok = [] {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    return major == 9 && minor == 0;  // the sm_90a code runs on compute capability 9.0 only
+  }();
+  return ok;
+}
+
+void launch_density_wgmma_passes(const DensityArgs& a, int passes, cudaStream_t stream) {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n > 0 ? n : 1;
+  }();
+  const std::int64_t items = a.q.heads * ((a.nrows + kRows - 1) / kRows);
+  const unsigned grid = static_cast<unsigned>(items < sms ? items : sms);
+  if (a.q.elem == Elem::bf16) launch_all<true>(a, grid, passes, stream);
+  else launch_all<false>(a, grid, passes, stream);
+}
+
+}  // namespace svoo::cuda::detail
