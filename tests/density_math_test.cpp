@@ -12,6 +12,7 @@
 
 #include "cuda/density_math.hpp"
 #include "svoo/measures.hpp"
+#include "test_util.hpp"
 
 #ifdef SVOO_WITH_CUDA
 #include "svoo/cuda.hpp"
@@ -64,19 +65,13 @@ Sim simulate(const std::vector<float>& s, double tau) {
   for (float x : s) r.positives += std::exp2((x - row_max) * sl2) > 0.f;  // p > 0 against the row max
   Sim out;
   out.count = dm::finish_row(r, l1, c2.data(), u2.data(), scale, tau);
-  std::vector<float> pm(s.size());  // the spec's probabilities: relative to the row max
-  for (std::size_t j = 0; j < s.size(); ++j) pm[j] = std::exp2((s[j] - row_max) * sl2);
-  out.exact = svoo::tau_count(pm.data(), n, tau);
+  out.exact = svoo::test::spec_tau_count(s, sl2, tau);
   out.crossing_subbin_keys = *std::max_element(c2.begin(), c2.end());
   return out;
 }
 
 std::vector<float> row(std::int64_t n, float spread, unsigned seed, bool ties = false) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, spread);
-  std::vector<float> s(static_cast<std::size_t>(n));
-  for (auto& x : s) x = ties ? std::round(dist(rng)) : dist(rng);
-  return s;
+  return svoo::test::normal_scores(n, spread, seed, ties);
 }
 
 TEST(DensityMath, LevelOneMassesAreExact) {

@@ -13,6 +13,7 @@
 
 #include "cuda/density_search.hpp"
 #include "svoo/measures.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -100,10 +101,8 @@ Sim simulate(const std::vector<float>& s, double tau) {
   }
   Sim out;
   out.count = ds::finish({fine.below, sums[ds::kMid], count, n}, fine.w, c, cnt.data(), units.data(), tau);
+  out.exact = svoo::test::spec_tau_count(s, sl2, tau);
   std::vector<float> p(s.size());
-  const float row_max = *std::max_element(s.begin(), s.end());
-  for (std::size_t j = 0; j < s.size(); ++j) p[j] = std::exp2((s[j] - row_max) * sl2);
-  out.exact = svoo::tau_count(p.data(), n, tau);
   for (std::size_t j = 0; j < s.size(); ++j) p[j] = ds::pvalue(s[j], sl2, c);
   out.exact_own = svoo::tau_count(p.data(), n, tau);
   out.window_keys = in_window;
@@ -113,11 +112,7 @@ Sim simulate(const std::vector<float>& s, double tau) {
 }
 
 std::vector<float> row(std::int64_t n, float spread, unsigned seed, bool ties = false) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, spread);
-  std::vector<float> s(static_cast<std::size_t>(n));
-  for (auto& x : s) x = ties ? std::round(dist(rng)) : dist(rng);
-  return s;
+  return svoo::test::normal_scores(n, spread, seed, ties);
 }
 
 void expect_holds(const Sim& r) {

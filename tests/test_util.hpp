@@ -2,12 +2,14 @@
 // spec, written for clarity rather than speed, to check the optimised backends against.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "svoo/clustering.hpp"
+#include "svoo/measures.hpp"
 #include "svoo/tensor.hpp"
 
 namespace svoo::test {
@@ -66,6 +68,25 @@ inline double rel_max_error(const HostTensor& a, const std::vector<double>& ref)
     mag = std::max(mag, std::fabs(ref[i]));
   }
   return err / mag;
+}
+
+// A row of n scores drawn from N(0, spread^2) (rounded to integers with ties: many equal scores),
+// for the device tau-density's arithmetic on the host.
+inline std::vector<float> normal_scores(std::int64_t n, float spread, unsigned seed, bool ties = false) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, spread);
+  std::vector<float> s(static_cast<std::size_t>(n));
+  for (auto& x : s) x = ties ? std::round(dist(rng)) : dist(rng);
+  return s;
+}
+
+// The spec's tau-count of one row of scores: probabilities relative to the row max,
+// p = 2^((s - max) sl2) in fp32.
+inline std::int64_t spec_tau_count(const std::vector<float>& s, float sl2, double tau) {
+  const float row_max = *std::max_element(s.begin(), s.end());
+  std::vector<float> p(s.size());
+  for (std::size_t j = 0; j < s.size(); ++j) p[j] = std::exp2((s[j] - row_max) * sl2);
+  return tau_count(p.data(), static_cast<std::int64_t>(p.size()), tau);
 }
 
 }  // namespace svoo::test

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "device_info.hpp"
 #include "kernels.cuh"
 #include "ptx.cuh"
 #include "wgmma.cuh"
@@ -408,16 +409,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 }  // namespace
 
-bool assign_wgmma_available() {
-  static const bool ok = [] {
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    return major == 9 && minor == 0;  // the sm_90a code runs on compute capability 9.0 only
-  }();
-  return ok;
-}
+bool assign_wgmma_available() { return hopper_device(); }
 
 void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, int clusters, std::int32_t* labels,
                          cudaStream_t stream) {
@@ -437,12 +429,7 @@ void launch_assign_wgmma(const RowsView& x, const void* m, const float* bias, in
 
 void launch_assign_wgmma_pipelined(const RowsView& x, const void* m, const float* bias, int clusters,
                                    std::int32_t* labels, cudaStream_t stream) {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 1;
-  }();
+  const int sms = sm_count();
   const std::int64_t items = x.heads * ((x.tokens + kRows - 1) / kRows);
   const unsigned grid = static_cast<unsigned>(items < sms ? items : sms);
   const int heads = static_cast<int>(x.heads);

@@ -31,6 +31,7 @@
 
 #include "common.cuh"
 #include "density_kernels.cuh"
+#include "device_info.hpp"
 #include "density_math.hpp"
 #include "ptx.cuh"
 
@@ -359,7 +360,7 @@ void launch_tau_density(const DensityArgs& a, double* density, double* bound, st
                         cudaStream_t stream) {
   if (a.q.heads == 0 || a.nrows == 0) return;
   const char* path = std::getenv("SVOO_DENSITY_PATH");
-  if (density_wgmma_available() && !(path && std::string_view(path) == "mma")) {
+  if (hopper_device() && !(path && std::string_view(path) == "mma")) {
     // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only).
     const char* env = std::getenv("SVOO_DENSITY_PASSES");
     launch_density_wgmma_passes(a, env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3, stream);

@@ -33,9 +33,8 @@ struct DensityArgs {
   float span = 0.f;                     // log2(k tokens / (1 - tau)); 0 for tau = 1
 };
 
-// The Hopper passes (density_wgmma.cu): compute capability 9.0 with this build's sm_90a code.
-// passes < 3 stops early (benchmark breakdown only: the results are then invalid).
-bool density_wgmma_available();
+// The Hopper passes (density_wgmma.cu; hopper_device() says where they run). passes < 3 stops
+// early (benchmark breakdown only: the results are then invalid).
 void launch_density_wgmma_passes(const DensityArgs& args, int passes, cudaStream_t stream);
 
 // The passes (Hopper's where available, else density.cu's two) and the per-head mean: density[h]

@@ -211,37 +211,81 @@ struct Count {
   bool fallback;
 };
 
+// The walks shared by both device searches (this file's and density_search.hpp's): bins 0.. in
+// order, bin i holding cnt[i] elements of total mass mass_of(i).
+//
+// reach: the first non-empty bin where the cumulative mass reaches target, with the mass and the
+// count of the bins before it; -1 where the target lies past the last bin.
+template <class MassOf>
+SVOO_HD int reach(int bins, const std::uint32_t* cnt, MassOf mass_of, double target, double& cum,
+                  std::int64_t& before) {
+  cum = 0.0;
+  before = 0;
+  SVOO_NO_UNROLL
+  for (int i = 0; i < bins; ++i) {
+    if (cnt[i] == 0) continue;
+    const double m = mass_of(i);
+    if (cum + m >= target) return i;
+    cum += m;
+    before += cnt[i];
+  }
+  return -1;
+}
+// bound: the count whose mass reaches target, each element of bin i taken at most at top_of(i)
+// (upper == false: a lower bound of the count) or at least at bottom_of(i) (upper: an upper bound;
+// a bottom of 0 takes the whole bin); -1 past the last bin.
+template <class MassOf, class TopOf, class BottomOf>
+SVOO_HD std::int64_t bound(int bins, const std::uint32_t* cnt, MassOf mass_of, TopOf top_of, BottomOf bottom_of,
+                           double target, bool upper) {
+  if (target <= 0.0) return 0;
+  double cum;
+  std::int64_t before;
+  const int i = reach(bins, cnt, mass_of, target, cum, before);
+  if (i < 0) return -1;
+  const double need = target - cum;
+  std::int64_t k;
+  if (!upper) {
+    const double top = top_of(i);
+    k = static_cast<std::int64_t>(need / top);
+    if (static_cast<double>(k) * top < need) ++k;
+  } else {
+    const double bottom = bottom_of(i);
+    k = bottom > 0.0 ? static_cast<std::int64_t>(need / bottom) + 1 : cnt[i];
+  }
+  if (k < 1) k = 1;
+  if (k > cnt[i]) k = cnt[i];
+  return before + k;
+}
+// estimate: base + the count at which R is reached, the elements of R's bin taken at the bin's
+// mean (where R lies within the bins' mass), else the middle of [lo, hi]; clamped to [lo, hi].
+template <class MassOf>
+SVOO_HD std::int64_t estimate(int bins, const std::uint32_t* cnt, MassOf mass_of, double R, double window_mass,
+                              std::int64_t base, std::int64_t lo, std::int64_t hi) {
+  std::int64_t est = -1;
+  if (R > 0.0 && R <= window_mass) {
+    double cum;
+    std::int64_t before;
+    const int i = reach(bins, cnt, mass_of, R, cum, before);
+    if (i >= 0) {
+      const double mean = mass_of(i) / static_cast<double>(cnt[i]);
+      std::int64_t k = mean > 0.0 ? static_cast<std::int64_t>((R - cum) / mean) : cnt[i];
+      if (static_cast<double>(k) * mean < R - cum) ++k;
+      est = base + before + k;
+    }
+  }
+  if (est < 0) est = (lo + hi) / 2;
+  return est < lo ? lo : est > hi ? hi : est;
+}
+
 namespace impl {
 // Bound of the count whose mass reaches `target` (relative to the window start), within the
 // sub-bins: upper == false gives a lower bound (each element at most its sub-bin's top), true an
 // upper bound (at least its bottom). Returns -1 when the target lies beyond the window.
 SVOO_HD std::int64_t bound2(const std::uint32_t* cnt, const std::uint32_t* units, float scale, int bs, double target,
                             bool upper) {
-  if (target <= 0.0) return 0;
-  double cum = 0.0;
-  std::int64_t before = 0;
-  SVOO_NO_UNROLL
-  for (int s = 0; s < kBins2; ++s) {
-    if (cnt[s] == 0) continue;
-    const double mass = top1(bs) * static_cast<double>(units[s]) / scale;
-    if (cum + mass >= target) {
-      const double need = target - cum;
-      std::int64_t k;
-      if (!upper) {
-        k = static_cast<std::int64_t>(need / top2(bs, s));
-        if (static_cast<double>(k) * top2(bs, s) < need) ++k;
-      } else {
-        const double lo = bottom2(bs, s);
-        k = lo > 0.0 ? static_cast<std::int64_t>(need / lo) + 1 : cnt[s];
-      }
-      if (k < 1) k = 1;
-      if (k > cnt[s]) k = cnt[s];
-      return before + k;
-    }
-    cum += mass;
-    before += cnt[s];
-  }
-  return -1;
+  return bound(
+      kBins2, cnt, [&](int i) { return top1(bs) * static_cast<double>(units[i]) / scale; },
+      [&](int i) { return top2(bs, i); }, [&](int i) { return bottom2(bs, i); }, target, upper);
 }
 }  // namespace impl
 
@@ -288,29 +332,9 @@ SVOO_HD Count finish_row(const Row3& r, const Level1& l1, const std::uint32_t* c
   if (lo < 1) lo = 1;
   if (hi < lo) hi = lo;
   // Estimate: the sub-bin where R is reached, elements taken at the sub-bin's mean value.
-  std::int64_t est = -1;
-  if (R > 0.0 && R <= window_mass) {
-    double cum = 0.0;
-    std::int64_t before = 0;
-    SVOO_NO_UNROLL
-    SVOO_NO_UNROLL
-  for (int s = 0; s < kBins2; ++s) {
-      if (cnt[s] == 0) continue;
-      const double mass = top1(bs) * static_cast<double>(units[s]) / scale;
-      if (cum + mass >= R) {
-        const double mean = mass / static_cast<double>(cnt[s]);
-        std::int64_t k = mean > 0.0 ? static_cast<std::int64_t>((R - cum) / mean) : cnt[s];
-        if (static_cast<double>(k) * mean < R - cum) ++k;
-        est = r.above_count + before + k;
-        break;
-      }
-      cum += mass;
-      before += cnt[s];
-    }
-  }
-  if (est < 0) est = (lo + hi) / 2;
-  if (est < lo) est = lo;
-  if (est > hi) est = hi;
+  const std::int64_t est = estimate(
+      kBins2, cnt, [&](int i) { return top1(bs) * static_cast<double>(units[i]) / scale; }, R, window_mass,
+      r.above_count, lo, hi);
   return {static_cast<std::int32_t>(est), static_cast<std::int32_t>(lo), static_cast<std::int32_t>(hi), fallback};
 }
 

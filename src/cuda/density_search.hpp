@@ -162,32 +162,9 @@ namespace impl {
 // element at most its sub-bin's top); true, an upper bound (at least its bottom). -1 past the window.
 SVOO_HD std::int64_t walk(const std::uint32_t* cnt, const std::uint32_t* units, double uscale, Window w, float c,
                           double target, bool upper) {
-  if (target <= 0.0) return 0;
-  double cum = 0.0;
-  std::int64_t before = 0;
-  SVOO_NO_UNROLL
-  for (int i = 0; i < kFine; ++i) {
-    if (cnt[i] == 0) continue;
-    const double mass = static_cast<double>(units[i]) / uscale;
-    if (cum + mass >= target) {
-      const double need = target - cum;
-      std::int64_t k;
-      if (!upper) {
-        const double top = bin_top(w, c, i);
-        k = static_cast<std::int64_t>(need / top);
-        if (static_cast<double>(k) * top < need) ++k;
-      } else {
-        const double bottom = bin_bottom(w, c, i);
-        k = bottom > 0.0 ? static_cast<std::int64_t>(need / bottom) + 1 : cnt[i];
-      }
-      if (k < 1) k = 1;
-      if (k > cnt[i]) k = cnt[i];
-      return before + k;
-    }
-    cum += mass;
-    before += cnt[i];
-  }
-  return -1;
+  return bound(
+      kFine, cnt, [&](int i) { return static_cast<double>(units[i]) / uscale; },
+      [&](int i) { return bin_top(w, c, i); }, [&](int i) { return bin_bottom(w, c, i); }, target, upper);
 }
 }  // namespace impl
 
@@ -230,28 +207,8 @@ SVOO_HD Count finish(const Row& r, Window w, float c, const std::uint32_t* cnt, 
   if (hi > r.k_tokens) hi = r.k_tokens;
   if (hi < lo) hi = lo;
   // Estimate: in the sub-bin where R is reached, elements at the sub-bin's mean.
-  std::int64_t est = -1;
-  if (R > 0.0 && R <= window_mass) {
-    double cum = 0.0;
-    std::int64_t before = 0;
-    SVOO_NO_UNROLL
-    for (int i = 0; i < kFine; ++i) {
-      if (cnt[i] == 0) continue;
-      const double mass = static_cast<double>(units[i]) / uscale;
-      if (cum + mass >= R) {
-        const double mean = mass / static_cast<double>(cnt[i]);
-        std::int64_t k = mean > 0.0 ? static_cast<std::int64_t>((R - cum) / mean) : cnt[i];
-        if (static_cast<double>(k) * mean < R - cum) ++k;
-        est = r.count + before + k;
-        break;
-      }
-      cum += mass;
-      before += cnt[i];
-    }
-  }
-  if (est < 0) est = (lo + hi) / 2;
-  if (est < lo) est = lo;
-  if (est > hi) est = hi;
+  const std::int64_t est = estimate(
+      kFine, cnt, [&](int i) { return static_cast<double>(units[i]) / uscale; }, R, window_mass, r.count, lo, hi);
   return {static_cast<std::int32_t>(est), static_cast<std::int32_t>(lo), static_cast<std::int32_t>(hi), fallback};
 }
 

@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "density_kernels.cuh"
+#include "device_info.hpp"
 #include "density_search.hpp"
 #include "ptx.cuh"
 #include "wgmma.cuh"
@@ -491,24 +492,8 @@ void launch_all(const DensityArgs& a, unsigned grid, int passes, cudaStream_t st
 
 }  // namespace
 
-bool density_wgmma_available() {
-  static const bool ok = [] {
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    return major == 9 && minor == 0;  // the sm_90a code runs on compute capability 9.0 only
-  }();
-  return ok;
-}
-
 void launch_density_wgmma_passes(const DensityArgs& a, int passes, cudaStream_t stream) {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 1;
-  }();
+  const int sms = sm_count();
   const std::int64_t items = a.q.heads * ((a.nrows + kRows - 1) / kRows);
   const unsigned grid = static_cast<unsigned>(items < sms ? items : sms);
   if (a.q.elem == Elem::bf16) launch_all<true>(a, grid, passes, stream);
