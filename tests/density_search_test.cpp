@@ -126,16 +126,8 @@ void expect_holds(const Sim& r) {
 }
 
 TEST(DensitySearch, BracketHoldsTheExactCount) {
-  struct Shape {
-    std::int64_t n;
-    float spread;
-    bool ties;
-  };
-  const Shape shapes[] = {{64, 1.f, false},    {1000, 0.05f, false}, {4097, 3.f, false},  {20000, 12.f, false},
-                          {75600, 0.2f, false}, {75600, 8.f, false},  {5000, 2.f, true},   {3, 1.f, false},
-                          {75600, 30.f, false}, {129, 5.f, false},    {30000, 60.f, false}};
   int rows = 0;
-  for (const Shape& sh : shapes)
+  for (const svoo::test::ScoreRows& sh : svoo::test::density_test_rows())
     for (double tau : {0.5, 0.9, 0.95, 0.99, 0.999})
       for (unsigned seed = 0; seed < 3; ++seed) {
         const Sim r = simulate(row(sh.n, sh.spread, seed * 7 + static_cast<unsigned>(sh.n), sh.ties), tau);

@@ -80,6 +80,19 @@ inline std::vector<float> normal_scores(std::int64_t n, float spread, unsigned s
   return s;
 }
 
+// Rows of scores for the device density searches' host tests: n scores from N(0, spread^2),
+// integers where ties; near-uniform, normal and very peaked rows, tiny and 720p-long ones.
+struct ScoreRows {
+  std::int64_t n;
+  float spread;
+  bool ties;
+};
+inline std::vector<ScoreRows> density_test_rows() {
+  return {{64, 1.f, false},     {1000, 0.05f, false}, {4097, 3.f, false}, {20000, 12.f, false},
+          {75600, 0.2f, false}, {75600, 8.f, false},  {5000, 2.f, true},  {3, 1.f, false},
+          {75600, 30.f, false}, {129, 5.f, false},    {30000, 60.f, false}};
+}
+
 // The spec's tau-count of one row of scores: probabilities relative to the row max,
 // p = 2^((s - max) sl2) in fp32.
 inline std::int64_t spec_tau_count(const std::vector<float>& s, float sl2, double tau) {

@@ -14,6 +14,7 @@
 #include "kernels.cuh"
 #include "ptx.cuh"
 #include "wgmma.cuh"
+#include "wgmma_stream.cuh"
 
 namespace svoo::cuda::detail {
 
@@ -145,36 +146,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 // ---- Variant 4: pipelined and persistent; the default for co-clustering on compute capability
 // 9.0 (verified and timed on an H100: docs/cuda-backend.md). ----
 //
-// Same tile shapes, layout and fold values as above; what changes is the schedule:
-//   - two accumulator banks: step g+1's products are issued into one bank before step g's argmax
-//     is folded from the other, so the fold runs while the tensor cores work. Registers cannot be
-//     indexed at run time, so the step loop is unrolled by two with the banks swapped;
-//   - centroid tiles stream through a kStages ring. Stage completion is tracked with mbarriers that
-//     every thread arrives on when its cp.asyncs land (cp.async.mbarrier.arrive.noinc, expected
-//     count 256), not with cp.async group counts: the X prefetch below makes the order of loads
-//     differ from the order of uses;
-//   - persistent blocks (one per SM; one is all that fits: 225 KB of shared memory, 2 x 64
-//     accumulators a thread): block b takes the work items (head, 128-row block) b, b + grid, ...
-//     and runs their steps (item, centroid tile) as one stream, so the next items' X tiles (three X
-//     buffers) and first centroid tiles load while the current item multiplies; with one
-//     non-persistent block per SM, every block's X load and pipeline fill would leave the SM idle.
-//
-// Step g starts with its products finished in bank cur and nothing in flight:
-//   wait for step g+1's stage (and its X buffer if it starts an item), fence.proxy.async, issue
-//   step g+1's 8 wgmma m64n128k16 into bank nxt, commit;
-//   fold step g from cur (at an item's last tile: merge the four lanes of each row, store labels);
-//   B: wait on empty[stage of g] (every thread arrives there once it has step g's products, at the
-//   end of step g-1), after which step g's stage and, at an item's last step, the item's X buffer
-//   are free in both warpgroups; load step g + kStages into step g's stage; at an item's last
-//   step, X of item li + kXBufs;
-//   wgmma wait<0> (step g+1's products); arrive on empty[stage of g+1].
-// B was a block barrier until run41: it held each warpgroup until the other had folded too, so
-// both left their issue gaps at the same time. With the mbarrier they drift apart by up to a step:
-// keys 1.44-1.46 ms against 1.79-1.84 for the same kernel with the block barrier, same run (H100).
-// Why not wait<1> with a group in flight across steps, as first designed: ptxas then serialised the
-// wgmmas (C7514/C7515), and it did so too when the fold wrote bias and mask into the accumulators
-// in place; as written it reports no serialisation. The only tensor-core gap per warpgroup is the
-// issue right after wait<0>, and the other warpgroup's queued group usually covers it.
+// Same tile shapes, layout and fold values as above; what changes is the schedule
+// (wgmma_stream.cuh, shared with the tau-density): two accumulator banks (step g+1's products are
+// issued before step g's argmax is folded; registers cannot be indexed at run time, so the step
+// loop is unrolled by two with the banks swapped), centroid tiles through a kStages ring tracked
+// with mbarriers, and persistent blocks (one per SM; one is all that fits: 225 KB of shared memory,
+// 2 x 64 accumulators a thread): block b takes the work items (head, 128-row block) b, b + grid,
+// ... and runs their steps (item, centroid tile) as one stream, so the next items' X tiles and
+// first centroid tiles load while the current item multiplies; with one non-persistent block per
+// SM, every block's X load and pipeline fill would leave the SM idle. The only tensor-core gap per
+// warpgroup is the issue right after wait<0>, and the other warpgroup's queued group usually
+// covers it; writing bias and mask into the accumulators in place made ptxas serialise the wgmmas.
 // Prefetch distance of the ring: kStages - 1 steps. Centroid reads: 32 KB per step and block, from
 // L2 (128 FLOP per byte: 500 TFLOP/s needs ~3.9 TB/s of L2 reads).
 constexpr int kStages = 4;
@@ -236,12 +218,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int steps = items * tiles;
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kThreads);
-    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&empty[s], kThreads);
-    for (int b = 0; b < kXBufs; ++b) wgmma::mbar_init(&xfull[b], kThreads);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  wgmma::Stream<kStages, kXBufs> stream{full, empty, xfull, items, tiles};
+  if (threadIdx.x == 0) stream.init(kThreads);
   __syncthreads();
 
   // Local item li -> its head and first row.
@@ -269,12 +247,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (++ld_li < items) ld_mh = m + static_cast<std::int64_t>(item_head(ld_li)) * clusters * kDim;
     }
   };
-  // Waits (this thread) until step (li, t) = number g can be multiplied; then fence.proxy.async.
-  auto wait_step = [&](int g, int li, int t) {
-    wgmma::mbar_wait(&full[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
-    if (t == 0) wgmma::mbar_wait(&xfull[li % kXBufs], (li / kXBufs) & 1);
-    wgmma::fence_async_shared();  // cp.async writes -> tensor-core reads
-  };
   // Descriptors built once; a step's operands are these plus byte offsets / 16.
   // Only the low word (start address / 16, which never carries out of it here) differs between
   // a step's operands; the high word (stride, swizzle) is a constant. Adding the offsets in 32 bits
@@ -298,15 +270,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int li = 0; li < kXBufs && li < items; ++li) load_x(li);
   for (int s = 0; s < kStages; ++s) load_next_tile();
   float d0[64], d1[64];
-  wait_step(0, 0, 0);
-  wgmma::fence();
-  issue(d0, 0, 0);
-  wgmma::wait<0>();
-  wgmma::mbar_arrive(&empty[0]);
+  stream.begin(d0, issue);
 
   float best_v[2] = {-FLT_MAX, -FLT_MAX};
   int best_i[2] = {0x7fffffff, 0x7fffffff};
-  int g = 0, cur_li = 0, cur_t = 0;  // the step being folded
   int head = item_head(0);
   std::int64_t row0 = item_row0(0);
   const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
@@ -355,49 +322,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     store_labels(best_v, best_i, row0 + wg * 64 + warp * 16, tokens, labels + static_cast<std::int64_t>(head) * tokens,
                  lane);
   };
-  // Step g: cur holds step g's finished products (no wgmma in flight). Unless g is the last step,
-  // step g+1 is issued into nxt first, so that its products run while cur is folded; the step ends
-  // with wgmma wait<0>. (Keeping a group in flight across the end of the step, i.e. wait<1> before
-  // the fold, made ptxas serialise the wgmmas, C7514/C7515: the accumulators of the group in
-  // flight are live across the loop's back edge and joins.)
+  // The next item's head, first row and bias.
+  auto next_item = [&](int li) {
+    head = item_head(li);
+    row0 = item_row0(li);
+    bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
+  };
+  // wgmma_stream.cuh has the schedule of a step.
   auto step = [&](float (&cur)[64], float (&nxt)[64], auto last) {
-    int n_li = cur_li, n_t = cur_t + 1;
-    if (n_t == tiles) n_t = 0, ++n_li;
-    if constexpr (!decltype(last)::value) {
-      wait_step(g + 1, n_li, n_t);
-      wgmma::fence_regs(nxt);
-      wgmma::fence();
-      issue(nxt, g + 1, n_li);
-    }
-    wgmma::fence_regs(cur);
-    fold(cur, cur_t);
-    if (cur_t == tiles - 1) store();
-    // B: once every thread has its step-g products (arrivals at the end of step g-1, or in the
-    // prologue), the stage of step g and, at an item's last step, the item's X buffer can be
-    // refilled. An mbarrier instead of a block barrier: a warpgroup need not wait for the other's
-    // fold, so the two drift apart by up to a step and one's issue gap is covered by the other's
-    // products.
-    wgmma::mbar_wait(&empty[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
-    load_next_tile();                                             // step g + kStages, into step g's stage
-    if (cur_t == tiles - 1 && cur_li + kXBufs < items) load_x(cur_li + kXBufs);  // into item cur_li's X buffer
-    wgmma::wait<0>();  // step g+1's products
-    if constexpr (!decltype(last)::value) wgmma::mbar_arrive(&empty[static_cast<unsigned>(g + 1) % kStages]);
-    ++g;
-    cur_li = n_li, cur_t = n_t;
-    if (n_t == 0 && cur_li < items) {
-      head = item_head(n_li);
-      row0 = item_row0(n_li);
-      bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
-    }
+    stream.template step<decltype(last)::value>(cur, nxt, issue, fold, store, load_next_tile, load_x, next_item);
   };
   using More = std::false_type;
   using Last = std::true_type;
   // Step g's products are in bank g % 2. Pairs while both steps have a successor, then the tail.
-  while (g + 2 < steps) {
+  while (stream.g + 2 < steps) {
     step(d0, d1, More{});
     step(d1, d0, More{});
   }
-  if (g + 2 == steps) {
+  if (stream.g + 2 == steps) {
     step(d0, d1, More{});
     step(d1, d0, Last{});
   } else {

@@ -3,12 +3,10 @@
 //
 // Products: a persistent block (one per SM) takes work items (head, 128 query rows) and streams
 // the head's keys 128 at a time; each step is eight wgmma m64 n128 k16 per warpgroup (64 rows),
-// operands read by the tensor cores from 128-byte-swizzled shared memory. As in the co-clustering's
-// assignment kernel (assign_wgmma.cu, whose schedule this copies), step g+1's products are issued
-// into a second accumulator bank before step g is folded, key tiles stream through a ring of stages
-// whose completion is tracked with mbarriers (every thread arrives when its cp.asyncs land; every
-// thread arrives on `empty` once it holds a step's products), and the next item's Q rows load into a
-// second buffer during the current item.
+// operands read by the tensor cores from 128-byte-swizzled shared memory, on the co-clustering
+// assignment's schedule (wgmma_stream.cuh): step g+1's products are issued into a second
+// accumulator bank before step g is folded, key tiles stream through a ring of stages tracked with
+// mbarriers, and the next item's Q rows load into a second buffer during the current item.
 //
 // Folds (per thread: two rows, 32 scores each per step):
 //   pass 1: the row max, the reference c (moved up by whole steps, with the sums shifted), the
@@ -32,6 +30,7 @@
 #include "density_search.hpp"
 #include "ptx.cuh"
 #include "wgmma.cuh"
+#include "wgmma_stream.cuh"
 
 
 namespace svoo::cuda::detail {
@@ -146,12 +145,8 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   const int steps = items * tiles;
   const float sl2 = a.scale_log2;
 
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&full[s], kThreads);
-    for (int s = 0; s < kStages; ++s) wgmma::mbar_init(&empty[s], kThreads);
-    for (int b = 0; b < kQBufs; ++b) wgmma::mbar_init(&qfull[b], kThreads);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  wgmma::Stream<kStages, kQBufs> stream{full, empty, qfull, items, tiles};
+  if (tid == 0) stream.init(kThreads);
   __syncthreads();
 
   auto item_head = [&](int li) { return (static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x)) / rblocks; };
@@ -179,11 +174,6 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
       ld_t = 0;
       if (++ld_li < items) ld_kh = kdata + item_head(ld_li) * a.k.head_stride;
     }
-  };
-  auto wait_step = [&](int g, int li, int t) {
-    wgmma::mbar_wait(&full[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
-    if (t == 0) wgmma::mbar_wait(&qfull[li % kQBufs], (li / kQBufs) & 1);
-    wgmma::fence_async_shared();
   };
   const std::uint32_t dq0 = static_cast<std::uint32_t>(wgmma::descriptor(sq + wg * 64 * 128, 16, 1024));
   const std::uint32_t dk0 = static_cast<std::uint32_t>(wgmma::descriptor(sk, 16, 1024));
@@ -425,48 +415,22 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   for (int s = 0; s < kStages; ++s) load_next_tile();
   float d0[64], d1[64];
   start_item(0);
-  wait_step(0, 0, 0);
-  wgmma::fence();
-  issue(d0, 0, 0);
-  wgmma::wait<0>();
-  wgmma::mbar_arrive(&empty[0]);
+  stream.begin(d0, issue);
 
-  int g = 0, cur_li = 0, cur_t = 0;
-  auto step = [&](float (&cur)[64], float (&nxt)[64], auto last) {
-    int n_li = cur_li, n_t = cur_t + 1;
-    if (n_t == tiles) n_t = 0, ++n_li;
-    if constexpr (!decltype(last)::value) {
-      wait_step(g + 1, n_li, n_t);
-      wgmma::fence_regs(nxt);
-      wgmma::fence();
-      issue(nxt, g + 1, n_li);
-    }
-    wgmma::fence_regs(cur);
-    fold(cur, cur_t);
-    if (cur_t == tiles - 1) end_item();
-    wgmma::mbar_wait(&empty[static_cast<unsigned>(g) % kStages], (static_cast<unsigned>(g) / kStages) & 1);
-    load_next_tile();
-    if (cur_t == tiles - 1 && cur_li + kQBufs < items) load_q(cur_li + kQBufs);
-    wgmma::wait<0>();
-    if constexpr (!decltype(last)::value) wgmma::mbar_arrive(&empty[static_cast<unsigned>(g + 1) % kStages]);
-    ++g;
-    cur_li = n_li, cur_t = n_t;
-    if (n_t == 0 && cur_li < items) start_item(cur_li);
-  };
   using More = std::false_type;
   using Last = std::true_type;
   // One copy of the fold: step g+1's products go to d1 and are moved to d0 once they land. Two
   // copies (the banks swapped, as in assign_wgmma.cu) doubled the hot code and measured 5-8 %
   // slower over the three passes (run51, H100).
   auto step_one = [&](auto last) {
-    step(d0, d1, last);
+    stream.template step<decltype(last)::value>(d0, d1, issue, fold, end_item, load_next_tile, load_q, start_item);
     if constexpr (!decltype(last)::value) {
       wgmma::fence_regs(d1);
 #pragma unroll
       for (int i = 0; i < 64; ++i) d0[i] = d1[i];
     }
   };
-  while (g + 1 < steps) step_one(More{});
+  while (stream.g + 1 < steps) step_one(More{});
   step_one(Last{});
   asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
