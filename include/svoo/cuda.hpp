@@ -142,16 +142,18 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
                      float* lse = nullptr, Stream stream = nullptr);
 
 
-// ---- tau-density (spec 1) on the device (density.cu) ----
+// ---- tau-density (spec 1) on the device (density_wgmma.cu, density.cu) ----
 //
-// Two tensor-core passes over the scores of each 64-row query tile (a per-row histogram of the
-// probabilities by octave, relative to the max of the row's first key tile, walked to the octave
-// where the mass crosses tau; that octave split into 128 sub-bins with the exact mass above it),
-// no N x N matrix, no sort. Per row the result is a bracket [lo, hi] that contains the exact
-// count c_i of the GPU's fp32 probabilities and an estimate inside it; its width is at most ~1/128
-// of the keys that share the crossing sub-bin, plus 1. Rows where the histogram pass misplaced the
-// crossing (tau * total within ~1e-5 of a bin edge) are counted as fallbacks; their bracket
-// assumes the neighbouring bin.
+// No N x N matrix, no sort. On compute capability 9.0: a threshold search in three tensor-core
+// passes over each row's scores (the mass below coarse, then finer thresholds in registers, then
+// the scores of one 3/4-octave window in 64 sub-bins; density_search.hpp). Elsewhere: two
+// passes (a per-row octave histogram, then the crossing octave split into 128 sub-bins). Per row
+// the result is a bracket [lo, hi] that contains the exact count c_i of the GPU's fp32
+// probabilities and an estimate inside it; its width is a sub-bin's relative width (under 1 %) of
+// the keys that share the crossing sub-bin, plus a few. Rows where a pass's rounded sums misplaced
+// the crossing are counted as fallbacks (their bracket is wider). Where q or k holds a NaN or an
+// infinity (in the rows measured), every head's density and bound are NaN; the convenience
+// overload below throws instead.
 // The scores are fp32 sums of bf16/f16 products, so they differ from the CPU's BLAS sums in the
 // last bits: compare with svoo::tau_density allowing the bound plus a few keys per row.
 

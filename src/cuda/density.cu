@@ -320,7 +320,26 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   }
 }
 
-// Per head: density = mean(estimate) / k_tokens, bound = mean(hi - lo) / k_tokens, fallback rows.
+// Sets *flag where a row of `v` (rows[] of each head, or every row) holds a NaN or an infinity: an
+// all-ones exponent (bf16 0x7f80, f16 0x7c00), eight elements per 16-byte load.
+__global__ void nonfinite_kernel(RowsView v, const std::int64_t* rows, std::int64_t nrows, std::uint16_t exp_mask,
+                                 std::int32_t* flag) {
+  const std::int64_t pieces = v.heads * nrows * (v.dim / 8);
+  bool bad = false;
+  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < pieces;
+       e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t c = e % (v.dim / 8), r = (e / (v.dim / 8)) % nrows, h = e / (v.dim / 8) / nrows;
+    const std::int64_t tok = rows ? rows[r] : r;
+    const uint4 x = *reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(v.data) + h * v.head_stride +
+                                                    tok * v.row_stride + c * 8);
+    for (const unsigned w : {x.x, x.y, x.z, x.w})
+      bad = bad || (w & exp_mask) == exp_mask || ((w >> 16) & exp_mask) == exp_mask;
+  }
+  if (__any_sync(0xffffffffu, bad) && threadIdx.x % 32 == 0) atomicOr(flag, 1);
+}
+
+// Per head: density = mean(estimate) / k_tokens, bound = mean(hi - lo) / k_tokens, fallback rows;
+// NaN density and bound where q or k was not finite.
 __global__ void density_finish_kernel(DensityArgs a, double* density, double* bound, std::int32_t* fallbacks) {
   __shared__ double scratch[32];
   const std::int64_t h = blockIdx.x;
@@ -336,8 +355,9 @@ __global__ void density_finish_kernel(DensityArgs a, double* density, double* bo
   fb = block_sum(fb, scratch);
   if (threadIdx.x == 0) {
     const double denom = static_cast<double>(a.nrows) * static_cast<double>(a.k.tokens);
-    density[h] = sum / denom;
-    if (bound) bound[h] = width / denom;
+    const bool finite = *a.nonfinite == 0;
+    density[h] = finite ? sum / denom : __longlong_as_double(0x7ff8000000000000LL);
+    if (bound) bound[h] = finite ? width / denom : __longlong_as_double(0x7ff8000000000000LL);
     if (fallbacks) fallbacks[h] = static_cast<std::int32_t>(fb);
   }
 }
@@ -359,6 +379,12 @@ void launch_passes(const DensityArgs& a, cudaStream_t stream) {
 void launch_tau_density(const DensityArgs& a, double* density, double* bound, std::int32_t* fallbacks,
                         cudaStream_t stream) {
   if (a.q.heads == 0 || a.nrows == 0) return;
+  // Inputs first: a NaN or an infinity in the rows measured makes every density NaN (a row's
+  // scores would otherwise give a count without meaning).
+  const std::uint16_t mask = a.q.elem == Elem::bf16 ? 0x7f80 : 0x7c00;
+  cudaMemsetAsync(a.nonfinite, 0, sizeof(std::int32_t), stream);
+  nonfinite_kernel<<<264, 256, 0, stream>>>(a.q, a.rows, a.nrows, mask, a.nonfinite);
+  nonfinite_kernel<<<264, 256, 0, stream>>>(a.k, nullptr, a.k.tokens, mask, a.nonfinite);
   const char* path = std::getenv("SVOO_DENSITY_PATH");
   if (hopper_device() && !(path && std::string_view(path) == "mma")) {
     // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only).

@@ -34,6 +34,7 @@ struct Layout {
   std::size_t row_above, row_total, row_error, row_count_above;  // pass 1's walk (fp64 masses)
   std::size_t bstar, fb_lo, fb_hi, counts, lo, hi, fallback;
   std::size_t win_lo, win_hi;                                 // the Hopper search's windows
+  std::size_t nonfinite;                                      // one int: the inputs' check
   std::size_t total;
 };
 Layout layout(std::int64_t heads, std::int64_t nrows) {
@@ -51,6 +52,7 @@ Layout layout(std::int64_t heads, std::int64_t nrows) {
   l.counts = take(4 * n), l.lo = take(4 * n), l.hi = take(4 * n);
   l.fallback = take(n);
   l.win_lo = take(4 * n), l.win_hi = take(4 * n);
+  l.nonfinite = take(4);
   l.total = off;
   return l;
 }
@@ -117,6 +119,7 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
   a.fallback = reinterpret_cast<std::uint8_t*>(base + l.fallback);
   a.win_lo = reinterpret_cast<float*>(base + l.win_lo);
   a.win_hi = reinterpret_cast<float*>(base + l.win_hi);
+  a.nonfinite = reinterpret_cast<std::int32_t*>(base + l.nonfinite);
   a.span = tau < 1.0 ? static_cast<float>(std::log2(static_cast<double>(kv.tokens) / (1.0 - tau))) : 0.f;
   detail::launch_tau_density(a, out.density, out.bound, out.fallbacks, reinterpret_cast<cudaStream_t>(stream));
   ok(cudaGetLastError(), "cuda::tau_density");
@@ -180,6 +183,9 @@ DensityResult tau_density(const TensorView& q, const TensorView& k, double tau, 
   ok(cudaMemcpyAsync(r.count_lo.data(), o.count_lo, per_row, cudaMemcpyDeviceToHost, st), "cuda::tau_density: download");
   ok(cudaMemcpyAsync(r.count_hi.data(), o.count_hi, per_row, cudaMemcpyDeviceToHost, st), "cuda::tau_density: download");
   ok(cudaStreamSynchronize(st), "cuda::tau_density");
+  for (const double d : r.density)
+    require(!std::isnan(d), ErrorKind::invalid_argument,
+            "cuda::tau_density: q or k holds NaN or infinite values (in the rows measured)");
   return r;
 }
 

@@ -31,6 +31,7 @@ struct DensityArgs {
   // octaves [win_lo, win_hi).
   float *win_lo = nullptr, *win_hi = nullptr;
   float span = 0.f;                     // log2(k tokens / (1 - tau)); 0 for tau = 1
+  std::int32_t* nonfinite = nullptr;    // set where q (rows measured) or k holds a NaN or an infinity
 };
 
 // The Hopper passes (density_wgmma.cu; hopper_device() says where they run). passes < 3 stops

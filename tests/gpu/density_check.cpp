@@ -14,11 +14,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "svoo/cuda.hpp"
+#include "svoo/error.hpp"
 #include "svoo/measures.hpp"
 #include "svoo/synthetic.hpp"
 
@@ -110,6 +112,50 @@ void run_case(const Case& cs, double& worst_diff, double& worst_bound) {
   }
 }
 
+// Non-finite inputs: a NaN or an infinity in q (in a measured row) or in k is an error that names
+// the problem; one in a q row that is not measured is not.
+void check_nonfinite() {
+  const std::int64_t H = 2, N = 700, D = 128;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  auto fresh = [&] {
+    HostTensor t(DType::bf16, {H, N, D});
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set(i, dist(rng));
+    return t;
+  };
+  const RowSample sample{16, 3};
+  const std::vector<std::int64_t> rows = sample_rows(N, sample);
+  std::int64_t unmeasured = 0;
+  while (std::find(rows.begin(), rows.end(), unmeasured) != rows.end()) ++unmeasured;
+  struct Poison {
+    const char* name;
+    bool in_q;
+    std::int64_t token;
+    float value;
+    bool expect_error;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const Poison poisons[] = {{"NaN in a measured q row", true, rows[5], nan, true},
+                            {"-inf in k", false, 123, -inf, true},
+                            {"+inf in k", false, N - 1, inf, true},
+                            {"NaN in a q row not measured", true, unmeasured, nan, false}};
+  for (const Poison& p : poisons) {
+    HostTensor q = fresh(), k = fresh();
+    (p.in_q ? q : k).set((1 * N + p.token) * D + 77, p.value);  // head 1
+    bool threw = false;
+    std::string what;
+    try {
+      cuda::tau_density(q.view(), k.view(), 0.9, sample);
+    } catch (const Error& e) {
+      threw = true;
+      what = e.what();
+    }
+    const bool ok = threw == p.expect_error && (!threw || what.find("NaN or infinite") != std::string::npos);
+    if (!ok) ++g_failures;
+    std::printf("  %-28s %s%s\n", p.name, threw ? "error: " : "no error", threw ? what.c_str() : "");
+  }
+}
+
 }  // namespace
 }  // namespace svoo
 
@@ -140,6 +186,12 @@ int main(int argc, char** argv) {
       ++g_failures;
       std::printf("  FAIL %s: %s\n", c.name.c_str(), e.what());
     }
+  }
+  try {
+    check_nonfinite();
+  } catch (const std::exception& e) {
+    ++g_failures;
+    std::printf("  FAIL non-finite inputs: %s\n", e.what());
   }
   std::printf("density_check: worst |GPU - CPU| per head %.2e, worst bound %.2e; %d failure(s)\n", worst_diff,
               worst_bound, g_failures);
