@@ -84,6 +84,9 @@ TEST(CudaValidation, TauDensityRejectsBadArguments) {
   cuda::DensityOutputs none;
   expect_error([&] { cuda::tau_density(q, q, 0.9, nullptr, 1, ws, sizeof ws, none); }, ErrorKind::invalid_argument,
                "out.density is null");
+  const TensorView huge = device_view(DType::bf16, 1, std::int64_t{1} << 26, 128);
+  expect_error([&] { cuda::tau_density(huge, huge, 0.9, nullptr, huge.shape[1], ws, sizeof ws, o); },
+               ErrorKind::unsupported, "beyond 2^45 score pairs");
   alignas(16) std::uint16_t f32host[8] = {};
   const TensorView f32 = TensorView::contiguous(f32host, DType::f32, {1, 1, 128});
   expect_error([&] { cuda::tau_density(f32, f32, 0.9, RowSample{}); }, ErrorKind::dtype, "must be bf16 or f16");

@@ -152,8 +152,8 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
 // probabilities and an estimate inside it; its width is a sub-bin's relative width (under 1 %) of
 // the keys that share the crossing sub-bin, plus a few. Rows where a pass's rounded sums misplaced
 // the crossing are counted as fallbacks (their bracket is wider). Where q or k holds a NaN or an
-// infinity (in the rows measured), every head's density and bound are NaN; the convenience
-// overload below throws instead.
+// infinity (in the rows measured), or rows[] names a token outside [0, q_tokens), every head's
+// density and bound are NaN; the convenience overload below throws instead.
 // The scores are fp32 sums of bf16/f16 products, so they differ from the CPU's BLAS sums in the
 // last bits: compare with svoo::tau_density allowing the bound plus a few keys per row.
 

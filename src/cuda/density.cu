@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
     const int r = e / (kD / 8), c = e % (kD / 8);
     const std::int64_t ri = row0 + r;
     const bool ok = ri < a.nrows;
-    const std::int64_t tok = ok ? (a.rows ? a.rows[ri] : ri) : 0;
+    std::int64_t tok = ok ? (a.rows ? a.rows[ri] : ri) : 0;
+    if (tok < 0 || tok >= a.q.tokens) tok = 0;  // flagged by nonfinite_kernel: the densities are NaN
     ptx::cp_async16(sq + r * kPitch + c * 8, qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
   }
   auto issue_k = [&](int tile, int stage) {
@@ -320,8 +321,9 @@ __global__ void __launch_bounds__(kThreads, 2) density_pass_kernel(DensityArgs a
   }
 }
 
-// Sets *flag where a row of `v` (rows[] of each head, or every row) holds a NaN or an infinity: an
-// all-ones exponent (bf16 0x7f80, f16 0x7c00), eight elements per 16-byte load.
+// Sets *flag where a row of `v` (rows[] of each head, or every row) holds a NaN or an infinity (an
+// all-ones exponent: bf16 0x7f80, f16 0x7c00; eight elements per 16-byte load), or where rows[]
+// names a token outside [0, v.tokens) (the passes read token 0 in its place).
 __global__ void nonfinite_kernel(RowsView v, const std::int64_t* rows, std::int64_t nrows, std::uint16_t exp_mask,
                                  std::int32_t* flag) {
   const std::int64_t pieces = v.heads * nrows * (v.dim / 8);
@@ -330,6 +332,10 @@ __global__ void nonfinite_kernel(RowsView v, const std::int64_t* rows, std::int6
        e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t c = e % (v.dim / 8), r = (e / (v.dim / 8)) % nrows, h = e / (v.dim / 8) / nrows;
     const std::int64_t tok = rows ? rows[r] : r;
+    if (tok < 0 || tok >= v.tokens) {
+      bad = true;
+      continue;
+    }
     const uint4 x = *reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(v.data) + h * v.head_stride +
                                                     tok * v.row_stride + c * 8);
     for (const unsigned w : {x.x, x.y, x.z, x.w})
@@ -379,8 +385,8 @@ void launch_passes(const DensityArgs& a, cudaStream_t stream) {
 void launch_tau_density(const DensityArgs& a, double* density, double* bound, std::int32_t* fallbacks,
                         cudaStream_t stream) {
   if (a.q.heads == 0 || a.nrows == 0) return;
-  // Inputs first: a NaN or an infinity in the rows measured makes every density NaN (a row's
-  // scores would otherwise give a count without meaning).
+  // Inputs first: a NaN or an infinity in the rows measured, or a row index out of range, makes
+  // every density NaN (a row's scores would otherwise give a count without meaning).
   const std::uint16_t mask = a.q.elem == Elem::bf16 ? 0x7f80 : 0x7c00;
   cudaMemsetAsync(a.nonfinite, 0, sizeof(std::int32_t), stream);
   nonfinite_kernel<<<264, 256, 0, stream>>>(a.q, a.rows, a.nrows, mask, a.nonfinite);

@@ -91,6 +91,10 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
                 "), got " + std::to_string(nrows));
   require(qv.heads * std::max<std::int64_t>(nrows, 1) < (std::int64_t{1} << 31) && kv.tokens < (std::int64_t{1} << 31),
           ErrorKind::unsupported, "cuda::tau_density: heads x rows and k tokens must stay below 2^31");
+  // The Hopper passes count their steps (128 rows x 128 keys) in 32-bit integers.
+  require((qv.heads * ((nrows + 127) / 128)) * ((kv.tokens + 127) / 128) < (std::int64_t{1} << 31),
+          ErrorKind::unsupported,
+          "cuda::tau_density: heads x rows x k tokens is beyond 2^45 score pairs a call; sample rows or split the heads");
   require(out.density != nullptr, ErrorKind::invalid_argument, "cuda::tau_density: out.density is null");
   const Layout l = layout(qv.heads, nrows);
   require(workspace != nullptr && workspace_bytes >= l.total, ErrorKind::invalid_argument,

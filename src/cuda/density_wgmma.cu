@@ -70,15 +70,18 @@ static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "s
 
 [[maybe_unused]] __device__ __forceinline__ int swizzled(int r, int c16) { return wgmma::swizzled(r, c16, kChunkBytes); }
 
-// 128 query rows of one head (rows[] picks the tokens, or row i is token i); rows >= nrows zero.
+// 128 query rows of one head (rows[] picks the tokens, or row i is token i); rows >= nrows zero. A
+// token outside [0, tokens) reads token 0 (density.cu's input check makes the results NaN).
 [[maybe_unused]] __device__ __forceinline__ void load_q_tile(unsigned char* dst, const std::uint16_t* qh,
                                                              const std::int64_t* rows, std::int64_t row0,
-                                                             std::int64_t nrows, std::int64_t stride) {
+                                                             std::int64_t nrows, std::int64_t tokens,
+                                                             std::int64_t stride) {
   for (int e = threadIdx.x; e < kRows * 16; e += kThreads) {
     const int r = e >> 4, c16 = e & 15;
     const std::int64_t ri = row0 + r;
     const bool ok = ri < nrows;
-    const std::int64_t tok = ok ? (rows ? rows[ri] : ri) : 0;
+    std::int64_t tok = ok ? (rows ? rows[ri] : ri) : 0;
+    if (tok < 0 || tok >= tokens) tok = 0;
     ptx::cp_async16(dst + swizzled(r, c16), qh + tok * stride + c16 * 8, ok ? 16 : 0);
   }
 }
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   const auto* kdata = static_cast<const std::uint16_t*>(a.k.data);
   auto load_q = [&](int li) {
     load_q_tile(sq + (li % kQBufs) * kTileBytes, qdata + item_head(li) * a.q.head_stride, a.rows, item_row0(li), nrows,
-                a.q.row_stride);
+                a.q.tokens, a.q.row_stride);
     wgmma::mbar_arrive_cp_async(&qfull[li % kQBufs]);
   };
   int ld_step = 0, ld_li = 0, ld_t = 0;

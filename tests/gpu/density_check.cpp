@@ -13,12 +13,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "device_buffer.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/error.hpp"
 #include "svoo/measures.hpp"
@@ -153,6 +155,31 @@ void check_nonfinite() {
     const bool ok = threw == p.expect_error && (!threw || what.find("NaN or infinite") != std::string::npos);
     if (!ok) ++g_failures;
     std::printf("  %-28s %s%s\n", p.name, threw ? "error: " : "no error", threw ? what.c_str() : "");
+  }
+  // The raw entry with a row index out of range: every density NaN (no read outside q), and the
+  // same rows in range give finite ones.
+  HostTensor q = fresh(), k = fresh();
+  const test::DeviceTensor dq(q), dk(k);
+  for (const std::int64_t bad : {std::int64_t{-1}, N, std::int64_t{1} << 40}) {
+    std::vector<std::int64_t> r = rows;
+    test::DeviceBuffer<std::int64_t> good_rows(r);
+    r[3] = bad;
+    test::DeviceBuffer<std::int64_t> bad_rows(r);
+    const auto nr = static_cast<std::int64_t>(r.size());
+    const std::size_t ws = cuda::tau_density_workspace_bytes(H, nr);
+    test::DeviceBuffer<unsigned char> work(ws + 256);
+    test::DeviceBuffer<double> dens(H);
+    cuda::DensityOutputs o;
+    o.density = dens.data();
+    void* wsp = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(work.data()) + 255) / 256 * 256);
+    cuda::tau_density(dq.view(), dk.view(), 0.9, good_rows.data(), nr, wsp, ws, o);
+    const std::vector<double> good = dens.download();
+    cuda::tau_density(dq.view(), dk.view(), 0.9, bad_rows.data(), nr, wsp, ws, o);
+    const std::vector<double> got = dens.download();
+    bool ok = true;
+    for (int h = 0; h < H; ++h) ok = ok && std::isfinite(good[h]) && std::isnan(got[h]);
+    if (!ok) ++g_failures;
+    std::printf("  row index %-20lld %s\n", static_cast<long long>(bad), ok ? "NaN densities (in range: finite)" : "FAIL");
   }
 }
 
