@@ -3,7 +3,6 @@
 
 #include <cuda_runtime.h>
 
-#include <cstddef>
 #include <cstdint>
 
 #include "kernels.cuh"
@@ -22,27 +21,6 @@ void launch_count_tiles(const std::int32_t* q_sizes, int heads, int kq, std::int
 void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int heads, int kq,
                         const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row,
                         cudaStream_t stream);
-
-// Largest items first (work_order.cu): the items written to (w_in, row_in) are sorted by cost,
-// descending, into (item_w, item_row). SVOO_ATTN_ORDER=cluster keeps the (head, cluster) order
-// (write_tiles then writes the final arrays directly).
-bool order_items_largest_first();
-std::size_t order_items_temp_bytes(std::int64_t capacity);
-struct ItemOrderArgs {
-  const std::int32_t *w_in, *row_in;  // [capacity]: the list in (head, cluster) order
-  const std::int64_t* item_count;      // device
-  std::int64_t capacity = 0;
-  const std::int32_t *q_sizes, *q_offsets;
-  const std::int64_t* range_ptr;
-  const std::int32_t *range_begin, *range_end;
-  int kq = 0;
-  std::uint32_t *cost_in, *cost_out;  // [capacity] scratch
-  std::int32_t *slot_in, *slot_out;   // [capacity] scratch
-  void* temp;
-  std::size_t temp_bytes = 0;
-  std::int32_t *item_w, *item_row;    // [capacity]: the ordered list
-};
-void launch_order_items(const ItemOrderArgs& args, cudaStream_t stream);
 
 struct AttentionArgs {
   RowsView q, k, v;          // original token order, [heads, tokens, 128]
