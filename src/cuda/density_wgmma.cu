@@ -341,15 +341,32 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
           if (i % kDrainEvery == kDrainEvery - 1) {
             __syncwarp();
             // A loop with warp-uniform bounds (every lane runs every trip), so that the next
-            // ballot is in converged code.
-            for (int base = 0; base < queued; base += 32) {
-              if (base + lane < queued) {
-                const int row = queue_row[base + lane];
-                const float4 rp = rparam[row];
-                const float x = ds::xvalue(queue[base + lane], sl2, rp.x);
-                const int bin = ds::fine_bin(x, rp.y, rp.z);
-                atomicAdd(&hist[row * ds::kFine + bin], 1u);
-                atomicAdd(&hunits[row * ds::kFine + bin], ds::units_of(ds::pexp(x), rp.w));
+            // ballot is in converged code. Two entries a lane a trip, loads first: one entry's
+            // chain (row, its parameters, bin, atomics) is latency that two warps a scheduler do
+            // not hide (pass 3 102-104 ms against 106-108 with one a trip; four: 114, run65).
+            // Every slot adds, unpredicated (ptxas wraps a predicated atomic in a branch): an
+            // empty one adds 0 to sub-bin `lane` of a row of this warp, a bank of its own.
+            constexpr int kUnroll = 2;
+            for (int base = 0; base < queued; base += 32 * kUnroll) {
+              int row[kUnroll];
+              float v[kUnroll];
+              bool ok[kUnroll];
+#pragma unroll
+              for (int u = 0; u < kUnroll; ++u) {
+                const int e = base + 32 * u + lane;
+                ok[u] = e < queued;
+                row[u] = ok[u] ? queue_row[e] : lr[0];
+                v[u] = ok[u] ? queue[e] : -FLT_MAX;  // p = 0
+              }
+              float4 rp[kUnroll];
+#pragma unroll
+              for (int u = 0; u < kUnroll; ++u) rp[u] = rparam[row[u]];
+#pragma unroll
+              for (int u = 0; u < kUnroll; ++u) {
+                const float x = ds::xvalue(v[u], sl2, rp[u].x);
+                const int at = row[u] * ds::kFine + (ok[u] ? ds::fine_bin(x, rp[u].y, rp[u].z) : lane);
+                atomicAdd(&hist[at], ok[u] ? 1u : 0u);
+                atomicAdd(&hunits[at], ds::units_of(ds::pexp(x), rp[u].w));
               }
             }
             __syncwarp();
