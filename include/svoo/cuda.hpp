@@ -146,10 +146,10 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
 //
 // No N x N matrix, no sort. On compute capability 9.0: a threshold search in three tensor-core
 // passes over each row's scores (the mass below coarse, then finer thresholds in registers, then
-// the scores of one 3/4-octave window in 64 sub-bins; density_search.hpp). Elsewhere: two
+// the scores of one one-octave window in 64 sub-bins; density_search.hpp). Elsewhere: two
 // passes (a per-row octave histogram, then the crossing octave split into 128 sub-bins). Per row
 // the result is a bracket [lo, hi] that contains the exact count c_i of the GPU's fp32
-// probabilities and an estimate inside it; its width is a sub-bin's relative width (under 1 %) of
+// probabilities and an estimate inside it; its width is a sub-bin's relative width (about 1 %) of
 // the keys that share the crossing sub-bin, plus a few. Rows where a pass's rounded sums misplaced
 // the crossing are counted as fallbacks (their bracket is wider). Where q or k holds a NaN or an
 // infinity (in the rows measured), or rows[] names a token outside [0, q_tokens), every head's

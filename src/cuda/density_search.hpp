@@ -48,10 +48,19 @@
 
 namespace svoo::cuda::detail::density::search {
 
-inline constexpr int kCoarse = 8;       // pass 1 thresholds
-inline constexpr int kCoarseStep = 3;   // octaves between them (whole octaves: rebasing is exact)
-// Pass 2 thresholds in the coarse window. Each costs two instructions a score: 8 took pass 2 from
-// 69 to 96 ms at Wan2.1-1.3B 720p and saved pass 3 less than a tenth of that (run51-52, H100).
+// Each threshold costs two instructions a score, and the passes are bound by their instructions.
+// Measured at Wan2.1-1.3B 720p (run69-70, H100; synthetic / normal data, tau 0.9, against 8
+// thresholds 3 octaves apart): 5 thresholds 4 octaves apart cover the 20 octaves below the
+// reference (a crossing lies at most log2(N / (1 - tau)) below the row max: 19.5 octaves here;
+// deeper ones take coarse_window's last, wider window) and make pass 1 79 ms instead of 102; pass
+// 3's window is then an octave instead of 3/4 (pass 3 +4 / +13 ms). The whole: 255 / 275 ms
+// against 276 / 286, brackets 1.43e-4 / 5.8e-5 of the keys against 1.16e-4 / 6.3e-5. (7 x 3: 270 /
+// 280, the same brackets; 4 x 5: 251 / 266, brackets 1.78e-4 / 6.3e-5.)
+inline constexpr int kCoarse = 5;       // pass 1 thresholds
+inline constexpr int kCoarseStep = 4;   // octaves between them (whole octaves: rebasing is exact)
+// Pass 2 thresholds in the coarse window: windows of kCoarseStep / kMid octaves. 8 took pass 2 from
+// 69 to 96 ms and saved pass 3 less than a tenth of that (run51-52); 2 save 17 ms in pass 2 and
+// cost pass 3 6-13 ms and twice the bracket (run69).
 inline constexpr int kMid = 4;
 inline constexpr int kFine = 64;        // pass 3 sub-bins of the fine window
 inline constexpr double kSumRelError = 2e-6;
