@@ -1,9 +1,12 @@
-// Variable-block sparse attention (spec 2.4), FlashAttention-2 style on mma.sync (sm_80 and
-// sm_90). A work item is one 64-row tile of one query cluster. Its kept key ranges are treated as
-// one virtual key sequence: each 64-key tile gathers its rows through the ranges and the key
-// permutation (cp.async, 16-byte chunks of 256-byte rows), so ragged ranges waste no tile and
-// neither Q, K, V nor the output is ever permuted in memory: queries are read and outputs written
-// through the query permutation. Online softmax in fp32 (base 2), P re-used from registers.
+// Variable-block sparse attention (spec 2.4), FlashAttention-2 style on mma.sync: the portable
+// path (sm_80, and so sm_86 / sm_89; on sm_90 with SVOO_ATTN_KERNEL=sm80). A work item is one
+// 128-row tile of one query cluster (64 with SVOO_ATTN_ROWS=64), 32 rows a warp. Its kept key
+// ranges are treated as one virtual key sequence: each 64-key tile gathers its rows through the
+// ranges and the key permutation (cp.async, 16-byte chunks of 256-byte rows), so ragged ranges
+// waste no tile and neither Q, K, V nor the output is ever permuted in memory: queries are read
+// and outputs written through the query permutation. Online softmax in fp32 (base 2), P re-used
+// from registers. A warp skips its row tiles of 16 that lie past the item's rows, so the last,
+// partly empty tile of a cluster costs the tensor cores its rows rounded up to 16, not to 128.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -24,8 +27,12 @@ constexpr int kMaxRanges = 1024;  // per work item: (kk + 1) / 2 for kk <= 2048
 constexpr int kTileElems = kBN * kPitch;
 // Each of the 4 warps owns kWR query rows (16: Q fragments stay in registers; 32: every K/V
 // fragment feeds two row tiles, halving shared-memory reads per multiply, Q re-read per step).
+//
+// Shared memory: one Q tile, one K and one V tile (K(t+1) loads under P V(t), V(t) under Q K(t)^T: FlashAttention-2's
+// order), the ranges: 78 KB with 128-row items, so two blocks fit an SM of an A100 or an H100 and
+// one fits the 99 KB a block may have on sm_86 / sm_89 cards.
 template <int kWR>
-constexpr int smem_bytes() { return (4 * kWR * kPitch + 4 * kTileElems) * 2 + (2 * kMaxRanges + 1) * 4; }
+constexpr int smem_bytes() { return (4 * kWR * kPitch + 2 * kTileElems) * 2 + (2 * kMaxRanges + 1) * 4; }
 
 using ptx::cp_async16;
 using ptx::pack2;
@@ -48,21 +55,11 @@ struct Item {
   std::int64_t rb, nr;  // ranges [rb, rb + nr)
 };
 
-template <bool kBf16, int kWR>
-__global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a) {
-  constexpr int kBM = 4 * kWR, kMT = kWR / 16;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto* sq = reinterpret_cast<std::uint16_t*>(smem_raw);
-  auto* sk = sq + kBM * kPitch;       // 2 stages
-  auto* sv = sk + 2 * kTileElems;     // 2 stages
-  auto* r_begin = reinterpret_cast<std::int32_t*>(sv + 2 * kTileElems);
-  auto* r_cum = r_begin + kMaxRanges;  // kMaxRanges + 1 entries
-  const bool sparse = a.range_ptr != nullptr;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-
-  Item it;
+// The block's work item; false past the work list's end.
+template <int kBM>
+__device__ bool item_of(const AttentionArgs& a, bool sparse, Item& it) {
   if (sparse) {
-    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return;
+    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return false;
     const int w = a.item_w[blockIdx.x];
     it.h = w / a.kq;
     const int i = w % a.kq;
@@ -79,85 +76,237 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
     it.rb = 0;
     it.nr = 1;
   }
-  // Range starts and exclusive prefix lengths (the virtual key sequence).
+  return true;
+}
+
+// The item's range starts and exclusive prefix lengths in shared memory (the virtual key
+// sequence); returns its length. Ends with a block barrier.
+__device__ int stage_ranges(const AttentionArgs& a, const Item& it, bool sparse, std::int32_t* r_begin,
+                            std::int32_t* r_cum) {
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ int total_keys;
-  {
-    constexpr int kPer = kMaxRanges / kThreads;
-    int len[kPer];
+  const int tid = threadIdx.x;
+  constexpr int kPer = kMaxRanges / kThreads;
+  int len[kPer];
 #pragma unroll
-    for (int e = 0; e < kPer; ++e) {
-      const int j = tid * kPer + e;
-      len[e] = 0;
-      if (j < it.nr) {
-        const int b = sparse ? a.range_begin[it.rb + j] : 0;
-        const int en = sparse ? a.range_end[it.rb + j] : static_cast<int>(a.k.tokens);
-        r_begin[j] = b;
-        len[e] = en - b;
+  for (int e = 0; e < kPer; ++e) {
+    const int j = tid * kPer + e;
+    len[e] = 0;
+    if (j < it.nr) {
+      const int b = sparse ? a.range_begin[it.rb + j] : 0;
+      const int en = sparse ? a.range_end[it.rb + j] : static_cast<int>(a.k.tokens);
+      r_begin[j] = b;
+      len[e] = en - b;
+    }
+  }
+  int agg;
+  Scan(scan_tmp).ExclusiveSum(len, len, agg);
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) r_cum[tid * kPer + e] = len[e];
+  if (tid == 0) total_keys = agg;
+  __syncthreads();
+  return total_keys;
+}
+
+// One thread's walk along the virtual key sequence: the key token at virtual index vt (-1 past its
+// end). Positions only grow, so the range is found by walking forward from the last one (a step or
+// two a tile on the benchmark's layouts), with a binary search where many short ranges lie between.
+struct KeyWalk {
+  const std::int32_t* r_begin;
+  const std::int32_t* r_cum;
+  const std::int32_t* kperm;  // null: dense, the virtual index is the token
+  int nr, L, ri = 0;
+  __device__ std::int32_t token(int vt) {
+    if (vt >= L) return -1;
+    if (ri + 1 < nr && r_cum[ri + 1] <= vt) {
+      ++ri;
+      if (ri + 1 < nr && r_cum[ri + 1] <= vt) {
+        int lo = ri + 1, hi = nr - 1;  // the last range whose prefix is <= vt
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) / 2;
+          if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
+        }
+        ri = lo;
       }
     }
-    int agg;
-    Scan(scan_tmp).ExclusiveSum(len, len, agg);
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) r_cum[tid * kPer + e] = len[e];
-    if (tid == 0) total_keys = agg;
+    const int phys = r_begin[ri] + (vt - r_cum[ri]);
+    return kperm ? kperm[phys] : phys;
   }
-  __syncthreads();
-  const int L = total_keys;
-  const int nr = static_cast<int>(it.nr);
+};
+
+// The per-tile steps of one warp for its first kA row tiles of 16 (kA < kMT where the item's
+// rows end inside the warp's: those row tiles are skipped, so a short item's empty rows cost no
+// tensor-core time, which the SM's other block then gets).
+template <bool kBf16, int kMT, int kA>
+__device__ __forceinline__ void tile_scores(float (&s)[kMT][kBN / 8][4], const std::uint32_t (&qf)[kMT == 1 ? kD / 16 : 1][4],
+                                            const std::uint16_t* sq_warp, const std::uint16_t* sk, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < kA; ++mt)
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    std::uint32_t qa[kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < kA; ++mt) {
+      if constexpr (kMT == 1) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) qa[mt][e] = qf[ks][e];
+      } else {
+        ldsm_x4(qa[mt], sq_warp + (mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < kBN / 16; ++p) {
+      std::uint32_t b[4];
+      ldsm_x4(b, sk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+#pragma unroll
+      for (int mt = 0; mt < kA; ++mt) {
+        mma<kBf16>(s[mt][2 * p], qa[mt], b[0], b[1]);
+        mma<kBf16>(s[mt][2 * p + 1], qa[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Online softmax of tile t (keys from t kBN on; L keys in all), then O += P V with P from registers
+// as the A operand (each V fragment serves every row tile). O is rescaled only where a row maximum
+// grew (exact: otherwise the factor is 1).
+template <bool kBf16, int kMT, int kA>
+__device__ __forceinline__ void tile_update(float (&s)[kMT][kBN / 8][4], float (&o)[kMT][kD / 8][4], float (&m_row)[kMT][2],
+                                            float (&l_row)[kMT][2], const std::uint16_t* sv, int t, int L, int lane,
+                                            float scale_log2) {
+  if ((t + 1) * kBN > L) {  // mask keys past the end (last tile only)
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (t * kBN + n * 8 + (lane % 4) * 2 + (e % 2) >= L)
+#pragma unroll
+          for (int mt = 0; mt < kA; ++mt) s[mt][n][e] = -FLT_MAX;
+  }
+  float alpha[kMT][2];
+  bool grew = false;
+#pragma unroll
+  for (int mt = 0; mt < kA; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float m0 = s[mt][0][half * 2], m1 = s[mt][0][half * 2 + 1];
+#pragma unroll
+      for (int n = 1; n < kBN / 8; ++n) m0 = fmaxf(m0, s[mt][n][half * 2]), m1 = fmaxf(m1, s[mt][n][half * 2 + 1]);
+      float mx = fmaxf(m0, m1);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      alpha[mt][half] = 1.f;
+      if (mx > m_row[mt][half]) {
+        alpha[mt][half] = ptx::ex2((m_row[mt][half] - mx) * scale_log2);
+        m_row[mt][half] = mx;
+        grew = true;
+      }
+      const float mxs = m_row[mt][half] * scale_log2;
+      float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+      for (int n = 0; n < kBN / 8; ++n) {
+        const float p0 = ptx::ex2(fmaf(s[mt][n][half * 2], scale_log2, -mxs));
+        const float p1 = ptx::ex2(fmaf(s[mt][n][half * 2 + 1], scale_log2, -mxs));
+        s[mt][n][half * 2] = p0, s[mt][n][half * 2 + 1] = p1;
+        sum0 += p0, sum1 += p1;
+      }
+      l_row[mt][half] = l_row[mt][half] * alpha[mt][half] + (sum0 + sum1);
+    }
+  if (grew) {
+#pragma unroll
+    for (int mt = 0; mt < kA; ++mt)
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mt][n][e] *= alpha[mt][e / 2];
+  }
+#pragma unroll
+  for (int kk = 0; kk < kBN / 16; ++kk) {
+    std::uint32_t pa[kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < kA; ++mt) {
+      pa[mt][0] = pack2<kBf16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      pa[mt][1] = pack2<kBf16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      pa[mt][2] = pack2<kBf16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      pa[mt][3] = pack2<kBf16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int p = 0; p < kD / 16; ++p) {
+      std::uint32_t b[4];
+      ldsm_x4_t(b, sv + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kPitch + (2 * p + lane / 16) * 8);
+#pragma unroll
+      for (int mt = 0; mt < kA; ++mt) {
+        mma<kBf16>(o[mt][2 * p], pa[mt], b[0], b[1]);
+        mma<kBf16>(o[mt][2 * p + 1], pa[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// FlashAttention-2's schedule on one K and one V buffer: V(t) loads while Q K(t)^T runs, K(t+1)
+// while the softmax and P V(t) run; each tile's key tokens are fetched a tile ahead into a
+// register, so no warp waits on the permutation's global load at a barrier.
+template <bool kBf16, int kWR>
+__global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a) {
+  constexpr int kBM = 4 * kWR, kMT = kWR / 16;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* sq = reinterpret_cast<std::uint16_t*>(smem_raw);
+  auto* sk = sq + kBM * kPitch;
+  auto* sv = sk + kTileElems;
+  auto* r_begin = reinterpret_cast<std::int32_t*>(sv + kTileElems);
+  auto* r_cum = r_begin + kMaxRanges;  // kMaxRanges + 1 entries
+  __shared__ std::int32_t s_tok[2][kBN];  // key tokens of a tile's rows, -1 past the end; two tiles
+  const bool sparse = a.range_ptr != nullptr;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  Item it;
+  if (!item_of<kBM>(a, sparse, it)) return;
+  const int L = stage_ranges(a, it, sparse, r_begin, r_cum);
   const std::int64_t h = it.h;
   const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;
   const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
   const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
   const std::int32_t* qperm = sparse ? a.q_perm + h * a.q.tokens : nullptr;
-  const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
 
-  // Loads are laid out so that 16 consecutive lanes fetch the 16 chunks of one 256-byte row:
-  // whole sectors from global memory and conflict-free 128-byte wavefronts into shared memory.
-  for (int e = tid; e < kBM * (kD / 8); e += kThreads) {
-    const int r = e / (kD / 8), c = e % (kD / 8);
+  // 16 consecutive lanes fetch the 16 chunks of one 256-byte row: whole sectors from global memory
+  // and conflict-free wavefronts into shared memory.
+  const int crow = tid / 16, cc = (tid % 16) * 8;
+#pragma unroll
+  for (int i = 0; i < kBM / 8; ++i) {
+    const int r = crow + 8 * i;
     const bool ok = r < it.rows;
     const std::int64_t tok = ok ? (sparse ? qperm[it.row0 + r] : it.row0 + r) : 0;
-    cp_async16(sq + r * kPitch + c * 8, qbase + tok * a.q.row_stride + c * 8, ok ? 16 : 0);
+    cp_async16(sq + r * kPitch + cc, qbase + tok * a.q.row_stride + cc, ok ? 16 : 0);
   }
-  __shared__ std::int32_t s_tok[2][kBN];  // per stage: the key token of each tile row, -1 past the end
-  // The tokens of a tile's rows: the virtual key index through the ranges and the permutation.
-  auto fill_tokens = [&](int tile, int stage) {
-    if (tid < kBN) {
-      const int vt = tile * kBN + tid;
-      std::int32_t tok = -1;
-      if (vt < L) {
-        int lo = 0, hi = nr - 1;  // last range whose prefix is <= vt
-        while (lo < hi) {
-          const int mid = (lo + hi + 1) / 2;
-          if (r_cum[mid] <= vt) lo = mid; else hi = mid - 1;
-        }
-        const std::int64_t phys = r_begin[lo] + (vt - r_cum[lo]);
-        tok = sparse ? kperm[phys] : static_cast<std::int32_t>(phys);
-      }
-      s_tok[stage][tid] = tok;
-    }
-  };
-  auto issue_kv = [&](int stage) {
-    for (int e = tid; e < kBN * (kD / 8); e += kThreads) {
-      const int r = e / (kD / 8), c = e % (kD / 8);
-      const std::int32_t tok = s_tok[stage][r];
-      const std::int64_t row = tok < 0 ? 0 : tok;
-      cp_async16(sk + stage * kTileElems + r * kPitch + c * 8, kbase + row * a.k.row_stride + c * 8, tok < 0 ? 0 : 16);
-      cp_async16(sv + stage * kTileElems + r * kPitch + c * 8, vbase + row * a.v.row_stride + c * 8, tok < 0 ? 0 : 16);
-    }
-  };
-  const int tiles = (L + kBN - 1) / kBN;
-  if (tiles > 0) fill_tokens(0, 0);
-  if (tiles > 1) fill_tokens(1, 1);
-  __syncthreads();
-  if (tiles > 0) issue_kv(0);
   commit();
-  if (tiles > 1) issue_kv(1);
+  const int tiles = (L + kBN - 1) / kBN;
+  KeyWalk walk{r_begin, r_cum, sparse ? a.k_perm + h * a.k.tokens : nullptr, static_cast<int>(it.nr), L};
+  std::int32_t next_tok = -1;  // this thread's key token of the tile after the one being staged
+  if (tid < kBN) {
+    s_tok[0][tid] = walk.token(tid);
+    next_tok = walk.token(kBN + tid);
+  }
+  __syncthreads();
+  auto issue = [&](std::uint16_t* dst, const std::uint16_t* base, std::int64_t stride, int stage) {
+#pragma unroll
+    for (int i = 0; i < kBN / 8; ++i) {
+      const int r = crow + 8 * i;
+      const std::int32_t tok = s_tok[stage][r];
+      cp_async16(dst + r * kPitch + cc, base + static_cast<std::int64_t>(tok < 0 ? 0 : tok) * stride + cc,
+                 tok < 0 ? 0 : 16);
+    }
+  };
+  if (tiles > 0) issue(sk, kbase, a.k.row_stride, 0);
   commit();
 
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
+  // Row tiles of 16 this warp computes: those holding some of the item's rows.
+  const int warp_rows = it.rows - warp * kWR;
+  const int act = warp_rows <= 0 ? 0 : warp_rows >= kWR ? kMT : (warp_rows + 15) / 16;
+  const std::uint16_t* sq_warp = sq + warp * kWR * kPitch;
   std::uint32_t qf[kMT == 1 ? kD / 16 : 1][4];
   float o[kMT][kD / 8][4];
 #pragma unroll
@@ -169,109 +318,33 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   for (int mt = 0; mt < kMT; ++mt) m_row[mt][0] = m_row[mt][1] = -FLT_MAX, l_row[mt][0] = l_row[mt][1] = 0.f;
 
   for (int t = 0; t < tiles; ++t) {
-    wait_groups<1>();
-    __syncthreads();
+    const int st = t & 1;
+    wait_groups<0>();
+    __syncthreads();  // K(t) (and Q) landed; every warp is done with V(t - 1)
+    issue(sv, vbase, a.v.row_stride, st);
+    commit();
     if constexpr (kMT == 1) {
-      if (t == 0) {
+      if (t == 0 && act > 0) {
 #pragma unroll
         for (int ks = 0; ks < kD / 16; ++ks)
-          ldsm_x4(qf[ks], sq + (warp * kWR + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+          ldsm_x4(qf[ks], sq_warp + (lane % 16) * kPitch + ks * 16 + (lane / 16) * 8);
       }
     }
-    const std::uint16_t* tk = sk + (t & 1) * kTileElems;
-    const std::uint16_t* tv = sv + (t & 1) * kTileElems;
     float s[kMT][kBN / 8][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int n = 0; n < kBN / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks) {
-      std::uint32_t qa[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        if constexpr (kMT == 1) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[ks][e];
-        } else {
-          ldsm_x4(qa[mt], sq + (warp * kWR + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
-        }
-      }
-#pragma unroll
-      for (int p = 0; p < kBN / 16; ++p) {
-        std::uint32_t b[4];
-        ldsm_x4(b, tk + (p * 16 + (lane % 8) + (lane / 16) * 8) * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          mma<kBf16>(s[mt][2 * p], qa[mt], b[0], b[1]);
-          mma<kBf16>(s[mt][2 * p + 1], qa[mt], b[2], b[3]);
-        }
-      }
+    if (act == kMT) tile_scores<kBf16, kMT, kMT>(s, qf, sq_warp, sk, lane);
+    else if (kMT > 1 && act == 1) tile_scores<kBf16, kMT, 1>(s, qf, sq_warp, sk, lane);
+    // Tokens: tile t + 1's into shared memory (its slot was last read for tile t - 1, before the
+    // barrier above), tile t + 2's fetched into a register for the next iteration.
+    if (tid < kBN) {
+      if (t + 1 < tiles) s_tok[st ^ 1][tid] = next_tok;
+      if (t + 2 < tiles) next_tok = walk.token((t + 2) * kBN + tid);
     }
-    // Mask keys past the end (last tile only), then the online softmax for each row.
-    if ((t + 1) * kBN > L) {
-#pragma unroll
-      for (int n = 0; n < kBN / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (t * kBN + n * 8 + (lane % 4) * 2 + (e % 2) >= L)
-#pragma unroll
-            for (int mt = 0; mt < kMT; ++mt) s[mt][n][e] = -FLT_MAX;
-    }
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float mx = m_row[mt][half];
-#pragma unroll
-        for (int n = 0; n < kBN / 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][half * 2], s[mt][n][half * 2 + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float alpha = exp2f((m_row[mt][half] - mx) * scale_log2);
-        const float mxs = mx * scale_log2;
-        m_row[mt][half] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int n = 0; n < kBN / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(fmaf(s[mt][n][half * 2 + e], scale_log2, -mxs));
-            s[mt][n][half * 2 + e] = p;
-            sum += p;
-          }
-        l_row[mt][half] = l_row[mt][half] * alpha + sum;
-#pragma unroll
-        for (int n = 0; n < kD / 8; ++n) o[mt][n][half * 2] *= alpha, o[mt][n][half * 2 + 1] *= alpha;
-      }
-    // O += P V, P from registers as the A operand; each V fragment serves every row tile.
-#pragma unroll
-    for (int kk = 0; kk < kBN / 16; ++kk) {
-      std::uint32_t pa[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        pa[mt][0] = pack2<kBf16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = pack2<kBf16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = pack2<kBf16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = pack2<kBf16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int p = 0; p < kD / 16; ++p) {
-        std::uint32_t b[4];
-        ldsm_x4_t(b, tv + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * kPitch + (2 * p + lane / 16) * 8);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          mma<kBf16>(o[mt][2 * p], pa[mt], b[0], b[1]);
-          mma<kBf16>(o[mt][2 * p + 1], pa[mt], b[2], b[3]);
-        }
-      }
-    }
-    __syncthreads();
-    if (t + 2 < tiles) {
-      fill_tokens(t + 2, t & 1);
-      __syncthreads();
-      issue_kv(t & 1);
-    }
+    wait_groups<0>();
+    __syncthreads();  // V(t) landed; every warp is done with K(t); tile t + 1's tokens visible
+    if (t + 1 < tiles) issue(sk, kbase, a.k.row_stride, st ^ 1);
     commit();
+    if (act == kMT) tile_update<kBf16, kMT, kMT>(s, o, m_row, l_row, sv, t, L, lane, scale_log2);
+    else if (kMT > 1 && act == 1) tile_update<kBf16, kMT, 1>(s, o, m_row, l_row, sv, t, L, lane, scale_log2);
   }
   wait_groups<0>();
 
@@ -305,11 +378,12 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
       }
   __syncthreads();
   auto* obase = static_cast<std::uint16_t*>(a.out.data) + h * a.out.head_stride;
-  for (int e = tid; e < kBM * (kD / 8); e += kThreads) {
-    const int r = e / (kD / 8), c = e % (kD / 8);
+#pragma unroll
+  for (int i = 0; i < kBM / 8; ++i) {
+    const int r = crow + 8 * i;
     if (r >= it.rows) continue;
     const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
-    *reinterpret_cast<uint4*>(obase + tok * a.out.row_stride + c * 8) = *reinterpret_cast<const uint4*>(sq + r * kPitch + c * 8);
+    *reinterpret_cast<uint4*>(obase + tok * a.out.row_stride + cc) = *reinterpret_cast<const uint4*>(sq + r * kPitch + cc);
   }
 }
 

@@ -44,11 +44,7 @@ constexpr int kLazyRescale = 2;  // kernel flag: rescale O only when a row maxim
 
 // 2^x on the special-function unit, flushing denormals (the probabilities they would be are
 // below bf16's resolution of a row's sum anyway).
-[[maybe_unused]] __device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
+using ptx::ex2;
 [[maybe_unused]] __device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
 
 template <bool kBf16>

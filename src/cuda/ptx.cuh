@@ -82,6 +82,13 @@ __device__ __forceinline__ void mma1688_tf32(float (&d)[4], const std::uint32_t 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x, approximate (2 ulp), denormal results flushed to zero: the softmax's exponential.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Two floats rounded to one packed bf16x2 / f16x2 register.
 template <bool kBf16>
 __device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
