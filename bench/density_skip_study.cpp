@@ -1,0 +1,156 @@
+// CPU study (not a benchmark of this library's speed): how many (item, key tile) products could
+// the Hopper tau-density's passes 2 and 3 skip? An item is 128 query rows, a key tile 128 keys (the
+// kernel's). A tile can be skipped by a pass when none of its scores reaches any of the item's
+// rows' windows: such scores add only to the mass below the window, which the pass before knows.
+//   - pass 3 from flags written by pass 2, which knows each row's coarse window [lo, hi): a tile
+//     is needed iff some row has a score >= theta(lo) in it (exact, row by row);
+//   - pass 2 from flags written by pass 1, which knows only a running reference c_run (the
+//     windows are chosen at the pass's end): per tile U = max over rows of (tile max in octaves -
+//     c_run), and a tile is skippable iff U < -(the deepest window of the item below its final
+//     c); rows whose window lies below pass 1's thresholds make every tile needed. Measured for
+//     the key tiles in order, and in an order that starts at the item's own tile (where a local
+//     head's row maxima are, so c_run is final from the first tile on).
+// Per head: the share of (item, tile) pairs each pass could skip, for every `--every`-th item.
+//   svoo_density_skip_study [--tau T] [--every E] [--data synthetic|normal]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/gemm.hpp"
+#include "cuda/density_search.hpp"
+#include "svoo/synthetic.hpp"
+
+int main(int argc, char** argv) {
+  using namespace svoo;
+  namespace ds = cuda::detail::density::search;
+  double tau = 0.9;
+  int every = 16;
+  std::string data = "synthetic";
+  if (argc % 2 == 0) {
+    std::fprintf(stderr, "%s: option %s needs a value\n", argv[0], argv[argc - 1]);
+    return 2;
+  }
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--tau") tau = std::atof(argv[i + 1]);
+    else if (a == "--every") every = std::atoi(argv[i + 1]);
+    else if (a == "--data") data = argv[i + 1];
+    else {
+      std::fprintf(stderr, "density_skip_study: unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (!(tau > 0.0 && tau < 1.0) || every < 1 || (data != "synthetic" && data != "normal")) {
+    std::fprintf(stderr, "density_skip_study: need 0 < tau < 1, every >= 1, data synthetic|normal\n");
+    return 2;
+  }
+  // The layer of svoo_cuda_density_bench (Wan2.1-1.3B 720p).
+  SyntheticConfig sc;
+  sc.heads = 12, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 64, sc.tau = tau;
+  const SyntheticLayer layer = make_synthetic_layer(sc);
+  const int H = sc.heads, D = 128, R = 128, T = 128;
+  const std::int64_t N = layer.tokens();
+  std::vector<float> q(static_cast<std::size_t>(H * N * D)), k(q.size());
+  if (data == "synthetic") {
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = layer.q.get(static_cast<std::int64_t>(i));
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = layer.k.get(static_cast<std::int64_t>(i));
+  } else {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd;
+    for (auto& x : q) x = nd(rng);
+    for (auto& x : k) x = nd(rng);
+  }
+  const float sl2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
+  const float span = static_cast<float>(std::log2(static_cast<double>(N) / (1.0 - tau)));
+  const int tiles = static_cast<int>((N + T - 1) / T), items = static_cast<int>((N + R - 1) / R);
+  std::printf("%s data, tau %.3f, %lld tokens, every %d-th item of %d, %d key tiles an item\n", data.c_str(), tau,
+              (long long)N, every, items, tiles);
+  std::printf("%-4s %-15s %9s %11s | %9s %9s | %9s %9s\n", "head", "kind", "depth", "deep rows", "p2 order", "p2 own 1st",
+              "p3 coarse", "p3 fine");
+  std::vector<float> s(static_cast<std::size_t>(R) * N);
+  double all2 = 0, all2r = 0, all3 = 0, all3f = 0, pairs_all = 0;
+  for (int h = 0; h < H; ++h) {
+    double skip2 = 0, skip2r = 0, skip3 = 0, skip3f = 0, pairs = 0, depth_sum = 0, deep = 0, rows_seen = 0;
+    for (int it = 0; it < items; it += every) {
+      const std::int64_t row0 = static_cast<std::int64_t>(it) * R;
+      const int nr = static_cast<int>(std::min<std::int64_t>(R, N - row0));
+      cpu::gemm_nt(nr, N, D, 1.f, q.data() + (h * N + row0) * D, D, k.data() + h * N * D, D, 0.f, s.data(), N);
+      std::vector<float> tmax(static_cast<std::size_t>(nr) * tiles, -INFINITY);
+      std::vector<float> c(nr), lo(nr), flo(nr);
+      std::vector<char> deep_row(nr, 0);
+      float max_depth = 0;
+      for (int r = 0; r < nr; ++r) {
+        const float* sr = s.data() + static_cast<std::size_t>(r) * N;
+        float smax = -INFINITY;
+        for (std::int64_t j = 0; j < N; ++j) {
+          float& m = tmax[static_cast<std::size_t>(r) * tiles + j / T];
+          m = std::max(m, sr[j]);
+          smax = std::max(smax, sr[j]);
+        }
+        c[r] = ds::reference_above(smax, sl2);
+        double b[ds::kCoarse], total = 0;
+        float th[ds::kCoarse];
+        for (int kk = 0; kk < ds::kCoarse; ++kk) b[kk] = 0, th[kk] = ds::theta(c[r] - static_cast<float>((kk + 1) * ds::kCoarseStep), sl2);
+        for (std::int64_t j = 0; j < N; ++j) {
+          const double p = ds::pvalue(sr[j], sl2, c[r]);
+          total += p;
+          for (int kk = 0; kk < ds::kCoarse; ++kk)
+            if (sr[j] < th[kk]) b[kk] += p;
+        }
+        const ds::Window w = ds::coarse_window(b, total, tau, c[r], smax, sl2, span);
+        lo[r] = w.lo;
+        deep_row[r] = w.lo < c[r] - static_cast<float>(ds::kCoarse * ds::kCoarseStep);
+        deep += deep_row[r];
+        depth_sum += c[r] - w.lo;
+        max_depth = std::max(max_depth, c[r] - w.lo);
+        double bm[ds::kMid];
+        float mth[ds::kMid];
+        for (int kk = 0; kk < ds::kMid; ++kk) bm[kk] = 0, mth[kk] = ds::theta(ds::mid_threshold(w, kk), sl2);
+        for (std::int64_t j = 0; j < N; ++j) {
+          const double p = ds::pvalue(sr[j], sl2, c[r]);
+          for (int kk = 0; kk < ds::kMid; ++kk)
+            if (sr[j] < mth[kk]) bm[kk] += p;
+        }
+        flo[r] = ds::fine_window(bm, total, tau, w, c[r]).w.lo;
+        ++rows_seen;
+      }
+      const bool any_deep = std::any_of(deep_row.begin(), deep_row.end(), [](char d) { return d != 0; });
+      // Pass 3: exact per row.
+      for (int t = 0; t < tiles; ++t) {
+        bool need = false, need_f = false;
+        for (int r = 0; r < nr; ++r) {
+          need |= tmax[static_cast<std::size_t>(r) * tiles + t] >= ds::theta(lo[r], sl2);
+          need_f |= tmax[static_cast<std::size_t>(r) * tiles + t] >= ds::theta(flo[r], sl2);
+        }
+        skip3 += !need, skip3f += !need_f;
+      }
+      // Pass 2 from pass 1's running references, in two tile orders.
+      for (int rotated = 0; rotated < 2; ++rotated) {
+        std::vector<float> run_max(nr, -INFINITY);
+        for (int i = 0; i < tiles; ++i) {
+          const int t = rotated ? (i + std::min(it, tiles - 1)) % tiles : i;
+          float u = -INFINITY;
+          for (int r = 0; r < nr; ++r) {
+            const float m = tmax[static_cast<std::size_t>(r) * tiles + t];
+            run_max[r] = std::max(run_max[r], m);
+            u = std::max(u, m * sl2 - ds::reference_above(run_max[r], sl2));
+          }
+          const bool skip = !any_deep && u < -max_depth;
+          (rotated ? skip2r : skip2) += skip;
+        }
+      }
+      pairs += tiles;
+    }
+    std::printf("%-4d %-15s %9.2f %11.4f | %9.3f %9.3f | %9.3f %9.3f\n", h, head_kind_name(layer.kinds[h]),
+                depth_sum / rows_seen, deep / rows_seen, skip2 / pairs, skip2r / pairs, skip3 / pairs, skip3f / pairs);
+    std::fflush(stdout);
+    all2 += skip2, all2r += skip2r, all3 += skip3, all3f += skip3f, pairs_all += pairs;
+  }
+  std::printf("all  %-15s %9s %11s | %9.3f %9.3f | %9.3f %9.3f\n", "", "", "", all2 / pairs_all, all2r / pairs_all,
+              all3 / pairs_all, all3f / pairs_all);
+  return 0;
+}
