@@ -290,14 +290,17 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
     next_tok = walk.token(kBN + tid);
   }
   __syncthreads();
+  // A tile's copies: this thread's 8 rows' tokens are read first, so that their shared-memory
+  // latency is paid once, not once a copy (Nsight, run76: 12 % of the stall samples were a copy's
+  // address waiting for its token).
   auto issue = [&](std::uint16_t* dst, const std::uint16_t* base, std::int64_t stride, int stage) {
+    std::int32_t tok[kBN / 8];
 #pragma unroll
-    for (int i = 0; i < kBN / 8; ++i) {
-      const int r = crow + 8 * i;
-      const std::int32_t tok = s_tok[stage][r];
-      cp_async16(dst + r * kPitch + cc, base + static_cast<std::int64_t>(tok < 0 ? 0 : tok) * stride + cc,
-                 tok < 0 ? 0 : 16);
-    }
+    for (int i = 0; i < kBN / 8; ++i) tok[i] = s_tok[stage][crow + 8 * i];
+#pragma unroll
+    for (int i = 0; i < kBN / 8; ++i)
+      cp_async16(dst + (crow + 8 * i) * kPitch + cc, base + static_cast<std::int64_t>(tok[i] < 0 ? 0 : tok[i]) * stride + cc,
+                 tok[i] < 0 ? 0 : 16);
   };
   if (tiles > 0) issue(sk, kbase, a.k.row_stride, 0);
   commit();
