@@ -2,9 +2,13 @@
 // head of a full layer (no sampling), bf16, head dim 128, at the Wan2.1 720p shapes. Reports ms per
 // layer (median of CUDA-event timings after a warm-up) and the mean density and bound. Time cuDNN
 // dense attention in the same run for the ratio (.carry/dense_baseline.py --shape 12x75600).
-//   svoo_cuda_density_bench [--json out.json] [--tau T] [--heads H]... [--data normal|synthetic]...
+// --rows R (repeatable) also times the profiler's stated sample of R rows a head (svoo::sample_rows,
+// seed 0, as `svoo profile --rows R`) and reports how far its per-head densities lie from every row's.
+//   svoo_cuda_density_bench [--json out.json] [--tau T] [--heads H]... [--data normal|synthetic]... [--rows R]...
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -14,6 +18,7 @@
 #include "../tests/gpu/device_buffer.hpp"
 #include "timing.hpp"
 #include "svoo/cuda.hpp"
+#include "svoo/measures.hpp"
 #include "svoo/synthetic.hpp"
 
 int main(int argc, char** argv) {
@@ -22,6 +27,7 @@ int main(int argc, char** argv) {
   double tau = 0.9;
   std::vector<int> heads_list;
   std::vector<std::string> data_list;
+  std::vector<std::int64_t> samples;
   bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -29,6 +35,7 @@ int main(int argc, char** argv) {
     else if (a == "--tau" && i + 1 < argc) tau = std::atof(argv[++i]);
     else if (a == "--heads" && i + 1 < argc) heads_list.push_back(std::atoi(argv[++i]));
     else if (a == "--data" && i + 1 < argc) data_list.push_back(argv[++i]);
+    else if (a == "--rows" && i + 1 < argc) samples.push_back(std::atoll(argv[++i]));
     else if (a == "--breakdown") breakdown = true;  // also time pass 1 alone (SVOO_DENSITY_PASSES=1)
   }
   if (heads_list.empty()) heads_list = {12};
@@ -98,6 +105,32 @@ int main(int argc, char** argv) {
                     "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f, \"path\": \"%s\"}",
                     H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms2, path);
       json += std::string(json.empty() ? "" : ",\n") + buf;
+      // Stated row samples against every row: the largest difference of a head's density, absolute
+      // and relative to that head's every-row density.
+      for (const std::int64_t R : samples) {
+        const std::vector<std::int64_t> rows = sample_rows(N, {R, 0});
+        const std::int64_t nr = static_cast<std::int64_t>(rows.size());
+        std::int64_t* drows = nullptr;
+        test::cuda_ok(cudaMalloc(&drows, nr * sizeof(std::int64_t)), "cudaMalloc");
+        test::cuda_ok(cudaMemcpy(drows, rows.data(), nr * sizeof(std::int64_t), cudaMemcpyHostToDevice), "upload");
+        const double sms = bench::median_ms([&] { cuda::tau_density(q.view(), k.view(), tau, drows, nr, work, ws, o); }, 5);
+        std::vector<double> sd(H);
+        test::cuda_ok(cudaMemcpy(sd.data(), out, H * sizeof(double), cudaMemcpyDeviceToHost), "download");
+        double max_abs = 0, max_rel = 0;
+        for (int h = 0; h < H; ++h) {
+          max_abs = std::max(max_abs, std::abs(sd[h] - dens[h]));
+          max_rel = std::max(max_rel, std::abs(sd[h] - dens[h]) / dens[h]);
+        }
+        std::printf("   sample of %lld rows a head: %8.2f ms per layer; per head |density - every row's| <= %.2e "
+                    "(%.2f %% of the head's)\n",
+                    (long long)nr, sms, max_abs, 100 * max_rel);
+        std::snprintf(buf, sizeof buf,
+                      " {\"heads\": %d, \"tokens\": %lld, \"data\": \"%s\", \"tau\": %.3f, \"device\": \"%s\", "
+                      "\"sampled_rows\": %lld, \"density_ms\": %.3f, \"max_abs_diff\": %.3e, \"max_rel_diff\": %.3e}",
+                      H, (long long)N, data.c_str(), tau, prop.name, (long long)nr, sms, max_abs, max_rel);
+        json += std::string(",\n") + buf;
+        cudaFree(drows);
+      }
       cudaFree(work);
       cudaFree(out);
     }
