@@ -92,6 +92,25 @@ TEST(CudaValidation, TauDensityRejectsBadArguments) {
   expect_error([&] { cuda::tau_density(f32, f32, 0.9, RowSample{}); }, ErrorKind::dtype, "must be bf16 or f16");
 }
 
+// Valid arguments on a machine without a GPU: a named error before any allocation or launch (on
+// a GPU machine the same calls would run, so the check is skipped there).
+TEST(CudaValidation, ValidCallsWithoutADeviceNameTheProblem) {
+  if (cuda::available()) GTEST_SKIP() << "a CUDA device is present";
+  expect_error([] { cuda::Planner p({2, 100, 100, 128, 8, 16}); }, ErrorKind::unsupported,
+               "cuda::Planner: no CUDA device is available");
+  const TensorView q = device_view(DType::bf16, 2, 64, 128);
+  expect_error([&] { cuda::dense_attention(q, q, q, q); }, ErrorKind::unsupported,
+               "cuda::dense_attention: no CUDA device is available");
+  const TensorView one = device_view(DType::bf16, 1, 1, 128);
+  cuda::DensityOutputs o;
+  double d = 0;
+  o.density = &d;
+  alignas(256) static char ws[1 << 16];
+  ASSERT_LE(cuda::tau_density_workspace_bytes(1, 1), sizeof ws);
+  expect_error([&] { cuda::tau_density(one, one, 0.9, nullptr, 1, ws, sizeof ws, o); }, ErrorKind::unsupported,
+               "cuda::tau_density: no CUDA device is available");
+}
+
 }  // namespace
 }  // namespace svoo
 #endif

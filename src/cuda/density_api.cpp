@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "density_kernels.cuh"
+#include "device_info.hpp"
 #include "device_views.hpp"
 #include "density_math.hpp"
+#include "device_info.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/error.hpp"
 
@@ -125,6 +127,7 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
   a.win_hi = reinterpret_cast<float*>(base + l.win_hi);
   a.nonfinite = reinterpret_cast<std::int32_t*>(base + l.nonfinite);
   a.span = tau < 1.0 ? static_cast<float>(std::log2(static_cast<double>(kv.tokens) / (1.0 - tau))) : 0.f;
+  detail::require_supported_device("cuda::tau_density");
   detail::launch_tau_density(a, out.density, out.bound, out.fallbacks, reinterpret_cast<cudaStream_t>(stream));
   ok(cudaGetLastError(), "cuda::tau_density");
 }

@@ -7,6 +7,7 @@
 
 #include "attention_kernel.cuh"
 #include "cluster_ops.cuh"
+#include "device_info.hpp"
 #include "device_views.hpp"
 #include "kernels.cuh"
 #include "svoo/cuda.hpp"
@@ -155,6 +156,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   Carver sizing(nullptr);
   carve(sizing);
   bytes_ = sizing.size();
+  detail::require_supported_device("cuda::Planner");  // after the argument checks: those need no device
   check_cuda(cudaMalloc(&workspace_, bytes_), "cuda::Planner: allocating the workspace");
   Carver real(static_cast<char*>(workspace_));
   carve(real);
@@ -304,6 +306,7 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
   require(sh.dim == 128, ErrorKind::unsupported, "cuda::dense_attention is built for head_dim 128");
   detail::AttentionArgs a = attention_args(q, k, v, out, sh, "cuda::dense_attention");
   a.lse = lse;
+  detail::require_supported_device("cuda::dense_attention");
   detail::launch_attention(a, as_cuda(stream));
   check_launch("cuda::dense_attention");
 }
