@@ -28,9 +28,9 @@ constexpr int kTileElems = kBN * kPitch;
 // Each of the 4 warps owns kWR query rows (16: Q fragments stay in registers; 32: every K/V
 // fragment feeds two row tiles, halving shared-memory reads per multiply, Q re-read per step).
 //
-// Shared memory: one Q tile, one K and one V tile (K(t+1) loads under P V(t), V(t) under Q K(t)^T: FlashAttention-2's
-// order), the ranges: 78 KB with 128-row items, so two blocks fit an SM of an A100 or an H100 and
-// one fits the 99 KB a block may have on sm_86 / sm_89 cards.
+// Shared memory: one Q tile, one K and one V tile (K(t+1) loads under P V(t), V(t) under
+// Q K(t)^T: FlashAttention-2's order), the ranges: 78 KB with 128-row items, so two blocks fit an
+// SM of an A100 or an H100 and one fits the 99 KB a block may have on sm_86 / sm_89 cards.
 template <int kWR>
 constexpr int smem_bytes() { return (4 * kWR * kPitch + 2 * kTileElems) * 2 + (2 * kMaxRanges + 1) * 4; }
 
