@@ -48,40 +48,9 @@ __device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], 
   ptx::mma16816<kBf16>(d, a, b0, b1);
 }
 
-struct Item {
-  int h;
-  std::int64_t row0;  // first permuted query row (sparse) or token (dense)
-  int rows;
-  std::int64_t rb, nr;  // ranges [rb, rb + nr)
-};
-
-// The block's work item; false past the work list's end.
-template <int kBM>
-__device__ bool item_of(const AttentionArgs& a, bool sparse, Item& it) {
-  if (sparse) {
-    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return false;
-    const int w = a.item_w[blockIdx.x];
-    it.h = w / a.kq;
-    const int i = w % a.kq;
-    it.row0 = a.item_row[blockIdx.x];
-    const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(it.h) * (a.kq + 1) + i + 1];
-    it.rows = static_cast<int>(end - it.row0 < kBM ? end - it.row0 : kBM);
-    it.rb = a.range_ptr[w];
-    it.nr = a.range_ptr[w + 1] - it.rb;
-  } else {
-    const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
-    it.h = static_cast<int>(blockIdx.x / tiles);
-    it.row0 = (blockIdx.x % tiles) * kBM;
-    it.rows = static_cast<int>(a.q.tokens - it.row0 < kBM ? a.q.tokens - it.row0 : kBM);
-    it.rb = 0;
-    it.nr = 1;
-  }
-  return true;
-}
-
 // The item's range starts and exclusive prefix lengths in shared memory (the virtual key
 // sequence); returns its length. Ends with a block barrier.
-__device__ int stage_ranges(const AttentionArgs& a, const Item& it, bool sparse, std::int32_t* r_begin,
+__device__ int stage_ranges(const AttentionArgs& a, const AttentionItem& it, bool sparse, std::int32_t* r_begin,
                             std::int32_t* r_cum) {
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
@@ -262,8 +231,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   const bool sparse = a.range_ptr != nullptr;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
-  Item it;
-  if (!item_of<kBM>(a, sparse, it)) return;
+  AttentionItem it;
+  if (!attention_item<kBM>(a, it)) return;
   const int L = stage_ranges(a, it, sparse, r_begin, r_cum);
   const std::int64_t h = it.h;
   const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;

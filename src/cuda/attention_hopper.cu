@@ -64,26 +64,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   const int tid = threadIdx.x;
 
   // The item: (head, first query row, rows) and its key ranges.
-  int head, rows;
-  std::int64_t row0, rb, nr;
-  if (sparse) {
-    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return;
-    const int w = a.item_w[blockIdx.x];
-    head = w / a.kq;
-    const int i = w % a.kq;
-    row0 = a.item_row[blockIdx.x];
-    const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(head) * (a.kq + 1) + i + 1];
-    rows = static_cast<int>(end - row0 < kBM ? end - row0 : kBM);
-    rb = a.range_ptr[w];
-    nr = a.range_ptr[w + 1] - rb;
-  } else {
-    const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
-    head = static_cast<int>(blockIdx.x / tiles);
-    row0 = (blockIdx.x % tiles) * kBM;
-    rows = static_cast<int>(a.q.tokens - row0 < kBM ? a.q.tokens - row0 : kBM);
-    rb = 0;
-    nr = 1;
-  }
+  AttentionItem it;
+  if (!attention_item<kBM>(a, it)) return;
+  const int head = it.h, rows = it.rows;
+  const std::int64_t row0 = it.row0, rb = it.rb, nr = it.nr;
   // An item of at most 64 rows needs one consumer: the other leaves at once, and the tensor cores
   // serve the one that works (no products on padding rows).
   const bool solo = rows <= 64;

@@ -40,6 +40,40 @@ struct AttentionArgs {
   int kq = 0;
 };
 
+#if defined(__CUDACC__)
+// A block's work item in both attention kernels: at most kBM query rows of one query cluster
+// (sparse mode) or of one head's tokens (dense mode), and the item's key ranges [rb, rb + nr).
+struct AttentionItem {
+  int h;
+  std::int64_t row0;  // first permuted query row (sparse) or token (dense)
+  int rows;
+  std::int64_t rb, nr;
+};
+// Block blockIdx.x's item; false past the work list's end (the grid is the list's capacity).
+template <int kBM>
+__device__ __forceinline__ bool attention_item(const AttentionArgs& a, AttentionItem& it) {
+  if (a.range_ptr != nullptr) {
+    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return false;
+    const int w = a.item_w[blockIdx.x];
+    it.h = w / a.kq;
+    const int i = w % a.kq;
+    it.row0 = a.item_row[blockIdx.x];
+    const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(it.h) * (a.kq + 1) + i + 1];
+    it.rows = static_cast<int>(end - it.row0 < kBM ? end - it.row0 : kBM);
+    it.rb = a.range_ptr[w];
+    it.nr = a.range_ptr[w + 1] - it.rb;
+  } else {
+    const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
+    it.h = static_cast<int>(blockIdx.x / tiles);
+    it.row0 = (blockIdx.x % tiles) * kBM;
+    it.rows = static_cast<int>(a.q.tokens - it.row0 < kBM ? a.q.tokens - it.row0 : kBM);
+    it.rb = 0;
+    it.nr = 1;
+  }
+  return true;
+}
+#endif
+
 // Dense mode when args.range_ptr is null: every query attends to every key. Runs the Hopper kernel
 // where attention_hopper_enabled(), else the mma.sync one.
 void launch_attention(const AttentionArgs& args, cudaStream_t stream);
