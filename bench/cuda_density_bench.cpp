@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
         double max_abs = 0, max_rel = 0;
         for (int h = 0; h < H; ++h) {
           max_abs = std::max(max_abs, std::abs(sd[h] - dens[h]));
-          max_rel = std::max(max_rel, std::abs(sd[h] - dens[h]) / dens[h]);
+          if (dens[h] > 0) max_rel = std::max(max_rel, std::abs(sd[h] - dens[h]) / dens[h]);
         }
         std::printf("   sample of %lld rows a head: %8.2f ms per layer; per head |density - every row's| <= %.2e "
                     "(%.2f %% of the head's)\n",

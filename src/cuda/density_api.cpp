@@ -13,7 +13,6 @@
 #include "device_info.hpp"
 #include "device_views.hpp"
 #include "density_math.hpp"
-#include "device_info.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/error.hpp"
 

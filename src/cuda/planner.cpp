@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "attention_kernel.cuh"
@@ -82,6 +83,8 @@ bool available() noexcept {
 }
 
 Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
+  // A constructor that throws runs no destructor: the scratch is released here until the end.
+  std::unique_ptr<Scratch> owned(s_);
   require(shape.heads >= 1 && shape.q_tokens >= 1 && shape.k_tokens >= 1, ErrorKind::invalid_argument,
           "cuda::Planner needs at least one head, query and key");
   require(shape.dim == 128, ErrorKind::unsupported,
@@ -160,6 +163,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   check_cuda(cudaMalloc(&workspace_, bytes_), "cuda::Planner: allocating the workspace");
   Carver real(static_cast<char*>(workspace_));
   carve(real);
+  owned.release();
 }
 
 Planner::~Planner() {
