@@ -14,13 +14,21 @@
 // "useful" is the work at full occupancy, rows x L / 128^2 summed over clusters; the efficiency
 // useful / cost is then comparable with the measured sparse / dense rate ratio. The time lost is
 // split by cause: rows an item leaves empty (or a solo item's idle consumer), the padding of the
-// last key tile, and the per-item overhead.
+// last key tile, and the per-item overhead. It also deals the work list (the heads studied repeated
+// --copies times, standing for a layer's heads) to --sms SMs in list order, each block to the first
+// SM that is free, to price the tail of the grid ("tail": the makespan over the ideal spread), and
+// prices splitting every item of more than --chunk key tiles into pieces whose partial outputs a
+// log-sum-exp merge combines (--merge tile times a piece; "split: time": the makespan over the
+// unsplit one's).
 //   svoo_work_study [--heads H] [--frames F] [--height Y] [--width X] [--solo S] [--overhead O] [--mask M]
+//                   [--sms N] [--copies C] [--chunk T] [--merge M]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <numeric>
+#include <queue>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -41,6 +49,8 @@ struct Priced {
   double waste_rows = 0, waste_keys = 0, waste_overhead = 0;  // cost - useful, by cause
   std::int64_t items = 0, solo_items = 0, pairs = 0;
   double union_over_max = 0;  // summed over pairs
+  std::vector<double> list;   // each item's cost, in the kernel's work-list order (head, cluster, tile)
+  std::vector<double> list_tiles;  // each item's key tiles (for splitting)
 };
 
 // Prices the work list of one head's query clusters.
@@ -73,6 +83,11 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
     waste(128, 1.0, full);
     if (rest > 64) waste(rest, 1.0, 1);
     else if (rest > 0) waste(rest, m.solo, 1);
+    for (std::int64_t k = 0; k < full + (rest > 0 ? 1 : 0); ++k) {
+      const double f = k < full || rest > 64 ? 1.0 : m.solo;
+      out.list.push_back(m.overhead + f * tiles(keys));
+      out.list_tiles.push_back(f * tiles(keys));
+    }
     out.cost += full * item;
     out.cost_paired += full * item;
     out.items += full;
@@ -115,11 +130,47 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
   }
 }
 
+// The makespan of a work list on `sms` SMs, one block an SM, blocks dealt in list order to the
+// first SM that is free (what the hardware does with a grid larger than a wave). `copies` repeats
+// the list (more heads of the same kind). Returns the makespan over the ideal (total / sms).
+double schedule(const std::vector<double>& list, int copies, int sms) {
+  std::priority_queue<double, std::vector<double>, std::greater<double>> free_at;
+  for (int s = 0; s < sms; ++s) free_at.push(0.0);
+  double total = 0, end = 0;
+  for (int c = 0; c < copies; ++c)
+    for (double cost : list) {
+      const double start = free_at.top();
+      free_at.pop();
+      free_at.push(start + cost);
+      end = std::max(end, start + cost);
+      total += cost;
+    }
+  return end / (total / sms);
+}
+
+// The same list with every item longer than `chunk` key tiles split into pieces of at most `chunk`
+// tiles, each a block of its own (overhead + its tiles) plus a merge of the pieces' partial outputs
+// and log-sum-exps (`merge` tile times an extra piece). Returns {makespan, total work} in tile times.
+std::pair<double, double> schedule_split(const Priced& p, const Model& m, double chunk, double merge, int copies,
+                                         int sms) {
+  std::vector<double> list;
+  for (std::size_t i = 0; i < p.list.size(); ++i) {
+    const double t = p.list_tiles[i];
+    const int pieces = t > chunk ? static_cast<int>(std::ceil(t / chunk)) : 1;
+    for (int k = 0; k < pieces; ++k) list.push_back(m.overhead + t / pieces + (pieces > 1 ? merge : 0.0));
+  }
+  double total = 0;
+  for (double c : list) total += c;
+  return {schedule(list, copies, sms) * copies * total / sms, copies * total};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace svoo;
   Model m;
+  int sms = 132, copies = 10;         // H100 SXM; the 4 heads studied stand for 40 (Wan2.1-14B)
+  double chunk = 64, merge = 1.0;     // splitting: key tiles a piece, merge cost a piece (tile times)
   SyntheticConfig sc;
   sc.heads = 4, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 128;
   if (argc % 2 == 0) {  // options come in pairs: a name and its value
@@ -136,14 +187,19 @@ int main(int argc, char** argv) {
     else if (a == "--solo") m.solo = v;
     else if (a == "--overhead") m.overhead = v;
     else if (a == "--mask") m.mask = v;
+    else if (a == "--sms") sms = static_cast<int>(v);
+    else if (a == "--copies") copies = static_cast<int>(v);
+    else if (a == "--chunk") chunk = v;
+    else if (a == "--merge") merge = v;
     else {
       std::fprintf(stderr, "work_study: unknown option %s\n", a.c_str());
       return 2;
     }
   }
   if (sc.heads < 1 || sc.frames < 1 || sc.height < 1 || sc.width < 1 || !(m.solo > 0) || !(m.overhead >= 0) ||
-      !(m.mask >= 0)) {
-    std::fprintf(stderr, "work_study: heads, frames, height, width and solo must be positive, overhead and mask >= 0\n");
+      !(m.mask >= 0) || sms < 1 || copies < 1 || !(chunk >= 1) || !(merge >= 0)) {
+    std::fprintf(stderr, "work_study: heads, frames, height, width, solo, sms, copies must be positive, chunk >= 1, "
+                         "overhead, mask and merge >= 0\n");
     return 2;
   }
   const SyntheticLayer layer = make_synthetic_layer(sc);
@@ -155,8 +211,12 @@ int main(int argc, char** argv) {
   std::printf("%lld heads x %lld tokens, Kq/Kk 256/1024, T = 2; model: overhead %.2f tile times an item, solo %.2f, "
               "mask %.2f\n",
               (long long)H, (long long)N, m.overhead, m.solo, m.mask);
-  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s\n", "target", "density", "items", "solo",
-              "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired");
+  std::printf("schedule: the list repeated %d times on %d SMs in list order; split: pieces of <= %.0f key tiles, "
+              "merge %.2f tile times a piece\n",
+              copies, sms, chunk, merge);
+  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s\n", "target", "density", "items", "solo",
+              "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired", "tail",
+              "split: time");
   for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
     double lo = 0.0, hi = 1.0, density = 0;
     Selection sel;
@@ -174,10 +234,17 @@ int main(int argc, char** argv) {
     for (std::int64_t h = 0; h < H; ++h) price_head(layout, sel, c, h, m, p);
     // Without ragged work: every item full (128 rows, whole key tiles), the per-item overhead kept.
     const double no_ragged = p.useful / (p.useful + m.overhead * p.items);
-    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f\n", d, density,
-                (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items), p.useful / p.cost,
-                no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost, (long long)p.pairs,
-                p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired);
+    // tail: the makespan over the ideal spread of the same work; split: the split list's makespan
+    // over the unsplit one's.
+    const double tail = schedule(p.list, copies, sms);
+    const double unsplit = tail * copies * p.cost / sms;
+    const auto [split_makespan, split_work] = schedule_split(p, m, chunk, merge, copies, sms);
+    (void)split_work;
+    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f\n",
+                d, density, (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items),
+                p.useful / p.cost, no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost,
+                (long long)p.pairs, p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired, tail,
+                split_makespan / unsplit);
   }
   return 0;
 }
