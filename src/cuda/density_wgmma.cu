@@ -93,6 +93,13 @@ static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "s
   const std::uint32_t d0 = ptx::smem_addr(dst + swizzled(r0, t & 15));
   const unsigned char* s0 = reinterpret_cast<const unsigned char*>(kh + (key0 + r0) * stride) + (t & 15) * 16;
   const std::int64_t step = 16 * stride * 2;
+  if (key0 + 128 <= nk) {  // a whole tile (all but an item's last): no checks, the address stepped
+    const unsigned char* src = s0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j, src += step)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d0 + j * 2048), "l"(src));
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const bool ok = key0 + r0 + 16 * j < nk;
