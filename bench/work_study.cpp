@@ -28,7 +28,6 @@
 #include <cstdlib>
 #include <numeric>
 #include <queue>
-#include <utility>
 #include <string>
 #include <vector>
 
@@ -150,9 +149,8 @@ double schedule(const std::vector<double>& list, int copies, int sms) {
 
 // The same list with every item longer than `chunk` key tiles split into pieces of at most `chunk`
 // tiles, each a block of its own (overhead + its tiles) plus a merge of the pieces' partial outputs
-// and log-sum-exps (`merge` tile times an extra piece). Returns {makespan, total work} in tile times.
-std::pair<double, double> schedule_split(const Priced& p, const Model& m, double chunk, double merge, int copies,
-                                         int sms) {
+// and log-sum-exps (`merge` tile times a piece of a split item). Returns the makespan in tile times.
+double schedule_split(const Priced& p, const Model& m, double chunk, double merge, int copies, int sms) {
   std::vector<double> list;
   for (std::size_t i = 0; i < p.list.size(); ++i) {
     const double t = p.list_tiles[i];
@@ -161,7 +159,7 @@ std::pair<double, double> schedule_split(const Priced& p, const Model& m, double
   }
   double total = 0;
   for (double c : list) total += c;
-  return {schedule(list, copies, sms) * copies * total / sms, copies * total};
+  return schedule(list, copies, sms) * copies * total / sms;
 }
 
 }  // namespace
@@ -238,8 +236,7 @@ int main(int argc, char** argv) {
     // over the unsplit one's.
     const double tail = schedule(p.list, copies, sms);
     const double unsplit = tail * copies * p.cost / sms;
-    const auto [split_makespan, split_work] = schedule_split(p, m, chunk, merge, copies, sms);
-    (void)split_work;
+    const double split_makespan = schedule_split(p, m, chunk, merge, copies, sms);
     std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f\n",
                 d, density, (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items),
                 p.useful / p.cost, no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost,
