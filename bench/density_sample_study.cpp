@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "svoo/measures.hpp"
 #include "svoo/synthetic.hpp"
 
@@ -26,23 +28,14 @@ int main(int argc, char** argv) {
   using namespace svoo;
   double tau = 0.95;
   int frames = 21, rows = 48;
-  if (argc % 2 == 0) {  // options come in pairs: a name and its value
-    std::fprintf(stderr, "%s: option %s needs a value\n", argv[0], argv[argc - 1]);
-    return 2;
-  }
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--tau") tau = std::atof(argv[i + 1]);
-    else if (a == "--frames") frames = std::atoi(argv[i + 1]);
-    else if (a == "--rows") rows = std::atoi(argv[i + 1]);
-    else {
-      std::fprintf(stderr, "density_sample_study: unknown option %s\n", a.c_str());
-      return 2;
-    }
-  }
-  if (!(tau > 0.0 && tau < 1.0) || frames < 1 || rows < 1) {
-    std::fprintf(stderr, "density_sample_study: need 0 < tau < 1, frames >= 1, rows >= 1 (got %g, %d, %d)\n", tau,
-                 frames, rows);
+  CLI::App app{"CPU study: could a sample of the keys replace the histogram pass? (see the file's header)",
+               "svoo_density_sample_study"};
+  app.add_option("--tau", tau, "mass threshold")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--frames", frames, "latent frames")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--rows", rows, "rows checked a head")->check(CLI::Range(1, 1 << 20));
+  CLI11_PARSE(app, argc, argv);
+  if (!(tau > 0.0 && tau < 1.0)) {
+    std::fprintf(stderr, "density_sample_study: --tau must lie strictly between 0 and 1 (got %g)\n", tau);
     return 2;
   }
   SyntheticConfig sc;

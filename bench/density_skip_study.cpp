@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "cpu/gemm.hpp"
 #include "cuda/density_search.hpp"
 #include "svoo/synthetic.hpp"
@@ -30,22 +32,14 @@ int main(int argc, char** argv) {
   double tau = 0.9;
   int every = 16;
   std::string data = "synthetic";
-  if (argc % 2 == 0) {
-    std::fprintf(stderr, "%s: option %s needs a value\n", argv[0], argv[argc - 1]);
-    return 2;
-  }
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--tau") tau = std::atof(argv[i + 1]);
-    else if (a == "--every") every = std::atoi(argv[i + 1]);
-    else if (a == "--data") data = argv[i + 1];
-    else {
-      std::fprintf(stderr, "density_skip_study: unknown option %s\n", a.c_str());
-      return 2;
-    }
-  }
-  if (!(tau > 0.0 && tau < 1.0) || every < 1 || (data != "synthetic" && data != "normal")) {
-    std::fprintf(stderr, "density_skip_study: need 0 < tau < 1, every >= 1, data synthetic|normal\n");
+  CLI::App app{"CPU study: which key tiles could the GPU tau-density's passes 2 and 3 skip? (see the file's header)",
+               "svoo_density_skip_study"};
+  app.add_option("--tau", tau, "mass threshold")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--every", every, "study every n-th row")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--data", data, "synthetic or normal")->check(CLI::IsMember({"synthetic", "normal"}));
+  CLI11_PARSE(app, argc, argv);
+  if (!(tau > 0.0 && tau < 1.0)) {
+    std::fprintf(stderr, "density_skip_study: --tau must lie strictly between 0 and 1 (got %g)\n", tau);
     return 2;
   }
   // The layer of svoo_cuda_density_bench (Wan2.1-1.3B 720p).

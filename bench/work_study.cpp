@@ -31,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "svoo/cpu.hpp"
 #include "svoo/selection.hpp"
 #include "svoo/synthetic.hpp"
@@ -171,35 +173,21 @@ int main(int argc, char** argv) {
   double chunk = 64, merge = 1.0;     // splitting: key tiles a piece, merge cost a piece (tile times)
   SyntheticConfig sc;
   sc.heads = 4, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 128;
-  if (argc % 2 == 0) {  // options come in pairs: a name and its value
-    std::fprintf(stderr, "%s: option %s needs a value\n", argv[0], argv[argc - 1]);
-    return 2;
-  }
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    const double v = std::atof(argv[i + 1]);
-    if (a == "--heads") sc.heads = static_cast<int>(v);
-    else if (a == "--frames") sc.frames = static_cast<int>(v);
-    else if (a == "--height") sc.height = static_cast<int>(v);
-    else if (a == "--width") sc.width = static_cast<int>(v);
-    else if (a == "--solo") m.solo = v;
-    else if (a == "--overhead") m.overhead = v;
-    else if (a == "--mask") m.mask = v;
-    else if (a == "--sms") sms = static_cast<int>(v);
-    else if (a == "--copies") copies = static_cast<int>(v);
-    else if (a == "--chunk") chunk = v;
-    else if (a == "--merge") merge = v;
-    else {
-      std::fprintf(stderr, "work_study: unknown option %s\n", a.c_str());
-      return 2;
-    }
-  }
-  if (sc.heads < 1 || sc.frames < 1 || sc.height < 1 || sc.width < 1 || !(m.solo > 0) || !(m.overhead >= 0) ||
-      !(m.mask >= 0) || sms < 1 || copies < 1 || !(chunk >= 1) || !(merge >= 0)) {
-    std::fprintf(stderr, "work_study: heads, frames, height, width, solo, sms, copies must be positive, chunk >= 1, "
-                         "overhead, mask and merge >= 0\n");
-    return 2;
-  }
+  CLI::App app{"CPU study of the attention kernel's work list (see the file's header)", "svoo_work_study"};
+  app.add_option("--heads", sc.heads, "synthetic heads co-clustered")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--frames", sc.frames, "latent frames")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--height", sc.height, "latent height")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--width", sc.width, "latent width")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--solo", m.solo, "cost of an item of <= 64 rows, in full items")
+      ->check(CLI::Range(1e-3, 1e3));
+  app.add_option("--overhead", m.overhead, "an item's start and finish, tile times")->check(CLI::Range(0.0, 1e9));
+  app.add_option("--mask", m.mask, "masking cost of a paired item, per tile")->check(CLI::Range(0.0, 1e9));
+  app.add_option("--sms", sms, "SMs the work list is dealt to")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--copies", copies, "times the heads studied repeat in the list")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--chunk", chunk, "split: key tiles a piece at most")->check(CLI::Range(1.0, 1e9));
+  app.add_option("--merge", merge, "split: merge cost a piece, tile times")->check(CLI::Range(0.0, 1e9));
+  CLI11_PARSE(app, argc, argv);
   const SyntheticLayer layer = make_synthetic_layer(sc);
   const std::int64_t H = sc.heads, N = layer.q.shape()[1];
   ClusterConfig cfg;
