@@ -41,6 +41,9 @@ TEST(CudaValidation, DenseAttentionRejectsBadViews) {
   TensorView odd = q;
   odd.strides = {64 * 130, 130, 1, 0};  // rows not on 16-byte boundaries
   expect_error([&] { cuda::dense_attention(odd, q, q, q); }, ErrorKind::stride, "16-byte");
+  TensorView far = q;
+  far.strides = {std::int64_t{1} << 31, std::int64_t{1} << 31, 1, 0};  // rows 4 GiB apart
+  expect_error([&] { cuda::dense_attention(q, far, q, q); }, ErrorKind::stride, "k rows must be less than 4 GiB apart");
   TensorView col = q;
   col.strides = {64 * 128, 1, 64, 0};
   expect_error([&] { cuda::dense_attention(col, q, q, q); }, ErrorKind::stride, "contiguous in head_dim");

@@ -228,6 +228,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   auto* r_begin = reinterpret_cast<std::int32_t*>(sv + kTileElems);
   auto* r_cum = r_begin + kMaxRanges;  // kMaxRanges + 1 entries
   __shared__ std::int32_t s_tok[2][kBN];  // key tokens of a tile's rows, -1 past the end; two tiles
+  __shared__ std::int32_t q_tok[kBM];     // the item's query tokens, read once for Q and the epilogue
   const bool sparse = a.range_ptr != nullptr;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
@@ -249,6 +250,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
     const bool ok = r < it.rows;
     const std::int64_t tok = ok ? (sparse ? qperm[it.row0 + r] : it.row0 + r) : 0;
     cp_async16(sq + r * kPitch + cc, qbase + tok * a.q.row_stride + cc, ok ? 16 : 0);
+    if (cc == 0) q_tok[r] = static_cast<std::int32_t>(tok);  // block barriers below order it before its reads
   }
   commit();
   const int tiles = (L + kBN - 1) / kBN;
@@ -263,22 +265,29 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   // latency is paid once, not once a copy (Nsight, run76: 12 % of the stall samples were a copy's
   // address waiting for its token).
   // A whole tile (every tile but an item's last) has no rows past the end: no checks.
-  auto issue = [&](std::uint16_t* dst, const std::uint16_t* base, std::int64_t stride, int stage, int tile) {
+  // A copy's source is this thread's piece of row 0 plus token x row pitch (32-bit, bytes: the
+  // views' check), one wide multiply-add: 2 instructions a copy with the copy, where 64-bit
+  // element arithmetic took 7.
+  const auto kpiece = reinterpret_cast<std::uint64_t>(kbase + cc), vpiece = reinterpret_cast<std::uint64_t>(vbase + cc);
+  const auto kpitch = static_cast<std::uint32_t>(a.k.row_stride * 2), vpitch = static_cast<std::uint32_t>(a.v.row_stride * 2);
+  auto issue = [&](std::uint16_t* dst, std::uint64_t piece, std::uint32_t pitch, int stage, int tile) {
     std::int32_t tok[kBN / 8];
 #pragma unroll
     for (int i = 0; i < kBN / 8; ++i) tok[i] = s_tok[stage][crow + 8 * i];
     if ((tile + 1) * kBN <= L) {
 #pragma unroll
       for (int i = 0; i < kBN / 8; ++i)
-        ptx::cp_async16(dst + (crow + 8 * i) * kPitch + cc, base + static_cast<std::int64_t>(tok[i]) * stride + cc);
+        ptx::cp_async16(dst + (crow + 8 * i) * kPitch + cc,
+                        reinterpret_cast<const void*>(piece + ptx::mul_wide(static_cast<std::uint32_t>(tok[i]), pitch)));
       return;
     }
 #pragma unroll
     for (int i = 0; i < kBN / 8; ++i)
-      cp_async16(dst + (crow + 8 * i) * kPitch + cc, base + static_cast<std::int64_t>(tok[i] < 0 ? 0 : tok[i]) * stride + cc,
+      cp_async16(dst + (crow + 8 * i) * kPitch + cc,
+                 reinterpret_cast<const void*>(piece + ptx::mul_wide(static_cast<std::uint32_t>(tok[i] < 0 ? 0 : tok[i]), pitch)),
                  tok[i] < 0 ? 0 : 16);
   };
-  if (tiles > 0) issue(sk, kbase, a.k.row_stride, 0, 0);
+  if (tiles > 0) issue(sk, kpiece, kpitch, 0, 0);
   commit();
 
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
@@ -300,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
     const int st = t & 1;
     wait_groups<0>();
     __syncthreads();  // K(t) (and Q) landed; every warp is done with V(t - 1)
-    issue(sv, vbase, a.v.row_stride, st, t);
+    issue(sv, vpiece, vpitch, st, t);
     commit();
     if constexpr (kMT == 1) {
       if (t == 0 && act > 0) {
@@ -320,7 +329,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
     }
     wait_groups<0>();
     __syncthreads();  // V(t) landed; every warp is done with K(t); tile t + 1's tokens visible
-    if (t + 1 < tiles) issue(sk, kbase, a.k.row_stride, st ^ 1, t + 1);
+    if (t + 1 < tiles) issue(sk, kpiece, kpitch, st ^ 1, t + 1);
     commit();
     if (act == kMT) tile_update<kBf16, kMT, kMT>(s, o, m_row, l_row, sv, t, L, lane, scale_log2);
     else if (kMT > 1 && act == 1) tile_update<kBf16, kMT, 1>(s, o, m_row, l_row, sv, t, L, lane, scale_log2);
@@ -339,8 +348,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
       inv[mt][half] = l > 0.f ? 1.f / l : 0.f;
       const int r = warp * kWR + mt * 16 + half * 8 + lane / 4;
       if (a.lse && lane % 4 == 0 && r < it.rows) {
-        const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
-        a.lse[h * a.q.tokens + tok] =
+        a.lse[h * a.q.tokens + q_tok[r]] =
             l > 0.f ? m_row[mt][half] * (scale_log2 / 1.4426950408889634f) + logf(l) : -INFINITY;
       }
     }
@@ -361,8 +369,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   for (int i = 0; i < kBM / 8; ++i) {
     const int r = crow + 8 * i;
     if (r >= it.rows) continue;
-    const std::int64_t tok = sparse ? qperm[it.row0 + r] : it.row0 + r;
-    *reinterpret_cast<uint4*>(obase + tok * a.out.row_stride + cc) = *reinterpret_cast<const uint4*>(sq + r * kPitch + cc);
+    *reinterpret_cast<uint4*>(obase + static_cast<std::int64_t>(q_tok[r]) * a.out.row_stride + cc) = *reinterpret_cast<const uint4*>(sq + r * kPitch + cc);
   }
 }
 

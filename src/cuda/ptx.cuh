@@ -14,6 +14,15 @@ __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// The 64-bit product of 32-bit a and b (mul.wide.u32). Written as a 64-bit multiply in C++, the
+// compiler hoisted b's widening out of the loop and ptxas then added a zero high word to each
+// product; this way an address a * b + base is one IMAD.WIDE.U32.
+__device__ __forceinline__ std::uint64_t mul_wide(std::uint32_t a, std::uint32_t b) {
+  std::uint64_t d;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(d) : "r"(a), "r"(b));
+  return d;
+}
+
 // 16-byte asynchronous copy; src_bytes = 0 zero-fills (rows past the end).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
