@@ -2,8 +2,12 @@
 # Runs on a lent GPU machine, from the repository root, with binaries built here and carried in
 # .carry/ (see bench/carry.sh): the GPU check, compute-sanitizer on a quick pass, the planning
 # benchmark and cuDNN dense attention timed in the same run. Output: $OUT/*.log, *.json.
-#   bench/device_run.sh [check] [sanitize] [bench] [attn] [attn80] [density] [dense]   (default: all but attn80)
+#   bench/device_run.sh [check] [sanitize] [bench] [attn] [attn80] [density] [dense] [ab]   (default: all but attn80, ab)
 # attn80: the attention benchmark with the mma.sync kernel forced (SVOO_ATTN_KERNEL=sm80).
+# ab: a change timed against the code before it, interleaved on the same card: AB_BINS names the
+#   binaries in .carry/bin (e.g. "svoo_cuda_attention_bench svoo_cuda_attention_bench_base", the
+#   second built before the change), AB_ROUNDS the rounds (2), AB_ARGS the benchmark's options
+#   (e.g. "--shape wan14b-720p"); SVOO_* variables pass through (SVOO_ATTN_KERNEL=sm80 ...).
 set -uo pipefail
 [ -f .carry/bundle.tar.xz ] && tar -xJf .carry/bundle.tar.xz -C .carry
 export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
@@ -28,6 +32,14 @@ for s in $steps; do
       timeout 200 .carry/bin/svoo_gpu_density_check 2>&1 | tee "$out/density_check.log"
       timeout 200 .carry/bin/svoo_cuda_density_bench --heads 12 --heads 40 --json "$out/density_bench.json" 2>&1 |
         tee "$out/density_bench.log" ;;
+    ab)
+      for r in $(seq "${AB_ROUNDS:-2}"); do
+        for b in ${AB_BINS:?ab: AB_BINS names the binaries to compare}; do
+          timeout 200 ".carry/bin/$b" ${AB_ARGS:-} --json "$out/ab_${b}_$r.json" >"$out/ab_${b}_$r.log" 2>&1
+          echo "$b, round $r: exit $?"
+          grep -v '^#' "$out/ab_${b}_$r.log" | head -12
+        done
+      done ;;
     dense) timeout 120 python3 .carry/dense_baseline.py --shape 40x75600 --shape 12x75600 --shape 12x32760 \
              --json "$out/dense_baseline.json" 2>&1 | tee "$out/dense_baseline.log" ;;
   esac
