@@ -3,7 +3,7 @@
 // 10, 15, 20 and 30 % (every row keeps its top-scoring key clusters, as many as that takes). Reports ms,
 // the measured block density, effective TFLOP/s (4 * kept pairs * 128 / time) and our dense path.
 // Time cuDNN dense attention in the same run for the ratio (../shared/tools/dense_baseline.py).
-//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]...
+//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--profile-dense]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,6 +11,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "../tests/gpu/device_buffer.hpp"
 #include "timing.hpp"
@@ -34,19 +36,21 @@ int main(int argc, char** argv) {
   using namespace svoo;
   std::string json_path;
   std::vector<std::string> only;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--shape" && i + 1 < argc) only.push_back(argv[++i]);
-    else if (a == "--profile-dense") {  // two dense calls on random data, for a profiler
-      if (!cuda::available()) return 77;
-      HostTensor hq(DType::bf16, {12, 32760, 128});
-      for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, 0.01f * static_cast<float>((i * 7919) % 201 - 100));
-      test::DeviceTensor q(hq), o(DType::bf16, {12, 32760, 128});
-      for (int r = 0; r < 2; ++r) cuda::dense_attention(q.view(), q.view(), q.view(), o.view());
-      cuda_ok(cudaDeviceSynchronize(), "profile");
-      return 0;
-    }
+  bool profile_dense = false;
+  CLI::App app{"Benchmark of the CUDA sparse attention kernel (see the file's header)", "svoo_cuda_attention_bench"};
+  app.add_option("--json", json_path, "write the results here");
+  app.add_option("--shape", only, "only these shapes (repeatable)")
+      ->check(CLI::IsMember({"wan1.3b-480p", "wan1.3b-720p", "wan14b-720p"}));
+  app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
+  CLI11_PARSE(app, argc, argv);
+  if (profile_dense) {
+    if (!cuda::available()) return 77;
+    HostTensor hq(DType::bf16, {12, 32760, 128});
+    for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, 0.01f * static_cast<float>((i * 7919) % 201 - 100));
+    test::DeviceTensor q(hq), o(DType::bf16, {12, 32760, 128});
+    for (int r = 0; r < 2; ++r) cuda::dense_attention(q.view(), q.view(), q.view(), o.view());
+    cuda_ok(cudaDeviceSynchronize(), "profile");
+    return 0;
   }
   if (!cuda::available()) return 77;
   cudaDeviceProp prop;

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "../tests/gpu/device_buffer.hpp"
 #include "timing.hpp"
 #include "svoo/cuda.hpp"
@@ -29,15 +31,17 @@ int main(int argc, char** argv) {
   std::vector<std::string> data_list;
   std::vector<std::int64_t> samples;
   bool breakdown = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--tau" && i + 1 < argc) tau = std::atof(argv[++i]);
-    else if (a == "--heads" && i + 1 < argc) heads_list.push_back(std::atoi(argv[++i]));
-    else if (a == "--data" && i + 1 < argc) data_list.push_back(argv[++i]);
-    else if (a == "--rows" && i + 1 < argc) samples.push_back(std::atoll(argv[++i]));
-    else if (a == "--breakdown") breakdown = true;  // also time pass 1 alone (SVOO_DENSITY_PASSES=1)
-  }
+  CLI::App app{"Benchmark of the GPU tau-density over every row of a 720p layer (see the file's header)",
+               "svoo_cuda_density_bench"};
+  app.add_option("--json", json_path, "write the results here");
+  app.add_option("--tau", tau, "mass threshold")->check(CLI::Range(1e-6, 1.0));
+  app.add_option("--heads", heads_list, "heads of the layer (repeatable; default 12)")->check(CLI::Range(1, 4096));
+  app.add_option("--data", data_list, "synthetic or normal (repeatable; default both)")
+      ->check(CLI::IsMember({"synthetic", "normal"}));
+  app.add_option("--rows", samples, "also time a stated sample of R rows a head (repeatable)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{75600}));
+  app.add_flag("--breakdown", breakdown, "also time the runs stopped after pass 1 and after pass 2");
+  CLI11_PARSE(app, argc, argv);
   if (heads_list.empty()) heads_list = {12};
   if (data_list.empty()) data_list = {"synthetic", "normal"};
   if (!cuda::available()) return 77;

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "../src/cuda/attention_kernel.cuh"
 #include "../src/cuda/cluster_ops.cuh"
 #include "../src/cuda/kernels.cuh"
@@ -208,16 +210,18 @@ int main(int argc, char** argv) {
   using namespace svoo;
   std::string json_path;
   std::vector<std::string> only;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--shape" && i + 1 < argc) only.push_back(argv[++i]);
-    else if (a == "--breakdown") {
-      if (!cuda::available()) return 77;
-      breakdown(40, 75600, 256, 1024);
-      select_breakdown(40, 75600, 256, 1024);
-      return 0;
-    }
+  bool by_stage = false;
+  CLI::App app{"Benchmark of the CUDA planning steps (see the file's header)", "svoo_cuda_plan_bench"};
+  app.add_option("--json", json_path, "write the results here");
+  app.add_option("--shape", only, "only these shapes (repeatable)")
+      ->check(CLI::IsMember({"wan14b-720p", "wan1.3b-720p", "wan1.3b-480p"}));
+  app.add_flag("--breakdown", by_stage, "time each stage of one iteration at Wan2.1-14B 720p, and nothing else");
+  CLI11_PARSE(app, argc, argv);
+  if (by_stage) {
+    if (!cuda::available()) return 77;
+    breakdown(40, 75600, 256, 1024);
+    select_breakdown(40, 75600, 256, 1024);
+    return 0;
   }
   if (!cuda::available()) {
     std::printf("no CUDA device\n");

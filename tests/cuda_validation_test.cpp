@@ -44,6 +44,9 @@ TEST(CudaValidation, DenseAttentionRejectsBadViews) {
   TensorView far = q;
   far.strides = {std::int64_t{1} << 31, std::int64_t{1} << 31, 1, 0};  // rows 4 GiB apart
   expect_error([&] { cuda::dense_attention(q, far, q, q); }, ErrorKind::stride, "k rows must be less than 4 GiB apart");
+  TensorView backwards = q;
+  backwards.strides = {-64 * 128, 128, 1, 0};  // heads stored last to first
+  expect_error([&] { cuda::dense_attention(q, q, backwards, q); }, ErrorKind::stride, "v must not have negative strides");
   TensorView col = q;
   col.strides = {64 * 128, 1, 64, 0};
   expect_error([&] { cuda::dense_attention(col, q, q, q); }, ErrorKind::stride, "contiguous in head_dim");

@@ -21,8 +21,10 @@ RowsView device_rows(const TensorView& t, const std::string& who, const std::int
           ErrorKind::stride, who + " rows must start on 16-byte boundaries (strides multiple of 8), got " + t.describe());
   // The kernels address a row as base + token x row pitch with a 32-bit pitch in bytes (one wide
   // multiply-add a copy).
-  require(t.strides[0] >= 0 && t.strides[1] >= 0 && t.strides[1] * 2 < (std::int64_t{1} << 32), ErrorKind::stride,
-          who + " rows must be less than 4 GiB apart (a row stride of 0 to 2^31 - 1 elements), got " + t.describe());
+  require(t.strides[0] >= 0 && t.strides[1] >= 0, ErrorKind::stride,
+          who + " must not have negative strides, got " + t.describe());
+  require(t.strides[1] * 2 < (std::int64_t{1} << 32), ErrorKind::stride,
+          who + " rows must be less than 4 GiB apart (a row stride below 2^31 elements), got " + t.describe());
   RowsView r;
   r.data = t.data;
   r.elem = t.dtype == DType::bf16 ? Elem::bf16 : Elem::f16;

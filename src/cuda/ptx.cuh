@@ -14,9 +14,10 @@ __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// The 64-bit product of 32-bit a and b (mul.wide.u32). Written as a 64-bit multiply in C++, the
+// The 64-bit product of 32-bit a and b (mul.wide.u32), so that an address base + a * b is one
+// IMAD.WIDE.U32. (Written as a 64-bit multiply in C++, in an experimental Hopper producer, the
 // compiler hoisted b's widening out of the loop and ptxas then added a zero high word to each
-// product; this way an address a * b + base is one IMAD.WIDE.U32.
+// product.)
 __device__ __forceinline__ std::uint64_t mul_wide(std::uint32_t a, std::uint32_t b) {
   std::uint64_t d;
   asm("mul.wide.u32 %0, %1, %2;" : "=l"(d) : "r"(a), "r"(b));
