@@ -219,7 +219,7 @@ __device__ __forceinline__ void tile_update(float (&s)[kMT][kBN / 8][4], float (
 // while the softmax and P V(t) run; each tile's key tokens are fetched a tile ahead into a
 // register, so no warp waits on the permutation's global load at a barrier.
 template <bool kBf16, int kWR>
-__global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a, bool spread_short) {
   constexpr int kBM = 4 * kWR, kMT = kWR / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto* sq = reinterpret_cast<std::uint16_t*>(smem_raw);
@@ -291,10 +291,14 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   commit();
 
   const float scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(kD));
+  // The warp's rows: kWR from warp * kWR; an item of at most 64 rows (a cluster's short last
+  // tile) spreads them 16 a warp (spread_short), so that all four warps work on it instead of two.
+  const bool spread = spread_short && kMT > 1 && it.rows <= 64;
+  const int wr0 = warp * (spread ? 16 : kWR);
   // Row tiles of 16 this warp computes: those holding some of the item's rows.
-  const int warp_rows = it.rows - warp * kWR;
-  const int act = warp_rows <= 0 ? 0 : warp_rows >= kWR ? kMT : (warp_rows + 15) / 16;
-  const std::uint16_t* sq_warp = sq + warp * kWR * kPitch;
+  const int warp_rows = it.rows - wr0;
+  const int act = warp_rows <= 0 ? 0 : spread ? 1 : warp_rows >= kWR ? kMT : (warp_rows + 15) / 16;
+  const std::uint16_t* sq_warp = sq + wr0 * kPitch;
   std::uint32_t qf[kMT == 1 ? kD / 16 : 1][4];
   float o[kMT][kD / 8][4];
 #pragma unroll
@@ -336,7 +340,13 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
   }
   wait_groups<0>();
 
-  // Normalise, stage the tile in shared memory, write rows through the query permutation.
+  // Normalise, stage the tile in shared memory, write rows through the query permutation. (The
+  // warp's first row and the spread flag are recomputed here: kept live through the loop, they
+  // made ptxas spill on sm_80.)
+  {
+  const bool spread = spread_short && kMT > 1 && it.rows <= 64;
+  const int wr0 = warp * (spread ? 16 : kWR);
+  const int act = it.rows - wr0 <= 0 ? 0 : spread ? 1 : kMT;
   float inv[kMT][2];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
@@ -346,23 +356,26 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       inv[mt][half] = l > 0.f ? 1.f / l : 0.f;
-      const int r = warp * kWR + mt * 16 + half * 8 + lane / 4;
-      if (a.lse && lane % 4 == 0 && r < it.rows) {
+      const int r = wr0 + mt * 16 + half * 8 + lane / 4;
+      if (a.lse && lane % 4 == 0 && r < it.rows && mt < act) {
         a.lse[h * a.q.tokens + q_tok[r]] =
             l > 0.f ? m_row[mt][half] * (scale_log2 / 1.4426950408889634f) + logf(l) : -INFINITY;
       }
     }
   __syncthreads();
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
+  for (int mt = 0; mt < kMT; ++mt) {
+    // Spread: the warp's second row tile is the next warp's first (and its O is zero).
+    if (spread && mt > 0) break;
 #pragma unroll
     for (int n = 0; n < kD / 8; ++n)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int r = warp * kWR + mt * 16 + half * 8 + lane / 4, c = n * 8 + (lane % 4) * 2;
+        const int r = wr0 + mt * 16 + half * 8 + lane / 4, c = n * 8 + (lane % 4) * 2;
         *reinterpret_cast<std::uint32_t*>(sq + r * kPitch + c) =
             pack2<kBf16>(o[mt][n][half * 2] * inv[mt][half], o[mt][n][half * 2 + 1] * inv[mt][half]);
       }
+  }
   __syncthreads();
   auto* obase = static_cast<std::uint16_t*>(a.out.data) + h * a.out.head_stride;
 #pragma unroll
@@ -370,6 +383,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a)
     const int r = crow + 8 * i;
     if (r >= it.rows) continue;
     *reinterpret_cast<uint4*>(obase + static_cast<std::int64_t>(q_tok[r]) * a.out.row_stride + cc) = *reinterpret_cast<const uint4*>(sq + r * kPitch + cc);
+  }
   }
 }
 
@@ -419,13 +433,22 @@ int attention_rows() {
 
 namespace {
 
+// SVOO_ATTN_SPREAD=0 keeps short items on two warps (for comparison).
+bool spread_short_items() {
+  static const bool on = [] {
+    const char* e = std::getenv("SVOO_ATTN_SPREAD");
+    return !(e && e[0] == '0' && e[1] == 0);
+  }();
+  return on;
+}
+
 template <bool kBf16, int kWR>
 void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   constexpr int kBM = 4 * kWR;
   const std::int64_t grid = a.range_ptr ? a.item_capacity : a.q.heads * ((a.q.tokens + kBM - 1) / kBM);
   if (grid == 0) return;
   cudaFuncSetAttribute(attention_kernel<kBf16, kWR>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<kWR>());
-  attention_kernel<kBf16, kWR><<<static_cast<unsigned>(grid), kThreads, smem_bytes<kWR>(), stream>>>(a);
+  attention_kernel<kBf16, kWR><<<static_cast<unsigned>(grid), kThreads, smem_bytes<kWR>(), stream>>>(a, spread_short_items());
 }
 
 }  // namespace
