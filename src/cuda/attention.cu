@@ -341,8 +341,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a,
   wait_groups<0>();
 
   // Normalise, stage the tile in shared memory, write rows through the query permutation. (The
-  // warp's first row and the spread flag are recomputed here: kept live through the loop, they
-  // made ptxas spill on sm_80.)
+  // warp's first row and the spread flag are recomputed here rather than kept live through the
+  // loop. The sm_80 code still spills 8 bytes, the key permutation's pointer, read once a tile;
+  // passing it at each lookup instead removed the spill but made the sm_90a code ~1 % slower,
+  // run101. The sm_90a code has no spill.)
   {
   const bool spread = spread_short && kMT > 1 && it.rows <= 64;
   const int wr0 = warp * (spread ? 16 : kWR);
