@@ -8,8 +8,12 @@
 // side. It reports, per head, how many rows' true crossing falls outside that window (each would
 // need the exact search again) and the share of all keys inside it (what a refine pass would bin),
 // next to the share of keys in the crossing's octave (what the exact two-pass search bins).
+// With --errors it asks the same of wide windows instead: for samples of every 8th, 16th and 32nd
+// key, how far (in octaves of p) the sample's crossing lies from the true one, per head: the rows
+// off by more than 1, 1.5 and 2 octaves (a pass with thresholds that many octaves either side of
+// the sample's crossing would have to search those rows again) and the extreme errors.
 // Findings and what they decided: docs/cuda-backend.md ("The GPU tau-density").
-//   svoo_density_sample_study [--tau T] [--frames F] [--rows R]
+//   svoo_density_sample_study [--tau T] [--frames F] [--rows R] [--errors]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,11 +32,13 @@ int main(int argc, char** argv) {
   using namespace svoo;
   double tau = 0.95;
   int frames = 21, rows = 48;
+  bool errors = false;
   CLI::App app{"CPU study: could a sample of the keys replace the histogram pass? (see the file's header)",
                "svoo_density_sample_study"};
   app.add_option("--tau", tau, "mass threshold")->check(CLI::Range(0.0, 1.0));
   app.add_option("--frames", frames, "latent frames")->check(CLI::Range(1, 1 << 20));
   app.add_option("--rows", rows, "rows checked a head")->check(CLI::Range(1, 1 << 20));
+  app.add_flag("--errors", errors, "the sample's crossing error in octaves (samples of 1/8, 1/16, 1/32 of the keys)");
   CLI11_PARSE(app, argc, argv);
   if (!(tau > 0.0 && tau < 1.0)) {
     std::fprintf(stderr, "density_sample_study: --tau must lie strictly between 0 and 1 (got %g)\n", tau);
@@ -47,6 +53,54 @@ int main(int argc, char** argv) {
   const std::int64_t N = layer.q.shape()[1];
   const double sl2 = 1.4426950408889634 / std::sqrt(static_cast<double>(D));
   constexpr int kPerOctave = 8, kBins = kPerOctave * 40;
+  // Row qi's scores against every key of head h, in double precision.
+  auto row_scores = [&](int h, std::int64_t qi) {
+    std::vector<double> s(static_cast<std::size_t>(N));
+    for (std::int64_t j = 0; j < N; ++j) {
+      double acc = 0;
+      for (int d = 0; d < D; ++d)
+        acc += static_cast<double>(layer.q.get((h * N + qi) * D + d)) * layer.k.get((h * N + j) * D + d);
+      s[j] = acc;
+    }
+    return s;
+  };
+  if (errors) {
+    // log2 of the crossing probability of keys off, off + stride, ... (p relative to the row max).
+    auto crossing = [&](const std::vector<double>& s, double mx, int stride, int off) {
+      std::vector<float> p;
+      for (std::int64_t j = off; j < N; j += stride) p.push_back(static_cast<float>(std::exp2((s[j] - mx) * sl2)));
+      const std::int64_t c = tau_count(p.data(), static_cast<std::int64_t>(p.size()), tau);
+      std::nth_element(p.begin(), p.begin() + (c - 1), p.end(), std::greater<float>());
+      return std::log2(static_cast<double>(p[c - 1]));
+    };
+    const int strides[3] = {8, 16, 32};
+    std::printf("tau %.3f, %lld keys, %d query rows a head; error = true crossing - sample's, octaves of p\n", tau,
+                (long long)N, rows);
+    std::printf("%-15s %8s |", "head", "density");
+    for (int st : strides) std::printf(" 1/%-2d rows off by >1 >1.5 >2   min, max error  |", st);
+    std::printf("\n");
+    for (int h = 0; h < H; ++h) {
+      std::mt19937 rng(static_cast<unsigned>(h));
+      int off1[3] = {}, off15[3] = {}, off2[3] = {};
+      double lo[3] = {}, hi[3] = {};
+      for (int r = 0; r < rows; ++r) {
+        const std::int64_t qi = static_cast<std::int64_t>(rng() % static_cast<unsigned>(N));
+        const std::vector<double> s = row_scores(h, qi);
+        const double mx = *std::max_element(s.begin(), s.end());
+        const double truth = crossing(s, mx, 1, 0);
+        for (int k = 0; k < 3; ++k) {
+          const double e = truth - crossing(s, mx, strides[k], strides[k] / 2);
+          off1[k] += std::fabs(e) > 1, off15[k] += std::fabs(e) > 1.5, off2[k] += std::fabs(e) > 2;
+          lo[k] = std::min(lo[k], e), hi[k] = std::max(hi[k], e);
+        }
+      }
+      std::printf("%-15s %8.4f |", head_kind_name(layer.kinds[h]), layer.achieved_density[h]);
+      for (int k = 0; k < 3; ++k)
+        std::printf("      %3d %4d %3d   %+6.2f %+6.2f     |", off1[k], off15[k], off2[k], lo[k], hi[k]);
+      std::printf("\n");
+    }
+    return 0;
+  }
   std::printf("tau %.3f, %lld keys, %d query rows a head, sample = every 8th key\n", tau, (long long)N, rows);
   std::printf("%-15s %8s | %11s %13s %10s | %13s\n", "head", "density", "rows outside", "keys in window",
               "(per row)", "crossing octave");
@@ -56,13 +110,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(static_cast<unsigned>(h));
     for (int r = 0; r < rows; ++r) {
       const std::int64_t qi = static_cast<std::int64_t>(rng() % static_cast<unsigned>(N));
-      std::vector<double> s(static_cast<std::size_t>(N));
-      for (std::int64_t j = 0; j < N; ++j) {
-        double acc = 0;
-        for (int d = 0; d < D; ++d)
-          acc += static_cast<double>(layer.q.get((h * N + qi) * D + d)) * layer.k.get((h * N + j) * D + d);
-        s[j] = acc;
-      }
+      const std::vector<double> s = row_scores(h, qi);
       const double mx = *std::max_element(s.begin(), s.end());
       std::vector<float> p(s.size());
       for (std::int64_t j = 0; j < N; ++j) p[j] = static_cast<float>(std::exp2((s[j] - mx) * sl2));
