@@ -16,6 +16,7 @@
 
 #include "../tests/gpu/device_buffer.hpp"
 #include "timing.hpp"
+#include "wan_shapes.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/synthetic.hpp"
 
@@ -25,11 +26,6 @@ using svoo::test::cuda_ok;
 
 double median_ms(const std::function<void()>& fn) { return svoo::bench::median_ms(fn, 5); }
 
-struct Shape {
-  std::string name;
-  int heads, frames, height, width;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -38,9 +34,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   bool profile_dense = false;
   CLI::App app{"Benchmark of the CUDA sparse attention kernel (see the file's header)", "svoo_cuda_attention_bench"};
-  app.add_option("--json", json_path, "write the results here");
-  app.add_option("--shape", only, "only these shapes (repeatable)")
-      ->check(CLI::IsMember({"wan1.3b-480p", "wan1.3b-720p", "wan14b-720p"}));
+  bench::add_shape_options(app, json_path, only);
   app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
   CLI11_PARSE(app, argc, argv);
   if (profile_dense) {
@@ -56,12 +50,9 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("# %s\n", prop.name);
-  const std::vector<Shape> shapes = {{"wan1.3b-480p", 12, 21, 30, 52},
-                                     {"wan1.3b-720p", 12, 21, 45, 80},
-                                     {"wan14b-720p", 40, 21, 45, 80}};
   std::string json;
-  for (const Shape& s : shapes) {
-    if (!only.empty() && std::find(only.begin(), only.end(), s.name) == only.end()) continue;
+  for (const bench::WanShape& s : bench::wan_shapes()) {
+    if (!bench::picked(only, s.name)) continue;
     SyntheticConfig sc;
     sc.heads = s.heads, sc.frames = s.frames, sc.height = s.height, sc.width = s.width;
     sc.calibration_rows = 128;
@@ -75,7 +66,7 @@ int main(int argc, char** argv) {
     plan.cluster(q.view(), k.view(), cfg);
     const double dense_ms = median_ms([&] { cuda::dense_attention(q.view(), k.view(), v.view(), o.view()); });
     const double dense_flops = 4.0 * s.heads * double(N) * N * D;
-    std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s)\n", s.name.c_str(), s.heads,
+    std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s)\n", s.name, s.heads,
                 (long long)N, dense_ms, dense_flops / dense_ms / 1e9);
     std::printf("%8s %8s %9s %9s %10s\n", "target", "density", "ms", "TFLOP/s", "vs dense");
     for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
@@ -98,7 +89,7 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf,
                     " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"device\": \"%s\", \"target_density\": %.2f, "
                     "\"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f}",
-                    s.name.c_str(), s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms);
+                    s.name, s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms);
       json += std::string(json.empty() ? "" : ",\n") + buf;
     }
   }

@@ -24,6 +24,7 @@
 #include "../src/cuda/kernels.cuh"
 #include "../tests/gpu/device_buffer.hpp"
 #include "timing.hpp"
+#include "wan_shapes.hpp"
 #include "svoo/cuda.hpp"
 
 namespace {
@@ -212,9 +213,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   bool by_stage = false;
   CLI::App app{"Benchmark of the CUDA planning steps (see the file's header)", "svoo_cuda_plan_bench"};
-  app.add_option("--json", json_path, "write the results here");
-  app.add_option("--shape", only, "only these shapes (repeatable)")
-      ->check(CLI::IsMember({"wan14b-720p", "wan1.3b-720p", "wan1.3b-480p"}));
+  bench::add_shape_options(app, json_path, only);
   app.add_flag("--breakdown", by_stage, "time each stage of one iteration at Wan2.1-14B 720p, and nothing else");
   CLI11_PARSE(app, argc, argv);
   if (by_stage) {
@@ -230,14 +229,14 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("# %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  const std::vector<Shape> shapes = {{"wan14b-720p", 40, 75600, 256, 1024},
-                                     {"wan1.3b-720p", 12, 75600, 256, 1024},
-                                     {"wan1.3b-480p", 12, 32760, 256, 1024}};
+  std::vector<Shape> shapes;  // largest first (as before the shapes were shared)
+  for (auto w = bench::wan_shapes().rbegin(); w != bench::wan_shapes().rend(); ++w)
+    shapes.push_back({w->name, w->heads, w->tokens(), 256, 1024});
   std::string json;
   std::printf("%-14s %9s %9s %9s %9s %9s %9s %9s\n", "shape", "cocl T=2", "cocl T=1", "kmeans", "select", "perm qkv",
               "unperm o", "graph");
   for (const Shape& s : shapes) {
-    if (!only.empty() && std::find(only.begin(), only.end(), s.name) == only.end()) continue;
+    if (!bench::picked(only, s.name)) continue;
     const int D = 128;
     HostTensor hq(DType::bf16, {s.heads, s.tokens, D}), hk(DType::bf16, {s.heads, s.tokens, D});
     std::mt19937 rng(1);
