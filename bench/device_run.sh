@@ -2,12 +2,16 @@
 # Runs on a lent GPU machine, from the repository root, with binaries built here and carried in
 # .carry/ (see bench/carry.sh): the GPU check, compute-sanitizer on a quick pass, the planning
 # benchmark and cuDNN dense attention timed in the same run. Output: $OUT/*.log, *.json.
-#   bench/device_run.sh [check] [sanitize] [bench] [attn] [attn80] [density] [dense] [ab]   (default: all but attn80, ab)
+#   bench/device_run.sh [check] [sanitize] [bench] [attn] [attn80] [density] [dense] [ab] [ncu]   (default: all but attn80, ab, ncu)
 # attn80: the attention benchmark with the mma.sync kernel forced (SVOO_ATTN_KERNEL=sm80).
 # ab: a change timed against the code before it, interleaved on the same card: AB_BINS names the
 #   binaries in .carry/bin (e.g. "svoo_cuda_attention_bench svoo_cuda_attention_bench_base", the
 #   second built before the change), AB_ROUNDS the rounds (2), AB_ARGS the benchmark's options
 #   (e.g. "--shape wan14b-720p"); SVOO_* variables pass through (SVOO_ATTN_KERNEL=sm80 ...).
+# ncu: Nsight Compute on one dense attention call (`--profile-dense`, 12 x 32,760) of each attention
+#   benchmark binary NCU_BINS names (default svoo_cuda_attention_bench), kernel regex NCU_KERNEL
+#   (attention_hopper): speed of light, scheduler and warp-state statistics, and the stall samples
+#   and executed instructions by SASS opcode (bench/ncu_summary.py), to compare two builds.
 set -uo pipefail
 [ -f .carry/bundle.tar.xz ] && tar -xJf .carry/bundle.tar.xz -C .carry
 export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
@@ -39,6 +43,18 @@ for s in $steps; do
           echo "$b, round $r: exit $?"
           grep -v '^#' "$out/ab_${b}_$r.log" | head -12
         done
+      done ;;
+    ncu)
+      ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+      for b in ${NCU_BINS:-svoo_cuda_attention_bench}; do
+        timeout 300 "$ncu" --clock-control none -k "regex:${NCU_KERNEL:-attention_hopper}" -s 1 -c 1 --section SpeedOfLight \
+          --section SchedulerStats --section WarpStateStats --section SourceCounters -f -o "$out/ncu_$b" \
+          ".carry/bin/$b" --profile-dense >"$out/ncu_$b.log" 2>&1
+        echo "ncu $b: exit $?"
+        "$ncu" -i "$out/ncu_$b.ncu-rep" >"$out/ncu_${b}_details.txt" 2>&1
+        "$ncu" -i "$out/ncu_$b.ncu-rep" --page source --csv --print-source sass >"$out/ncu_${b}_sass.csv" 2>/dev/null &&
+          python3 bench/ncu_summary.py "$out/ncu_${b}_sass.csv" "$b" | tee "$out/ncu_${b}_summary.txt" | head -25
+        grep -E "Duration|Issued Warp Per Scheduler|Eligible Warps|No Eligible" "$out/ncu_${b}_details.txt" | head -8
       done ;;
     dense) timeout 120 python3 .carry/dense_baseline.py --shape 40x75600 --shape 12x75600 --shape 12x32760 \
              --json "$out/dense_baseline.json" 2>&1 | tee "$out/dense_baseline.log" ;;
