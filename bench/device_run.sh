@@ -46,6 +46,7 @@ for s in $steps; do
       done ;;
     ncu)
       ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+      [ -n "$ncu" ] || { echo "ncu: Nsight Compute not found on this machine"; continue; }
       for b in ${NCU_BINS:-svoo_cuda_attention_bench}; do
         timeout 300 "$ncu" --clock-control none -k "regex:${NCU_KERNEL:-attention_hopper}" -s 1 -c 1 --section SpeedOfLight \
           --section SchedulerStats --section WarpStateStats --section SourceCounters -f -o "$out/ncu_$b" \
