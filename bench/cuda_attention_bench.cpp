@@ -3,7 +3,9 @@
 // 10, 15, 20 and 30 % (every row keeps its top-scoring key clusters, as many as that takes). Reports ms,
 // the measured block density, effective TFLOP/s (4 * kept pairs * 128 / time) and our dense path.
 // Time cuDNN dense attention in the same run for the ratio (../shared/tools/dense_baseline.py).
-//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--profile-dense]
+//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--profile-dense] [--profile-density D]
+// --profile-density D: two sparse calls at block density D on each picked shape and nothing timed,
+// for a profiler (Nsight Compute: bench/device_run.sh ncu with NCU_ARGS).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -33,9 +35,12 @@ int main(int argc, char** argv) {
   std::string json_path;
   std::vector<std::string> only;
   bool profile_dense = false;
+  double profile_density = 0.0;
   CLI::App app{"Benchmark of the CUDA sparse attention kernel (see the file's header)", "svoo_cuda_attention_bench"};
   bench::add_shape_options(app, json_path, only);
   app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
+  app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
+      ->check(CLI::Range(0.001, 1.0));
   CLI11_PARSE(app, argc, argv);
   if (profile_dense) {
     if (!cuda::available()) return 77;
@@ -64,12 +69,14 @@ int main(int argc, char** argv) {
     ClusterConfig cfg;
     cfg.kq = kq, cfg.kk = kk;
     plan.cluster(q.view(), k.view(), cfg);
-    const double dense_ms = median_ms([&] { cuda::dense_attention(q.view(), k.view(), v.view(), o.view()); });
+    const std::vector<double> densities =
+        profile_density > 0 ? std::vector<double>{profile_density} : std::vector<double>{0.05, 0.10, 0.15, 0.20, 0.30};
+    const double dense_ms = profile_density > 0 ? 0.0 : median_ms([&] { cuda::dense_attention(q.view(), k.view(), v.view(), o.view()); });
     const double dense_flops = 4.0 * s.heads * double(N) * N * D;
     std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s)\n", s.name, s.heads,
                 (long long)N, dense_ms, dense_flops / dense_ms / 1e9);
     std::printf("%8s %8s %9s %9s %10s\n", "target", "density", "ms", "TFLOP/s", "vs dense");
-    for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
+    for (double d : densities) {
       // Keep the same number of top-scoring key clusters in every row, that number chosen by
       // bisection so that the block density (fraction of the score matrix computed) is d.
       double lo = 0.0, hi = 1.0, density = 0, pairs = 0;
@@ -81,6 +88,11 @@ int main(int argc, char** argv) {
         pairs = static_cast<double>(plan.download_layout().kept_pairs());
         density = pairs / (double(s.heads) * N * N);
         (density < d ? lo : hi) = f;
+      }
+      if (profile_density > 0) {
+        for (int r = 0; r < 2; ++r) cuda::sparse_attention(q.view(), k.view(), v.view(), plan, o.view());
+        cuda_ok(cudaDeviceSynchronize(), "profile");
+        continue;
       }
       const double ms = median_ms([&] { cuda::sparse_attention(q.view(), k.view(), v.view(), plan, o.view()); });
       const double tflops = 4.0 * pairs * D / ms / 1e9;

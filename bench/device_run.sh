@@ -12,6 +12,8 @@
 #   benchmark binary NCU_BINS names (default svoo_cuda_attention_bench), kernel regex NCU_KERNEL
 #   (attention_hopper): speed of light, scheduler and warp-state statistics, and the stall samples
 #   and executed instructions by SASS opcode (bench/ncu_summary.py), to compare two builds.
+#   NCU_ARGS replaces the benchmark's options (e.g. "--profile-density 0.3 --shape wan1.3b-480p": a
+#   sparse call; the first of its two calls is skipped, as with --profile-dense).
 set -uo pipefail
 [ -f .carry/bundle.tar.xz ] && tar -xJf .carry/bundle.tar.xz -C .carry
 export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
@@ -49,13 +51,15 @@ for s in $steps; do
       [ -n "$ncu" ] || { echo "ncu: Nsight Compute not found on this machine"; continue; }
       for b in ${NCU_BINS:-svoo_cuda_attention_bench}; do
         timeout 300 "$ncu" --clock-control none -k "regex:${NCU_KERNEL:-attention_hopper}" -s 1 -c 1 --section SpeedOfLight \
-          --section SchedulerStats --section WarpStateStats --section SourceCounters -f -o "$out/ncu_$b" \
-          ".carry/bin/$b" --profile-dense >"$out/ncu_$b.log" 2>&1
+          --section SchedulerStats --section WarpStateStats --section SourceCounters --section ComputeWorkloadAnalysis \
+          --section MemoryWorkloadAnalysis --section InstructionStats --section LaunchStats --section Occupancy -f -o "$out/ncu_$b" \
+          ".carry/bin/$b" ${NCU_ARGS:---profile-dense} >"$out/ncu_$b.log" 2>&1
         echo "ncu $b: exit $?"
         "$ncu" -i "$out/ncu_$b.ncu-rep" >"$out/ncu_${b}_details.txt" 2>&1
         "$ncu" -i "$out/ncu_$b.ncu-rep" --page source --csv --print-source sass >"$out/ncu_${b}_sass.csv" 2>/dev/null &&
           python3 bench/ncu_summary.py "$out/ncu_${b}_sass.csv" "$b" | tee "$out/ncu_${b}_summary.txt" | head -25
-        grep -E "Duration|Issued Warp Per Scheduler|Eligible Warps|No Eligible" "$out/ncu_${b}_details.txt" | head -8
+        grep -E "Duration|Issued Warp Per Scheduler|Eligible Warps|No Eligible|L2 Hit|Memory Throughput|SM Busy" \
+          "$out/ncu_${b}_details.txt" | head -12
       done ;;
     dense) timeout 120 python3 .carry/dense_baseline.py --shape 40x75600 --shape 12x75600 --shape 12x32760 \
              --json "$out/dense_baseline.json" 2>&1 | tee "$out/dense_baseline.log" ;;
