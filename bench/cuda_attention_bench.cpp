@@ -38,9 +38,11 @@ int main(int argc, char** argv) {
   double profile_density = 0.0;
   CLI::App app{"Benchmark of the CUDA sparse attention kernel (see the file's header)", "svoo_cuda_attention_bench"};
   bench::add_shape_options(app, json_path, only);
-  app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
+  auto* dense_flag =
+      app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
   app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
-      ->check(CLI::Range(0.001, 1.0));
+      ->check(CLI::Range(0.001, 1.0))
+      ->excludes(dense_flag);
   CLI11_PARSE(app, argc, argv);
   if (profile_dense) {
     if (!cuda::available()) return 77;
