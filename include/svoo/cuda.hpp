@@ -50,6 +50,7 @@ struct DevicePlan {
   std::int64_t* tile_ptr;               // [heads * kq + 1]; tile_ptr[heads * kq] = item count
   std::int32_t *item_w, *item_row;      // [item_capacity]: (head * kq + cluster, first permuted row)
   std::int64_t item_capacity;
+  std::int32_t* work_counter;           // [1]: the Hopper attention's next work item (reset by each call)
 };
 
 class Planner {
