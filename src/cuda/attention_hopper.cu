@@ -335,15 +335,20 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     std::uint32_t pa[kBN / 16][4];
     unsigned char* qg = sq + b * kTile + g * 64 * 128;  // this warpgroup's rows in each chunk
 
-    // Ping-pong: the two consumers take turns issuing their products (named barriers 3 and 4), so
-    // one's softmax runs while the other's products occupy the tensor cores. Consumer 1 lets
-    // consumer 0 go first; consumer 0 absorbs the last turn at the item's end.
-    if (pingpong && g == 1) wgmma::named_arrive(3, 256);
+    // Ping-pong: the two consumers take turns issuing their products, so one's softmax runs while
+    // the other's products occupy the tensor cores. Consumer 1 lets consumer 0 go first; consumer 0
+    // absorbs the last turn at the item's end. The turns' named barriers alternate with the item's
+    // parity (3 and 4, or 8 and 9): consumer 1 can finish an item and give the next item's first
+    // turn before consumer 0 has absorbed its last turn of this one, and on one barrier those two
+    // arrivals would complete it without consumer 0; both consumers would then wait for each
+    // other's turn (bench/persistent_protocol_model.py found it; no GPU run had shown it).
+    const int turn_bar = b == 0 ? 3 : 8;
+    if (pingpong && g == 1) wgmma::named_arrive(turn_bar, 256);
     auto turn_begin = [&] {
-      if (pingpong) wgmma::named_sync(3 + g, 256);
+      if (pingpong) wgmma::named_sync(turn_bar + g, 256);
     };
     auto turn_end = [&] {
-      if (pingpong) wgmma::named_arrive(4 - g, 256);
+      if (pingpong) wgmma::named_arrive(turn_bar + 1 - g, 256);
     };
     // Descriptors: a step's operand is the base plus its byte offset / 16 (the address field
     // cannot overflow: shared memory offsets stay below 2^18).
@@ -476,7 +481,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       wgmma::fence_regs(o);
       wgmma::mbar_arrive(&empty[2 + (last & 1)], arrivals);
     }
-    if (pingpong && g == 0) wgmma::named_sync(3, 256);
+    if (pingpong && g == 0) wgmma::named_sync(turn_bar, 256);
     if (solo) wgmma::named_arrive(5 + 2 * b, 256);  // the other consumer may go on to the next item
     gbase += tiles;
 
