@@ -50,6 +50,7 @@ struct DevicePlan {
   std::int64_t* tile_ptr;               // [heads * kq + 1]; tile_ptr[heads * kq] = item count
   std::int32_t *item_w, *item_row;      // [item_capacity]: (head * kq + cluster, first permuted row)
   std::int64_t item_capacity;
+  std::int32_t* work_counter;           // [1]: the Hopper attention's next work item (reset by each call)
 };
 
 class Planner {
@@ -133,7 +134,9 @@ class Planner {
 // aligned): queries are read and outputs written through the permutations, so nothing is
 // permuted in memory. lse (optional, device fp32 [heads, q_tokens]) gets the natural log-sum-exp;
 // a query whose cluster keeps no key gets a zero row and -inf. Needs kk <= 2048. Stream-ordered,
-// no allocation, no host synchronisation.
+// no allocation, no host synchronisation. On Hopper it resets a work counter in the plan's
+// workspace first (a memset node in a captured graph): two calls with the same plan must not run
+// at the same time.
 void sparse_attention(const TensorView& q, const TensorView& k, const TensorView& v, const Planner& plan,
                       const TensorView& out, float* lse = nullptr, Stream stream = nullptr);
 

@@ -36,7 +36,8 @@ struct AttentionArgs {
   const std::int32_t* item_w = nullptr;     // work items
   const std::int32_t* item_row = nullptr;
   const std::int64_t* item_count = nullptr;  // device: number of items (tile_ptr[heads*kq])
-  std::int64_t item_capacity = 0;            // grid size
+  std::int64_t item_capacity = 0;            // grid size (Hopper: at most one block an SM)
+  int* work_counter = nullptr;               // device: the Hopper kernel's next item (zeroed each call)
   int kq = 0;
 };
 

@@ -129,6 +129,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     p.tile_ptr = c.take<std::int64_t>(H * shape.kq + 1);
     p.item_w = c.take<std::int32_t>(p.item_capacity);
     p.item_row = c.take<std::int32_t>(p.item_capacity);
+    p.work_counter = c.take<std::int32_t>(1);
     Scratch& s = *s_;
     for (detail::SortScratch* ss : {&s.q_sort, &s.k_sort}) {
       const bool q_side = ss == &s.q_sort;
@@ -298,6 +299,7 @@ void sparse_attention(const TensorView& q, const TensorView& k, const TensorView
   a.range_ptr = p.range_ptr, a.range_begin = p.range_begin, a.range_end = p.range_end;
   a.item_w = p.item_w, a.item_row = p.item_row, a.item_count = p.tile_ptr + sh.heads * sh.kq;
   a.item_capacity = p.item_capacity;
+  a.work_counter = p.work_counter;
   a.kq = sh.kq;
   detail::launch_attention(a, as_cuda(stream));
   check_launch("cuda::sparse_attention");

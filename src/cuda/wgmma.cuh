@@ -134,6 +134,13 @@ __device__ __forceinline__ void mbar_arrive(std::uint64_t* bar) {
   asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(ptx::smem_addr(bar)) : "memory");
 #endif
 }
+// Arrives `count` times at once (one thread standing for several).
+__device__ __forceinline__ void mbar_arrive(std::uint64_t* bar, unsigned count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(ptx::smem_addr(bar)), "r"(count)
+               : "memory");
+#endif
+}
 __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, unsigned parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(
