@@ -26,7 +26,8 @@ for s in $steps; do
     check) timeout 300 .carry/bin/svoo_gpu_check 2>&1 | tee "$out/gpu_check.log" ;;
     sanitize)
       for tool in memcheck racecheck; do
-        timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 .carry/bin/svoo_gpu_check --quick >"$out/sanitize_$tool.log" 2>&1
+        # racecheck of --quick takes ~230 s since the attention grid became persistent (run114; 106-116 s before)
+        timeout 300 stdbuf -oL compute-sanitizer --tool $tool --error-exitcode 9 .carry/bin/svoo_gpu_check --quick >"$out/sanitize_$tool.log" 2>&1
         echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0' "$out/sanitize_$tool.log") clean summaries)"
         tail -3 "$out/sanitize_$tool.log"
       done ;;
