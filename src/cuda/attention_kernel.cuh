@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels.cuh"
@@ -21,6 +22,30 @@ void launch_count_tiles(const std::int32_t* q_sizes, int heads, int kq, std::int
 void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offsets, int heads, int kq,
                         const std::int64_t* tile_ptr, std::int32_t* item_w, std::int32_t* item_row,
                         cudaStream_t stream);
+
+// Largest items first within each head (work_order.cu): the items written to (w_in, row_in) in
+// (head, cluster) order are sorted by (head ascending, cost descending) into (item_w, item_row).
+// Done for layers of at least kOrderMinTokens query tokens (where it was measured to pay);
+// SVOO_ATTN_ORDER=head orders every layer, SVOO_ATTN_ORDER=cluster none (write_tiles then writes
+// the final arrays directly).
+inline constexpr std::int64_t kOrderMinTokens = 65536;
+bool order_items_largest_first(std::int64_t q_tokens);
+std::size_t order_items_temp_bytes(std::int64_t capacity, int heads);
+struct ItemOrderArgs {
+  const std::int32_t *w_in, *row_in;  // [capacity]: the list in (head, cluster) order
+  const std::int64_t* item_count;      // device
+  std::int64_t capacity = 0;
+  const std::int32_t *q_sizes, *q_offsets;
+  const std::int64_t* range_ptr;
+  const std::int32_t *range_begin, *range_end;
+  int heads = 0, kq = 0;
+  std::uint64_t *key_in, *key_out;  // [capacity] scratch
+  std::int32_t *slot_in, *slot_out;  // [capacity] scratch
+  void* temp;
+  std::size_t temp_bytes = 0;
+  std::int32_t *item_w, *item_row;  // [capacity]: the ordered list
+};
+void launch_order_items(const ItemOrderArgs& args, cudaStream_t stream);
 
 struct AttentionArgs {
   RowsView q, k, v;          // original token order, [heads, tokens, 128]

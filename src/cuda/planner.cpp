@@ -75,6 +75,11 @@ struct Planner::Scratch {
   void* scan64_temp;
   std::size_t scan64_bytes;
   std::int64_t range_capacity;
+  // The work list before it is ordered largest first within each head, and the sort's scratch.
+  std::int32_t *item_w_in, *item_row_in, *slot_in, *slot_out;
+  std::uint64_t *key_in, *key_out;
+  void* order_temp;
+  std::size_t order_bytes;
 };
 
 bool available() noexcept {
@@ -104,6 +109,8 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
                                           general_k ? detail::sort_temp_bytes(H, Nk, shape.kk) : 0);
   s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
   s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
+  const std::int64_t item_capacity = H * ((Nq + detail::kAttnRowsMin - 1) / detail::kAttnRowsMin + shape.kq);
+  s_->order_bytes = detail::order_items_temp_bytes(item_capacity, static_cast<int>(H));
 
   auto carve = [&](Carver& c) {
     DevicePlan& p = plan_;
@@ -125,7 +132,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     p.range_ptr = c.take<std::int64_t>(H * shape.kq + 1);
     p.range_begin = c.take<std::int32_t>(s_->range_capacity);
     p.range_end = c.take<std::int32_t>(s_->range_capacity);
-    p.item_capacity = H * ((Nq + detail::kAttnRowsMin - 1) / detail::kAttnRowsMin + shape.kq);
+    p.item_capacity = item_capacity;
     p.tile_ptr = c.take<std::int64_t>(H * shape.kq + 1);
     p.item_w = c.take<std::int32_t>(p.item_capacity);
     p.item_row = c.take<std::int32_t>(p.item_capacity);
@@ -156,6 +163,10 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     s.range_count = c.take<std::int64_t>(H * shape.kq + 1);
     s.tile_count = c.take<std::int64_t>(H * shape.kq + 1);
     s.scan64_temp = c.take<char>(s.scan64_bytes);
+    for (std::int32_t** a : {&s.item_w_in, &s.item_row_in, &s.slot_in, &s.slot_out}) *a = c.take<std::int32_t>(item_capacity);
+    s.key_in = c.take<std::uint64_t>(item_capacity);
+    s.key_out = c.take<std::uint64_t>(item_capacity);
+    s.order_temp = c.take<char>(s.order_bytes);
   };
   Carver sizing(nullptr);
   carve(sizing);
@@ -265,8 +276,21 @@ void Planner::build_ranges(Stream stream) {
   cudaMemsetAsync(s_->tile_count, 0, sizeof(std::int64_t) * (rows + 1), st);
   detail::launch_count_tiles(plan_.q_sizes, H, shape_.kq, s_->tile_count, st);
   detail::launch_scan64(s_->tile_count, rows, plan_.tile_ptr, s_->scan64_temp, s_->scan64_bytes, st);
-  detail::launch_write_tiles(plan_.q_sizes, plan_.q_offsets, H, shape_.kq, plan_.tile_ptr, plan_.item_w,
-                             plan_.item_row, st);
+  const bool order = detail::order_items_largest_first(shape_.q_tokens);
+  detail::launch_write_tiles(plan_.q_sizes, plan_.q_offsets, H, shape_.kq, plan_.tile_ptr,
+                             order ? s_->item_w_in : plan_.item_w, order ? s_->item_row_in : plan_.item_row, st);
+  if (order) {
+    detail::ItemOrderArgs o;
+    o.w_in = s_->item_w_in, o.row_in = s_->item_row_in, o.item_count = plan_.tile_ptr + rows;
+    o.capacity = plan_.item_capacity;
+    o.q_sizes = plan_.q_sizes, o.q_offsets = plan_.q_offsets;
+    o.range_ptr = plan_.range_ptr, o.range_begin = plan_.range_begin, o.range_end = plan_.range_end;
+    o.heads = H, o.kq = shape_.kq;
+    o.key_in = s_->key_in, o.key_out = s_->key_out, o.slot_in = s_->slot_in, o.slot_out = s_->slot_out;
+    o.temp = s_->order_temp, o.temp_bytes = s_->order_bytes;
+    o.item_w = plan_.item_w, o.item_row = plan_.item_row;
+    detail::launch_order_items(o, st);
+  }
 }
 
 namespace {

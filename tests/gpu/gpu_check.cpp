@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "../../src/cuda/attention_kernel.cuh"
 #include "../../src/cuda/cluster_ops.cuh"
 #include "../../src/cuda/kernels.cuh"
 #include "device_buffer.hpp"
@@ -243,6 +244,49 @@ void check_attention(const Case& cs, const HostTensor& q, const HostTensor& k, c
   }
 }
 
+// The attention work list against a host rebuild: every (cluster, row tile) exactly once, in
+// (head, cluster) order, sorted stably by (head ascending, cost descending) where the planner
+// orders the layer (work_order.cu's cost: key tiles + 3, x 0.65 for items of <= 64 rows).
+void check_work_order(const cuda::Planner& plan, const BlockLayout& gl) {
+  const cuda::DevicePlan dp = plan.device();
+  const int H = static_cast<int>(gl.heads), kq = gl.kq;
+  const std::int64_t W = static_cast<std::int64_t>(H) * kq;
+  std::vector<std::int64_t> tile_ptr(W + 1);
+  test::cuda_ok(cudaMemcpy(tile_ptr.data(), dp.tile_ptr, sizeof(std::int64_t) * (W + 1), cudaMemcpyDeviceToHost), "copy");
+  const std::int64_t n = tile_ptr[W];
+  std::vector<std::int32_t> got_w(n), got_row(n);
+  if (n > 0) {
+    test::cuda_ok(cudaMemcpy(got_w.data(), dp.item_w, sizeof(std::int32_t) * n, cudaMemcpyDeviceToHost), "copy");
+    test::cuda_ok(cudaMemcpy(got_row.data(), dp.item_row, sizeof(std::int32_t) * n, cudaMemcpyDeviceToHost), "copy");
+  }
+  const char* rows_env = std::getenv("SVOO_ATTN_ROWS");
+  const int R = rows_env && std::atoi(rows_env) == 64 ? 64 : 128;
+  const bool ordered = cuda::detail::order_items_largest_first(gl.q_tokens);
+  struct Item {
+    std::int32_t w, row;
+    std::int64_t key;
+  };
+  std::vector<Item> want;
+  for (std::int64_t w = 0; w < W; ++w) {
+    const int h = static_cast<int>(w / kq), i = static_cast<int>(w % kq);
+    const int first = gl.q_offsets[h * (kq + 1) + i], size = gl.q_offsets[h * (kq + 1) + i + 1] - first;
+    std::int64_t keys = 0;
+    for (std::int64_t r = gl.range_ptr[w]; r < gl.range_ptr[w + 1]; ++r) keys += gl.range_end[r] - gl.range_begin[r];
+    for (int row = first; row < first + size; row += R) {
+      const int left = first + size - row;
+      const std::int64_t cost = std::min<std::int64_t>(((keys + 127) / 128 + 3) * (std::min(left, R) > 64 ? 100 : 65) + 1,
+                                                       (1 << 24) - 1);
+      want.push_back({static_cast<std::int32_t>(w), row, (static_cast<std::int64_t>(H - 1 - h) << 24) | cost});
+    }
+  }
+  if (ordered) std::stable_sort(want.begin(), want.end(), [](const Item& a, const Item& b) { return a.key > b.key; });
+  std::int64_t bad = static_cast<std::int64_t>(want.size()) == n ? 0 : 1;
+  for (std::int64_t s = 0; s < n && bad == 0; ++s) bad += want[s].w != got_w[s] || want[s].row != got_row[s];
+  std::printf("  work list: %lld items, %s order %s\n", (long long)n, ordered ? "largest first within each head" : "(head, cluster)",
+              bad ? "DIFFERS from the host's" : "as the host's");
+  CHECK(bad == 0, "the attention work list (%lld items, host %zu) differs from its host rebuild", (long long)n, want.size());
+}
+
 void run_case(const Case& cs) {
   std::printf("== %s: %d heads x %lld tokens, Kq %d, Kk %d, %s, %s%s\n", cs.name.c_str(), cs.heads,
               (long long)cs.tokens, cs.kq, cs.kk, dtype_name(cs.dtype), cluster_method_name(cs.method),
@@ -369,6 +413,7 @@ void run_case(const Case& cs) {
   CHECK(cl.q_offsets == gl.q_offsets && cl.k_offsets == gl.k_offsets, "cluster offsets differ");
   CHECK(cl.range_ptr == gl.range_ptr && cl.range_begin == gl.range_begin && cl.range_end == gl.range_end,
         "key ranges differ (CPU %zu ranges, GPU %zu)", cl.range_begin.size(), gl.range_begin.size());
+  check_work_order(plan, gl);
   const auto dens = block_density(c2, gk);
   double mean_d = 0;
   for (double d : dens) mean_d += d / H;
