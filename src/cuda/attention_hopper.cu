@@ -42,7 +42,7 @@ namespace {
 constexpr int kBM = 128, kThreads = 384, kMaxRanges = 1024;
 constexpr int kChunk = 128 * 128;   // one 64-column chunk of a 128-row tile, bytes
 constexpr int kTile = 2 * kChunk;   // a 128 x 128 tile, bytes
-constexpr int kRangeInts = 2 * kMaxRanges + 2;  // one item's range starts and prefix sums (+ padding)
+[[maybe_unused]] constexpr int kRangeInts = 2 * kMaxRanges + 2;  // one item's range starts and prefix sums (+ padding)
 constexpr int kSmemBytes = 1024 /*alignment slack*/ + 6 * kTile /*Q x2, K x2, V x2*/ + 12 * 8;
 static_assert(kSmemBytes <= 227 * 1024, "shared memory");
 constexpr int kPingpong = 1;     // kernel flag: consumers take turns issuing products
@@ -54,7 +54,7 @@ using ptx::ex2;
 [[maybe_unused]] __device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
 
 // The item of work-list index idx (attention_item's fields for any index, not blockIdx.x's).
-__device__ __forceinline__ bool item_at(const AttentionArgs& a, std::int64_t idx, AttentionItem& it) {
+[[maybe_unused]] __device__ __forceinline__ bool item_at(const AttentionArgs& a, std::int64_t idx, AttentionItem& it) {
   if (a.range_ptr != nullptr) {
     if (idx >= *a.item_count) return false;
     const int w = a.item_w[idx];
