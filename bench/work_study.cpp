@@ -20,8 +20,10 @@
 // prices splitting every item of more than --chunk key tiles into pieces whose partial outputs a
 // log-sum-exp merge combines (--merge tile times a piece; "split: time": the makespan over the
 // unsplit one's).
+// With --nside X it also prices each cluster's last, partly filled item with its queries on the
+// products' N side, at X more than the ideal rate of its rows rounded up to 16 ("N-side").
 //   svoo_work_study [--heads H] [--frames F] [--height Y] [--width X] [--solo S] [--overhead O] [--mask M]
-//                   [--sms N] [--copies C] [--chunk T] [--merge M]
+//                   [--sms N] [--copies C] [--chunk T] [--merge M] [--nside X]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -41,12 +43,17 @@ namespace {
 
 struct Model {
   double overhead = 3.1, solo = 0.65, mask = 0.05;
+  // A cluster's last, partly filled item with its queries on the products' N side (S^T = K Q^T,
+  // whose N goes down to 8 or 16): ceil(rows / 16) x 16 / 128 of a full item's tile time, times
+  // (1 + nside) for what that layout costs more (a column softmax across the warpgroup's warps,
+  // P^T through shared memory); taken where cheaper than the row-side item. Negative: not modelled.
+  double nside = -1;
 };
 
 double tiles(std::int64_t keys) { return static_cast<double>((keys + 127) / 128); }
 
 struct Priced {
-  double useful = 0, cost = 0, cost_paired = 0;
+  double useful = 0, cost = 0, cost_paired = 0, cost_nside = 0;
   double waste_rows = 0, waste_keys = 0, waste_overhead = 0;  // cost - useful, by cause
   std::int64_t items = 0, solo_items = 0, pairs = 0;
   double union_over_max = 0;  // summed over pairs
@@ -91,6 +98,12 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
     }
     out.cost += full * item;
     out.cost_paired += full * item;
+    out.cost_nside += full * item;
+    if (rest > 0) {
+      const double row_side = rest > 64 ? 1.0 : m.solo;
+      const double n_side = m.nside < 0 ? row_side : static_cast<double>((rest + 15) / 16 * 16) / 128.0 * (1.0 + m.nside);
+      out.cost_nside += m.overhead + std::min(row_side, n_side) * tiles(keys);
+    }
     out.items += full;
     if (rest > 64) {
       out.cost += item, out.cost_paired += item, ++out.items;
@@ -187,6 +200,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--chunk", chunk, "split: key tiles a piece at most")->check(CLI::Range(1.0, 1e9));
   app.add_option("--merge", merge, "split: merge cost a piece, tile times")->check(CLI::Range(0.0, 1e9));
+  app.add_option("--nside", m.nside, "N-side remainders: their cost over the ideal rate of their rows (-1: off)")
+      ->check(CLI::Range(-1.0, 1e3));
   CLI11_PARSE(app, argc, argv);
   const SyntheticLayer layer = make_synthetic_layer(sc);
   const std::int64_t H = sc.heads, N = layer.q.shape()[1];
@@ -200,9 +215,9 @@ int main(int argc, char** argv) {
   std::printf("schedule: the list repeated %d times on %d SMs in list order; split: pieces of <= %.0f key tiles, "
               "merge %.2f tile times a piece\n",
               copies, sms, chunk, merge);
-  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s\n", "target", "density", "items", "solo",
-              "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired", "tail",
-              "split: time");
+  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s | %8s\n", "target", "density", "items",
+              "solo", "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired", "tail",
+              "split: time", "N-side");
   for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
     double lo = 0.0, hi = 1.0, density = 0;
     Selection sel;
@@ -225,11 +240,11 @@ int main(int argc, char** argv) {
     const double tail = schedule(p.list, copies, sms);
     const double unsplit = tail * copies * p.cost / sms;
     const double split_makespan = schedule_split(p, m, chunk, merge, copies, sms);
-    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f\n",
+    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f\n",
                 d, density, (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items),
                 p.useful / p.cost, no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost,
                 (long long)p.pairs, p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired, tail,
-                split_makespan / unsplit);
+                split_makespan / unsplit, p.useful / p.cost_nside);
   }
   return 0;
 }

@@ -53,30 +53,6 @@ constexpr int kLazyRescale = 2;  // kernel flag: rescale O only when a row maxim
 using ptx::ex2;
 [[maybe_unused]] __device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
 
-// The item of work-list index idx (attention_item's fields for any index, not blockIdx.x's).
-[[maybe_unused]] __device__ __forceinline__ bool item_at(const AttentionArgs& a, std::int64_t idx, AttentionItem& it) {
-  if (a.range_ptr != nullptr) {
-    if (idx >= *a.item_count) return false;
-    const int w = a.item_w[idx];
-    it.h = w / a.kq;
-    const int i = w % a.kq;
-    it.row0 = a.item_row[idx];
-    const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(it.h) * (a.kq + 1) + i + 1];
-    it.rows = static_cast<int>(end - it.row0 < kBM ? end - it.row0 : kBM);
-    it.rb = a.range_ptr[w];
-    it.nr = a.range_ptr[w + 1] - it.rb;
-  } else {
-    const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
-    if (idx >= a.q.heads * tiles) return false;
-    it.h = static_cast<int>(idx / tiles);
-    it.row0 = (idx % tiles) * kBM;
-    it.rows = static_cast<int>(a.q.tokens - it.row0 < kBM ? a.q.tokens - it.row0 : kBM);
-    it.rb = 0;
-    it.nr = 1;
-  }
-  return true;
-}
-
 // What the producer tells the consumers about an item (double-buffered with the Q tiles).
 struct ItemInfo {
   int head, rows, keys;  // rows < 0: no more items
@@ -179,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       std::int32_t* r_cum = r_begin + kMaxRanges;
       wgmma::named_sync(6, 128);  // next_index visible; warp_sum free
       AttentionItem it;
-      const bool more = item_at(a, next_index, it);
+      const bool more = attention_item_at<kBM>(a, next_index, it);
       const std::int64_t h = more ? it.h : 0;
       // The item's ranges: starts and exclusive prefix lengths (a thread's 8 in a row, warp scans).
       int L = 0;

@@ -75,28 +75,34 @@ struct AttentionItem {
   int rows;
   std::int64_t rb, nr;
 };
-// Block blockIdx.x's item; false past the work list's end (the grid is the list's capacity).
+// The item at work-list index idx; false past the list's end (dense mode: past heads x tiles).
 template <int kBM>
-__device__ __forceinline__ bool attention_item(const AttentionArgs& a, AttentionItem& it) {
+__device__ __forceinline__ bool attention_item_at(const AttentionArgs& a, std::int64_t idx, AttentionItem& it) {
   if (a.range_ptr != nullptr) {
-    if (static_cast<std::int64_t>(blockIdx.x) >= *a.item_count) return false;
-    const int w = a.item_w[blockIdx.x];
+    if (idx >= *a.item_count) return false;
+    const int w = a.item_w[idx];
     it.h = w / a.kq;
     const int i = w % a.kq;
-    it.row0 = a.item_row[blockIdx.x];
+    it.row0 = a.item_row[idx];
     const std::int64_t end = a.q_offsets[static_cast<std::int64_t>(it.h) * (a.kq + 1) + i + 1];
     it.rows = static_cast<int>(end - it.row0 < kBM ? end - it.row0 : kBM);
     it.rb = a.range_ptr[w];
     it.nr = a.range_ptr[w + 1] - it.rb;
   } else {
     const std::int64_t tiles = (a.q.tokens + kBM - 1) / kBM;
-    it.h = static_cast<int>(blockIdx.x / tiles);
-    it.row0 = (blockIdx.x % tiles) * kBM;
+    if (idx >= a.q.heads * tiles) return false;
+    it.h = static_cast<int>(idx / tiles);
+    it.row0 = (idx % tiles) * kBM;
     it.rows = static_cast<int>(a.q.tokens - it.row0 < kBM ? a.q.tokens - it.row0 : kBM);
     it.rb = 0;
     it.nr = 1;
   }
   return true;
+}
+// Block blockIdx.x's item (the one-block-an-item grid: the list's capacity, or heads x tiles).
+template <int kBM>
+__device__ __forceinline__ bool attention_item(const AttentionArgs& a, AttentionItem& it) {
+  return attention_item_at<kBM>(a, static_cast<std::int64_t>(blockIdx.x), it);
 }
 #endif
 
