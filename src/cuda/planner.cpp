@@ -75,7 +75,9 @@ struct Planner::Scratch {
   void* scan64_temp;
   std::size_t scan64_bytes;
   std::int64_t range_capacity;
-  // The work list before it is ordered largest first within each head, and the sort's scratch.
+  // The work list before it is ordered largest first within each head, and the sort's scratch
+  // (only where `order`: the layer is large enough, see work_order.cu).
+  bool order;
   std::int32_t *item_w_in, *item_row_in, *slot_in, *slot_out;
   std::uint64_t *key_in, *key_out;
   void* order_temp;
@@ -110,7 +112,8 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
   s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
   const std::int64_t item_capacity = H * ((Nq + detail::kAttnRowsMin - 1) / detail::kAttnRowsMin + shape.kq);
-  s_->order_bytes = detail::order_items_temp_bytes(item_capacity, static_cast<int>(H));
+  s_->order = detail::order_items_largest_first(Nq);
+  s_->order_bytes = s_->order ? detail::order_items_temp_bytes(item_capacity, static_cast<int>(H)) : 0;
 
   auto carve = [&](Carver& c) {
     DevicePlan& p = plan_;
@@ -163,9 +166,10 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     s.range_count = c.take<std::int64_t>(H * shape.kq + 1);
     s.tile_count = c.take<std::int64_t>(H * shape.kq + 1);
     s.scan64_temp = c.take<char>(s.scan64_bytes);
-    for (std::int32_t** a : {&s.item_w_in, &s.item_row_in, &s.slot_in, &s.slot_out}) *a = c.take<std::int32_t>(item_capacity);
-    s.key_in = c.take<std::uint64_t>(item_capacity);
-    s.key_out = c.take<std::uint64_t>(item_capacity);
+    const std::int64_t order_items = s.order ? item_capacity : 0;
+    for (std::int32_t** a : {&s.item_w_in, &s.item_row_in, &s.slot_in, &s.slot_out}) *a = c.take<std::int32_t>(order_items);
+    s.key_in = c.take<std::uint64_t>(order_items);
+    s.key_out = c.take<std::uint64_t>(order_items);
     s.order_temp = c.take<char>(s.order_bytes);
   };
   Carver sizing(nullptr);
@@ -276,7 +280,7 @@ void Planner::build_ranges(Stream stream) {
   cudaMemsetAsync(s_->tile_count, 0, sizeof(std::int64_t) * (rows + 1), st);
   detail::launch_count_tiles(plan_.q_sizes, H, shape_.kq, s_->tile_count, st);
   detail::launch_scan64(s_->tile_count, rows, plan_.tile_ptr, s_->scan64_temp, s_->scan64_bytes, st);
-  const bool order = detail::order_items_largest_first(shape_.q_tokens);
+  const bool order = s_->order;
   detail::launch_write_tiles(plan_.q_sizes, plan_.q_offsets, H, shape_.kq, plan_.tile_ptr,
                              order ? s_->item_w_in : plan_.item_w, order ? s_->item_row_in : plan_.item_row, st);
   if (order) {
