@@ -259,8 +259,7 @@ void check_work_order(const cuda::Planner& plan, const BlockLayout& gl) {
     test::cuda_ok(cudaMemcpy(got_w.data(), dp.item_w, sizeof(std::int32_t) * n, cudaMemcpyDeviceToHost), "copy");
     test::cuda_ok(cudaMemcpy(got_row.data(), dp.item_row, sizeof(std::int32_t) * n, cudaMemcpyDeviceToHost), "copy");
   }
-  const char* rows_env = std::getenv("SVOO_ATTN_ROWS");
-  const int R = rows_env && std::atoi(rows_env) == 64 ? 64 : 128;
+  const int R = cuda::detail::attention_rows();
   const bool ordered = cuda::detail::order_items_largest_first(gl.q_tokens);
   struct Item {
     std::int32_t w, row;
