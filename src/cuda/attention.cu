@@ -58,17 +58,7 @@ __device__ int stage_ranges(const AttentionArgs& a, const AttentionItem& it, boo
   const int tid = threadIdx.x;
   constexpr int kPer = kMaxRanges / kThreads;
   int len[kPer];
-#pragma unroll
-  for (int e = 0; e < kPer; ++e) {
-    const int j = tid * kPer + e;
-    len[e] = 0;
-    if (j < it.nr) {
-      const int b = sparse ? a.range_begin[it.rb + j] : 0;
-      const int en = sparse ? a.range_end[it.rb + j] : static_cast<int>(a.k.tokens);
-      r_begin[j] = b;
-      len[e] = en - b;
-    }
-  }
+  load_range_lengths(a, it, sparse, tid, r_begin, len);
   int agg;
   Scan(scan_tmp).ExclusiveSum(len, len, agg);
 #pragma unroll

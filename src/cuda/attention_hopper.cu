@@ -161,19 +161,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       int L = 0;
       if (more) {
         constexpr int kPer = kMaxRanges / 128;
-        int len[kPer], run = 0;
-#pragma unroll
-        for (int e = 0; e < kPer; ++e) {
-          const int j = tid * kPer + e;
-          len[e] = 0;
-          if (j < it.nr) {
-            const int rb0 = sparse ? a.range_begin[it.rb + j] : 0;
-            const int en = sparse ? a.range_end[it.rb + j] : static_cast<int>(a.k.tokens);
-            r_begin[j] = rb0;
-            len[e] = en - rb0;
-          }
-          run += len[e];
-        }
+        int len[kPer];
+        const int run = load_range_lengths(a, it, sparse, tid, r_begin, len);
         int incl = run;
 #pragma unroll
         for (int d = 1; d < 32; d *= 2) {

@@ -99,6 +99,27 @@ __device__ __forceinline__ bool attention_item_at(const AttentionArgs& a, std::i
   }
   return true;
 }
+// Thread tid's share of an item's key ranges, kPer in a row (ranges tid * kPer ..): their starts
+// into r_begin and their lengths into len (0 past the item's ranges; dense mode: one range, all
+// keys). Returns the sum of the lengths; the caller scans them into the virtual key sequence.
+template <int kPer>
+__device__ __forceinline__ int load_range_lengths(const AttentionArgs& a, const AttentionItem& it, bool sparse, int tid,
+                                                  std::int32_t* r_begin, int (&len)[kPer]) {
+  int sum = 0;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    const int j = tid * kPer + e;
+    len[e] = 0;
+    if (j < it.nr) {
+      const int b = sparse ? a.range_begin[it.rb + j] : 0;
+      const int en = sparse ? a.range_end[it.rb + j] : static_cast<int>(a.k.tokens);
+      r_begin[j] = b;
+      len[e] = en - b;
+    }
+    sum += len[e];
+  }
+  return sum;
+}
 // Block blockIdx.x's item (the one-block-an-item grid: the list's capacity, or heads x tiles).
 template <int kBM>
 __device__ __forceinline__ bool attention_item(const AttentionArgs& a, AttentionItem& it) {
