@@ -21,9 +21,11 @@
 // log-sum-exp merge combines (--merge tile times a piece; "split: time": the makespan over the
 // unsplit one's).
 // With --nside X it also prices each cluster's last, partly filled item with its queries on the
-// products' N side, at X more than the ideal rate of its rows rounded up to 16 ("N-side").
+// products' N side, at X more than the ideal rate of its rows rounded up to 16 ("N-side"); with
+// --nside-costs a,b,c,d, each remainder of at most 64 rows at the given cost a key tile instead
+// (by its rows rounded up to 16; e.g. svoo_nside_floor_bench's measured products).
 //   svoo_work_study [--heads H] [--frames F] [--height Y] [--width X] [--solo S] [--overhead O] [--mask M]
-//                   [--sms N] [--copies C] [--chunk T] [--merge M] [--nside X]
+//                   [--sms N] [--copies C] [--chunk T] [--merge M] [--nside X | --nside-costs a,b,c,d]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -48,6 +50,9 @@ struct Model {
   // (1 + nside) for what that layout costs more (a column softmax across the warpgroup's warps,
   // P^T through shared memory); taken where cheaper than the row-side item. Negative: not modelled.
   double nside = -1;
+  // Or measured: the cost per key tile of a remainder of at most 64 rows on the N side, by its rows
+  // rounded up to 16, 32, 48 and 64 (in full items' tile times; empty: use nside).
+  std::vector<double> nside_costs;
 };
 
 double tiles(std::int64_t keys) { return static_cast<double>((keys + 127) / 128); }
@@ -101,7 +106,8 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
     out.cost_nside += full * item;
     if (rest > 0) {
       const double row_side = rest > 64 ? 1.0 : m.solo;
-      const double n_side = m.nside < 0 ? row_side : static_cast<double>((rest + 15) / 16 * 16) / 128.0 * (1.0 + m.nside);
+      double n_side = m.nside < 0 ? row_side : static_cast<double>((rest + 15) / 16 * 16) / 128.0 * (1.0 + m.nside);
+      if (!m.nside_costs.empty()) n_side = rest <= 64 ? m.nside_costs[(rest - 1) / 16] : row_side;
       out.cost_nside += m.overhead + std::min(row_side, n_side) * tiles(keys);
     }
     out.items += full;
@@ -202,6 +208,11 @@ int main(int argc, char** argv) {
   app.add_option("--merge", merge, "split: merge cost a piece, tile times")->check(CLI::Range(0.0, 1e9));
   app.add_option("--nside", m.nside, "N-side remainders: their cost over the ideal rate of their rows (-1: off)")
       ->check(CLI::Range(-1.0, 1e3));
+  app.add_option("--nside-costs", m.nside_costs,
+                 "N-side remainders of <= 16, 32, 48, 64 rows: their cost a key tile, in full items' tile times")
+      ->expected(4)
+      ->delimiter(',')
+      ->check(CLI::Range(1e-3, 1e3));
   CLI11_PARSE(app, argc, argv);
   const SyntheticLayer layer = make_synthetic_layer(sc);
   const std::int64_t H = sc.heads, N = layer.q.shape()[1];
