@@ -15,6 +15,10 @@
 //   - persistent: one block an SM takes work items from a counter; the producer prepares the next
 //     item (its ranges, Q rows and info into second buffers) while the current one streams, so an
 //     item's start waits on its first key tiles only, not on a chain of dependent reads;
+//   - dense mode (tiles of consecutive tokens, no gather) is a kernel instance of its own whose
+//     producer is one thread loading each K and V tile as two TMA boxes (FlashAttention-3's);
+//     gathering took 128 producer threads' issue slots from the consumers' softmax (run124: 634-637
+//     TFLOP/s against 594-602 at 40 x 75,600);
 //   - setmaxnreg: the producer keeps 56 registers, the consumers 224. With 40 (and 232), ptxas
 //     serialised the producer's copies once it held the next item's state (run110), and the
 //     consumers waited for key tiles.
@@ -30,6 +34,7 @@
 #include "attention_kernel.cuh"
 #include "device_info.hpp"
 #include "ptx.cuh"
+#include "tensor_map.hpp"
 #include "wgmma.cuh"
 
 namespace svoo::cuda::detail {
@@ -47,6 +52,12 @@ constexpr int kSmemBytes = 1024 /*alignment slack*/ + 6 * kTile /*Q x2, K x2, V 
 static_assert(kSmemBytes <= 227 * 1024, "shared memory");
 constexpr int kPingpong = 1;     // kernel flag: consumers take turns issuing products
 constexpr int kLazyRescale = 2;  // kernel flag: rescale O only when a row maximum grew
+constexpr int kTmaDense = 4;     // kernel flag: dense mode's K and V tiles by TMA (maps below)
+
+// TMA maps of K and V (128-row boxes of 64 columns), used in dense mode when kTmaDense is set.
+struct KvMaps {
+  CUtensorMap k, v;
+};
 
 // 2^x on the special-function unit, flushing denormals (the probabilities they would be are
 // below bf16's resolution of a row's sum anyway).
@@ -63,8 +74,10 @@ struct ItemInfo {
 // streams, the producer prepares the next (its index, ranges, Q rows and info, into the buffers of
 // the other parity) and then streams its key tiles into the same rings, whose stages and phases
 // count tiles across items.
-template <bool kBf16>
-__global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(AttentionArgs a, int flags) {
+// kTma: dense mode with K and V by TMA (a kernel of its own, so that the gathering producer's code,
+// which runs in 56 registers, stays as it was).
+template <bool kBf16, bool kTma>
+__global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(AttentionArgs a, int flags, const __grid_constant__ KvMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = wgmma::align_1024(smem_raw);
@@ -84,10 +97,13 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   __shared__ int warp_sum[4];
   __shared__ std::int64_t next_index;
   const bool sparse = a.range_ptr != nullptr;
+  // Dense mode with TMA: one thread issues each tile's two 64-column boxes, and the full barriers
+  // wait for their bytes (FlashAttention-3's producer); otherwise every producer thread gathers.
+  constexpr bool tma = kTma;
   const int tid = threadIdx.x;
   if (tid == 0) {
     for (int s = 0; s < 4; ++s) {
-      wgmma::mbar_init(&full[s], 128);   // every producer thread arrives once its copies landed
+      wgmma::mbar_init(&full[s], tma ? 1 : 128);  // every producer thread arrives once its copies landed (TMA: thread 0 with the bytes)
       wgmma::mbar_init(&empty[s], 256);  // every consumer thread, products done (or its turn passed)
     }
     for (int b = 0; b < 2; ++b) {
@@ -201,51 +217,81 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     };
     if (tid == 0) next_index = sparse ? take_index(0) : static_cast<std::int64_t>(blockIdx.x);
     prepare(0);
-    for (int li = 0;; ++li) {
-      const int b = li & 1;
-      // The item's values through a shuffle from lane 0: the compiler then keeps them and what
-      // derives from them (the K and V bases) in uniform registers, which the copies need.
-      if (__shfl_sync(0xffffffffu, info[b].rows, 0) < 0) break;
-      const std::int32_t* r_begin = ranges + b * kRangeInts;
-      const std::int32_t* r_cum = r_begin + kMaxRanges;
-      const std::int64_t h = __shfl_sync(0xffffffffu, info[b].head, 0);
-      const int L = __shfl_sync(0xffffffffu, info[b].keys, 0);
-      const auto* kbase = reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride);
-      const auto* vbase = reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride);
-      const std::int64_t kstride = a.k.row_stride * 2, vstride = a.v.row_stride * 2;  // bytes
-      const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
-      const int tiles = (L + kBN - 1) / kBN;
-      const int prep_at = tiles < 3 ? tiles - 1 : 2;  // the tile after whose copies item li + 1 is prepared
-      // The token of this lane's row of tile t (row lane_row), or -1 past the end. The range
-      // holding it only moves forward from tile to tile (r_cum[nr] = L ends the walk).
-      int cur = 0;
-      auto token_of = [&](int t) -> std::int32_t {
-        const int vt = t * kBN + lane_row;
-        if (vt >= L) return -1;
-        while (r_cum[cur + 1] <= vt) ++cur;
-        const std::int64_t phys = r_begin[cur] + (vt - r_cum[cur]);
-        return sparse ? __ldg(kperm + phys) : static_cast<std::int32_t>(phys);
-      };
-      std::int32_t tok = tiles > 0 ? token_of(0) : -1;
-      // Tiles [t0, t1); the item's stream is split around the next item's preparation, so that
-      // the copies' loop holds none of its registers.
-      auto stream = [&](int t0, int t1) {
-      for (int t = t0; t < t1; ++t, ++gt) {
-        const int st = gt & 1;
-        const bool full_tile = (t + 1) * kBN <= L;  // the same for the whole warpgroup
-        const std::int32_t row_tok = tok;
-        if (t + 1 < tiles) tok = token_of(t + 1);  // its load flies while this tile's copies issue
-        for (int which = 0; which < 2; ++which) {
-          if (gt >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((gt >> 1) - 1) & 1);
-          copy_tile((which == 0 ? sk_addr : sv_addr) + st * kTile, which == 0 ? kbase : vbase,
-                    which == 0 ? kstride : vstride, row_tok, full_tile);
-          wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
-        }
+    if constexpr (kTma) {
+      // Dense mode by TMA: thread 0 issues each tile's K and V boxes (two of 64 columns each) at
+      // the head's rows t * 128 ..; rows past the keys arrive as zeros. The other producer
+      // threads only prepare items.
+      for (int li = 0;; ++li) {
+        const int b = li & 1;
+        if (__shfl_sync(0xffffffffu, info[b].rows, 0) < 0) break;
+        const int h = __shfl_sync(0xffffffffu, info[b].head, 0);
+        const int tiles = (__shfl_sync(0xffffffffu, info[b].keys, 0) + kBN - 1) / kBN;
+        const int prep_at = tiles < 3 ? tiles - 1 : 2;
+        auto stream = [&](int t0, int t1) {
+          if (tid != 0) return;
+          for (int t = t0; t < t1; ++t) {
+            const unsigned g = gt + t, st = g & 1;
+            for (int which = 0; which < 2; ++which) {
+              if (g >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((g >> 1) - 1) & 1);
+              wgmma::mbar_arrive_expect_tx(&full[2 * which + st], kTile);
+              const std::uint32_t dst = (which == 0 ? sk_addr : sv_addr) + st * kTile;
+              for (int ch = 0; ch < 2; ++ch)
+                wgmma::tma_load_3d(dst + ch * kChunk, which == 0 ? &maps.k : &maps.v, ch * 64, t * kBN, h, &full[2 * which + st]);
+            }
+          }
+        };
+        stream(0, prep_at + 1);
+        prepare(li + 1);
+        stream(prep_at + 1, tiles);
+        gt += tiles;
       }
-      };
-      stream(0, prep_at + 1);
-      prepare(li + 1);
-      stream(prep_at + 1, tiles);
+    } else {
+      for (int li = 0;; ++li) {
+        const int b = li & 1;
+        // The item's values through a shuffle from lane 0: the compiler then keeps them and what
+        // derives from them (the K and V bases) in uniform registers, which the copies need.
+        if (__shfl_sync(0xffffffffu, info[b].rows, 0) < 0) break;
+        const std::int32_t* r_begin = ranges + b * kRangeInts;
+        const std::int32_t* r_cum = r_begin + kMaxRanges;
+        const std::int64_t h = __shfl_sync(0xffffffffu, info[b].head, 0);
+        const int L = __shfl_sync(0xffffffffu, info[b].keys, 0);
+        const auto* kbase = reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride);
+        const auto* vbase = reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride);
+        const std::int64_t kstride = a.k.row_stride * 2, vstride = a.v.row_stride * 2;  // bytes
+        const std::int32_t* kperm = sparse ? a.k_perm + h * a.k.tokens : nullptr;
+        const int tiles = (L + kBN - 1) / kBN;
+        const int prep_at = tiles < 3 ? tiles - 1 : 2;  // the tile after whose copies item li + 1 is prepared
+        // The token of this lane's row of tile t (row lane_row), or -1 past the end. The range
+        // holding it only moves forward from tile to tile (r_cum[nr] = L ends the walk).
+        int cur = 0;
+        auto token_of = [&](int t) -> std::int32_t {
+          const int vt = t * kBN + lane_row;
+          if (vt >= L) return -1;
+          while (r_cum[cur + 1] <= vt) ++cur;
+          const std::int64_t phys = r_begin[cur] + (vt - r_cum[cur]);
+          return sparse ? __ldg(kperm + phys) : static_cast<std::int32_t>(phys);
+        };
+        std::int32_t tok = tiles > 0 ? token_of(0) : -1;
+        // Tiles [t0, t1); the item's stream is split around the next item's preparation, so that
+        // the copies' loop holds none of its registers.
+        auto stream = [&](int t0, int t1) {
+        for (int t = t0; t < t1; ++t, ++gt) {
+          const int st = gt & 1;
+          const bool full_tile = (t + 1) * kBN <= L;  // the same for the whole warpgroup
+          const std::int32_t row_tok = tok;
+          if (t + 1 < tiles) tok = token_of(t + 1);  // its load flies while this tile's copies issue
+          for (int which = 0; which < 2; ++which) {
+            if (gt >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((gt >> 1) - 1) & 1);
+            copy_tile((which == 0 ? sk_addr : sv_addr) + st * kTile, which == 0 ? kbase : vbase,
+                      which == 0 ? kstride : vstride, row_tok, full_tile);
+            wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
+          }
+        }
+        };
+        stream(0, prep_at + 1);
+        prepare(li + 1);
+        stream(prep_at + 1, tiles);
+      }
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
@@ -485,14 +531,15 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
 }
 
 // SVOO_ATTN_PINGPONG=0 turns the consumers' turn-taking off, SVOO_ATTN_LAZY=0 the lazy
-// rescaling (for comparison).
+// rescaling, SVOO_ATTN_TMA=0 dense mode's TMA copies (for comparison).
 int hopper_flags() {
   static const int flags = [] {
     auto off = [](const char* name) {
       const char* e = std::getenv(name);
       return e && std::strcmp(e, "0") == 0;
     };
-    return (off("SVOO_ATTN_PINGPONG") ? 0 : kPingpong) | (off("SVOO_ATTN_LAZY") ? 0 : kLazyRescale);
+    return (off("SVOO_ATTN_PINGPONG") ? 0 : kPingpong) | (off("SVOO_ATTN_LAZY") ? 0 : kLazyRescale) |
+           (off("SVOO_ATTN_TMA") ? 0 : kTmaDense);
   }();
   return flags;
 }
@@ -506,8 +553,13 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   const std::int64_t sms = sm_count();
   const std::int64_t grid = items < sms ? items : sms;
   if (a.range_ptr) cudaMemsetAsync(a.work_counter, 0, sizeof(int), stream);
-  cudaFuncSetAttribute(attention_hopper_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  attention_hopper_kernel<kBf16><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a, hopper_flags());
+  int flags = hopper_flags();
+  KvMaps maps{};
+  if (a.range_ptr != nullptr || !encode_rows_map(maps.k, a.k, kBN) || !encode_rows_map(maps.v, a.v, kBN))
+    flags &= ~kTmaDense;  // sparse mode gathers; a view TMA cannot describe is gathered too
+  auto kernel = (flags & kTmaDense) != 0 ? attention_hopper_kernel<kBf16, true> : attention_hopper_kernel<kBf16, false>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  kernel<<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a, flags, maps);
 }
 
 }  // namespace

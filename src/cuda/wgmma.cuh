@@ -160,6 +160,26 @@ __device__ __forceinline__ void mbar_arrive_cp_async(std::uint64_t* bar) {
 #endif
 }
 
+// Arrives once and adds `bytes` to the transaction count of bar's current phase: the phase then
+// also waits for that many bytes of bulk (TMA) copies that complete on it.
+__device__ __forceinline__ void mbar_arrive_expect_tx(std::uint64_t* bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(ptx::smem_addr(bar)), "r"(bytes) : "memory");
+#endif
+}
+// A TMA copy of one box of a 3-D tensor (map: a CUtensorMap in parameter or global memory) at
+// coordinates (c0 innermost, c1, c2) into shared memory at dst, completing its bytes on bar. Rows
+// outside the tensor arrive as zeros. With a swizzled map the pattern follows dst's address bits,
+// as the wgmma descriptors' does.
+__device__ __forceinline__ void tma_load_3d(std::uint32_t dst, const void* map, int c0, int c1, int c2, std::uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(ptx::smem_addr(bar))
+      : "memory");
+#endif
+}
+
 // A named barrier for `threads` threads (ids 1..15; 0 is __syncthreads): wait, or only arrive.
 __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
