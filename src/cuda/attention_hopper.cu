@@ -48,8 +48,13 @@ constexpr int kBM = 128, kThreads = 384, kMaxRanges = 1024;
 constexpr int kChunk = 128 * 128;   // one 64-column chunk of a 128-row tile, bytes
 constexpr int kTile = 2 * kChunk;   // a 128 x 128 tile, bytes
 [[maybe_unused]] constexpr int kRangeInts = 2 * kMaxRanges + 2;  // one item's range starts and prefix sums (+ padding)
-constexpr int kSmemBytes = 1024 /*alignment slack*/ + 6 * kTile /*Q x2, K x2, V x2*/ + 12 * 8;
-static_assert(kSmemBytes <= 227 * 1024, "shared memory");
+// K stages: 2, or 3 in the TMA instance, which has no static range buffers (16 KB) and so room for a
+// third (V keeps two).
+constexpr int k_stages(bool tma) { return tma ? 3 : 2; }
+constexpr int smem_bytes(bool tma) {
+  return 1024 /*alignment slack*/ + (4 + k_stages(tma)) * kTile /*Q x2, K, V x2*/ + (2 * (k_stages(tma) + 2) + 4) * 8;
+}
+static_assert(smem_bytes(false) <= 227 * 1024 && smem_bytes(true) + 1100 <= 227 * 1024, "shared memory");
 constexpr int kPingpong = 1;     // kernel flag: consumers take turns issuing products
 constexpr int kLazyRescale = 2;  // kernel flag: rescale O only when a row maximum grew
 constexpr int kTmaDense = 4;     // kernel flag: dense mode's K and V tiles by TMA (maps below)
@@ -82,16 +87,17 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = wgmma::align_1024(smem_raw);
   unsigned char* sq = base;            // 2 Q buffers
-  unsigned char* sk = sq + 2 * kTile;  // 2 stages
-  unsigned char* sv = sk + 2 * kTile;  // 2 stages
+  constexpr int kKS = k_stages(kTma);
+  unsigned char* sk = sq + 2 * kTile;    // kKS stages
+  unsigned char* sv = sk + kKS * kTile;  // 2 stages
   // Two range buffers (by item parity): item li + 1's are scanned while item li's are walked.
   // Static shared arrays, so that the walk reads them with shared loads.
   __shared__ std::int32_t ranges[2 * kRangeInts];
   auto* bars = reinterpret_cast<std::uint64_t*>(sv + 2 * kTile);
-  std::uint64_t* full = bars;        // [K stage 0, K stage 1, V stage 0, V stage 1]
-  std::uint64_t* empty = bars + 4;   // same order
-  std::uint64_t* qfull = bars + 8;   // Q buffer b and its item's info are written
-  std::uint64_t* qempty = bars + 10; // the consumers are done with Q buffer b and its info
+  std::uint64_t* full = bars;                   // [K stages 0 .. kKS - 1, V stage 0, V stage 1]
+  std::uint64_t* empty = bars + kKS + 2;        // same order
+  std::uint64_t* qfull = bars + 2 * kKS + 4;    // Q buffer b and its item's info are written
+  std::uint64_t* qempty = bars + 2 * kKS + 6;   // the consumers are done with Q buffer b and its info
   __shared__ ItemInfo info[2];
   __shared__ std::int32_t q_tok[2][kBM];
   __shared__ int warp_sum[4];
@@ -102,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   constexpr bool tma = kTma;
   const int tid = threadIdx.x;
   if (tid == 0) {
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < kKS + 2; ++s) {
       wgmma::mbar_init(&full[s], tma ? 1 : 128);  // every producer thread arrives once its copies landed (TMA: thread 0 with the bytes)
       wgmma::mbar_init(&empty[s], 256);  // every consumer thread, products done (or its turn passed)
     }
@@ -230,13 +236,15 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         auto stream = [&](int t0, int t1) {
           if (tid != 0) return;
           for (int t = t0; t < t1; ++t) {
-            const unsigned g = gt + t, st = g & 1;
+            const unsigned g = gt + t;
             for (int which = 0; which < 2; ++which) {
-              if (g >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((g >> 1) - 1) & 1);
-              wgmma::mbar_arrive_expect_tx(&full[2 * which + st], kTile);
+              const unsigned stages = which == 0 ? kKS : 2, st = g % stages, use = g / stages;
+              std::uint64_t* const bar = &full[which * kKS + st];
+              if (use >= 1) wgmma::mbar_wait(&empty[which * kKS + st], (use - 1) & 1);
+              wgmma::mbar_arrive_expect_tx(bar, kTile);
               const std::uint32_t dst = (which == 0 ? sk_addr : sv_addr) + st * kTile;
               for (int ch = 0; ch < 2; ++ch)
-                wgmma::tma_load_3d(dst + ch * kChunk, which == 0 ? &maps.k : &maps.v, ch * 64, t * kBN, h, &full[2 * which + st]);
+                wgmma::tma_load_3d(dst + ch * kChunk, which == 0 ? &maps.k : &maps.v, ch * 64, t * kBN, h, bar);
             }
           }
         };
@@ -246,6 +254,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         gt += tiles;
       }
     } else {
+      static_assert(kKS == 2, "the gathering producer's ring indices (gt & 1) assume two K stages");
       for (int li = 0;; ++li) {
         const int b = li & 1;
         // The item's values through a shuffle from lane 0: the compiler then keeps them and what
@@ -310,8 +319,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   const std::uint64_t dk0 = wgmma::descriptor(sk, 16, 1024);
   const std::uint64_t dv0 = wgmma::descriptor(sv, kChunk, 1024);
   unsigned gbase = 0;  // tiles of the items before this one (the producer's count)
+  // Tile gt's K stage gt % kKS (its use gt / kKS) and V stage gt % 2.
   auto wait_full = [&](int which, unsigned gt) {
-    wgmma::mbar_wait(&full[2 * which + (gt & 1)], (gt >> 1) & 1);
+    if (which == 0) wgmma::mbar_wait(&full[gt % kKS], (gt / kKS) & 1);
+    else wgmma::mbar_wait(&full[kKS + (gt & 1)], (gt >> 1) & 1);
   };
   for (int li = 0;; ++li) {
     const int b = li & 1;
@@ -365,7 +376,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     // cannot overflow: shared memory offsets stay below 2^18).
     const std::uint64_t dq = wgmma::descriptor(qg, 16, 1024);
     auto issue_s = [&](unsigned gt) {
-      const std::uint64_t dk = dk0 + (gt & 1) * (kTile >> 4);
+      const std::uint64_t dk = dk0 + (gt % kKS) * (kTile >> 4);
 #pragma unroll
       for (int ks = 0; ks < kD / 16; ++ks) {
         const int off = ((ks / 4) * kChunk + (ks % 4) * 32) >> 4;
@@ -450,7 +461,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       turn_end();
       wgmma::wait<0>();
       wgmma::fence_regs(s);
-      wgmma::mbar_arrive(&empty[gbase & 1], arrivals);
+      wgmma::mbar_arrive(&empty[gbase % kKS], arrivals);
       softmax(0);
       pack_p();
       for (int t = 1; t < tiles; ++t) {
@@ -467,12 +478,12 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         turn_end();
         wgmma::wait<1>();
         wgmma::fence_regs(s);
-        wgmma::mbar_arrive(&empty[gt & 1], arrivals);
+        wgmma::mbar_arrive(&empty[gt % kKS], arrivals);
         softmax(t);
         wgmma::wait<0>();
         wgmma::fence_regs(o);
         wgmma::fence_regs(pa);
-        wgmma::mbar_arrive(&empty[2 + ((gt - 1) & 1)], arrivals);
+        wgmma::mbar_arrive(&empty[kKS + ((gt - 1) & 1)], arrivals);
         if (rescale) {
 #pragma unroll
           for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
@@ -490,7 +501,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       turn_end();
       wgmma::wait<0>();
       wgmma::fence_regs(o);
-      wgmma::mbar_arrive(&empty[2 + (last & 1)], arrivals);
+      wgmma::mbar_arrive(&empty[kKS + (last & 1)], arrivals);
     }
     if (pingpong && g == 0) wgmma::named_sync(turn_bar, 256);
     if (solo) wgmma::named_arrive(5 + 2 * b, 256);  // the other consumer may go on to the next item
@@ -558,8 +569,9 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   if (a.range_ptr != nullptr || !encode_rows_map(maps.k, a.k, kBN) || !encode_rows_map(maps.v, a.v, kBN))
     flags &= ~kTmaDense;  // sparse mode gathers; a view TMA cannot describe is gathered too
   auto kernel = (flags & kTmaDense) != 0 ? attention_hopper_kernel<kBf16, true> : attention_hopper_kernel<kBf16, false>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  kernel<<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a, flags, maps);
+  const int smem = smem_bytes((flags & kTmaDense) != 0);
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(a, flags, maps);
 }
 
 }  // namespace
