@@ -97,6 +97,20 @@ def test_sparse_output_is_close_to_dense_and_errors_are_clear():
     sd.disable(model)
     with pytest.raises(ValueError, match="unknown preset"):
         sd.enable(model, preset="nope")
+    with pytest.raises(ValueError, match="dense_kernel must be"):
+        sd.enable(model, dense_kernel="cudnn")
+
+
+def test_dense_calls_on_cpu_stay_on_sdpa():
+    # svoo's dense kernel takes Wan's dense calls only on CUDA bf16/f16 activations of head_dim 128
+    # (and, with "auto", on compute capability 9.0); a CPU model's warm-up equals the original.
+    model, x = tiny_wan(layers=1), inputs()
+    ref = run(model, x, 900)
+    state = sd.enable(model, num_inference_steps=2, warmup_steps=1, dense_kernel="svoo")
+    assert not state.dense_on_svoo(torch.zeros(1, 4, 2, 128))
+    out = run(model, x, 900)
+    sd.disable(model)
+    assert torch.equal(out, ref)
 
 
 def tiny_hunyuan():

@@ -287,9 +287,13 @@ def warmup_and_dense_layers_run_dense():
             (2, 2): "recluster", (3, 0): "dense", (3, 1): "reuse", (3, 2): "reuse"}
     e_warm = rel(outs[0], refs[0])
     e_sparse = rel(outs[1], refs[1])
-    ok = modes == want and e_warm < 1e-2 and 0 < e_sparse < 0.5 and torch.isfinite(outs[2]).all().item()
+    # On compute capability 9.0 the dense calls run svoo's dense kernel, elsewhere torch's SDPA.
+    probe = torch.empty(1, 1, 2, 128, device="cuda", dtype=torch.bfloat16)
+    on_svoo = state.dense_on_svoo(probe)
+    route_ok = on_svoo == (torch.cuda.get_device_capability() == (9, 0))
+    ok = modes == want and e_warm < 1e-2 and 0 < e_sparse < 0.5 and torch.isfinite(outs[2]).all().item() and route_ok
     report("warmup_and_dense_layers_run_dense", ok, warmup_rel_vs_original=e_warm, sparse_step_rel=e_sparse,
-           schedule_as_expected=modes == want)
+           schedule_as_expected=modes == want, dense_calls_on_svoo_kernel=on_svoo)
 
 
 @guarded
