@@ -27,6 +27,7 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -568,6 +569,17 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   KvMaps maps{};
   if (a.range_ptr != nullptr || !encode_rows_map(maps.k, a.k, kBN) || !encode_rows_map(maps.v, a.v, kBN))
     flags &= ~kTmaDense;  // sparse mode gathers; a view TMA cannot describe is gathered too
+  // The TMA instance's third K stage fits because the compiler drops the range buffers it never
+  // reads (its static shared memory is ~1 KB); should a compiler keep them, it gathers instead.
+  static const bool tma_fits = [] {
+    cudaFuncAttributes fa{};
+    int optin = 0, dev = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+           cudaFuncGetAttributes(&fa, attention_hopper_kernel<kBf16, true>) == cudaSuccess &&
+           fa.sharedSizeBytes + static_cast<std::size_t>(smem_bytes(true)) <= static_cast<std::size_t>(optin);
+  }();
+  if (!tma_fits) flags &= ~kTmaDense;
   auto kernel = (flags & kTmaDense) != 0 ? attention_hopper_kernel<kBf16, true> : attention_hopper_kernel<kBf16, false>;
   const int smem = smem_bytes((flags & kTmaDense) != 0);
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
