@@ -185,8 +185,9 @@ class SvooWanSelfAttnProcessor:
         if mode == "dense":
             st.log.append((step, branch, self.expert, self.layer, mode))
             if st.dense_on_svoo(query):  # per batch element, through [H, S, D] views
-                out = torch.stack([svoo.torch.dense_attention(*(x[b].transpose(0, 1) for x in (query, key, value)))
-                                   .transpose(0, 1) for b in range(query.shape[0])])
+                outs = [svoo.torch.dense_attention(*(x[b].transpose(0, 1) for x in (query, key, value))).transpose(0, 1)
+                        for b in range(query.shape[0])]
+                out = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)  # one element: no copy
             else:
                 out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
                 out = out.transpose(1, 2)
