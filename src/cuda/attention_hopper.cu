@@ -7,9 +7,9 @@
 //     item of at most 64 rows runs on one consumer);
 //   - mbarriers between them (full: a stage has landed, completed by cp.async itself; empty: the
 //     working consumers are done with it);
-//   - S = Q K^T with wgmma m64n128k16 (A and B from shared memory, 128-byte swizzle), online
-//     softmax in fp32 on the accumulators, then O += P V with P from registers (A operand) and V
-//     read N-major from the same row layout (no transpose pass);
+//   - S = Q K^T with wgmma m64n128k16 (Q from registers, loaded once an item; K from shared
+//     memory, 128-byte swizzle), online softmax in fp32 on the accumulators, then O += P V with P
+//     from registers (A operand) and V read N-major from the same row layout (no transpose pass);
 //   - each consumer keeps S(t) and P(t-1) V(t-1) in flight together (the softmax of one tile runs
 //     under the products of the other), and the two consumers take turns issuing (ping-pong);
 //   - persistent: one block an SM takes work items from a counter; the producer prepares the next
@@ -59,6 +59,7 @@ static_assert(smem_bytes(false) <= 227 * 1024 && smem_bytes(true) + 1100 <= 227 
 constexpr int kPingpong = 1;     // kernel flag: consumers take turns issuing products
 constexpr int kLazyRescale = 2;  // kernel flag: rescale O only when a row maximum grew
 constexpr int kTmaDense = 4;     // kernel flag: dense mode's K and V tiles by TMA (maps below)
+constexpr int kOffsets32 = 8;  // kernel flag: every head of Q, K and V spans less than 4 GiB (row offsets in 32 bits)
 
 // TMA maps of K and V (128-row boxes of 64 columns), used in dense mode when kTmaDense is set.
 struct KvMaps {
@@ -139,8 +140,22 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     // shuffles, a 64-bit add, the copy) and no loop counter or address steps. The producer's instructions share the schedulers
     // with the consumers' softmax: with `unroll 4` dense ran at 532-535 TFLOP/s, unrolled 584-587
     // (run85, H100, same run).
+    const bool off32 = (flags & kOffsets32) != 0;
     auto copy_tile = [&](std::uint32_t dst, const unsigned char* base_bytes, std::int64_t stride, std::int32_t row_tok,
                          bool whole) {
+      if (off32 && whole) {
+        // The row's byte offset in 32 bits (the launcher checked that a head's rows fit): one
+        // shuffle a copy instead of two, the address a three-input add and its carry on the ALU
+        // pipe (4 instructions a copy, not 5). Sparse +1-2 % at 40 x 75,600 (run130).
+        const auto off = static_cast<std::uint32_t>(static_cast<std::int64_t>(row_tok < 0 ? 0 : row_tok) * stride);
+        const unsigned char* lane_base = base_bytes + c * 16;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const std::uint32_t o = __shfl_sync(0xffffffffu, off, i, 16);
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + soff + i * 1024), "l"(lane_base + o));
+        }
+        return;
+      }
       const auto rowbits = reinterpret_cast<std::uint64_t>(base_bytes + static_cast<std::int64_t>(row_tok < 0 ? 0 : row_tok) * stride);
       const std::uint32_t lo = static_cast<std::uint32_t>(rowbits), hi = static_cast<std::uint32_t>(rowbits >> 32);
       if (whole) {
@@ -356,7 +371,6 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     bool rescale = true;  // the last softmax moved a maximum of this warp's rows: O must be rescaled
     float s[64];
     std::uint32_t pa[kBN / 16][4];
-    unsigned char* qg = sq + b * kTile + g * 64 * 128;  // this warpgroup's rows in each chunk
 
     // Ping-pong: the two consumers take turns issuing their products, so one's softmax runs while
     // the other's products occupy the tensor cores. Consumer 1 lets consumer 0 go first; consumer 0
@@ -375,13 +389,20 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     };
     // Descriptors: a step's operand is the base plus its byte offset / 16 (the address field
     // cannot overflow: shared memory offsets stay below 2^18).
-    const std::uint64_t dq = wgmma::descriptor(qg, 16, 1024);
+    // Q in registers for the whole item (the m16n8k16 A fragments of this warp's 16 rows, one
+    // ldmatrix.x4 a 16 columns): the tensor cores then read only K from shared memory for S, 32 KB
+    // less shared-memory traffic a tile (dense +2.6 % at 40 x 75,600, sparse unchanged: run129).
+    // The consumers use 216 of their 224 registers.
+    std::uint32_t qa[kD / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks)
+      ptx::ldmatrix_x4(qa[ks], sq + b * kTile + swz(g * 64 + warp * 16 + (lane % 16), 2 * ks + lane / 16));
     auto issue_s = [&](unsigned gt) {
       const std::uint64_t dk = dk0 + (gt % kKS) * (kTile >> 4);
 #pragma unroll
       for (int ks = 0; ks < kD / 16; ++ks) {
         const int off = ((ks / 4) * kChunk + (ks % 4) * 32) >> 4;
-        wgmma::m64n128k16_ss<kBf16>(s, dq + off, dk + off, ks > 0 ? 1 : 0);
+        wgmma::m64n128k16_rs<kBf16>(s, qa[ks], dk + off, ks > 0 ? 1 : 0);
       }
       wgmma::commit();
     };
@@ -543,7 +564,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
 }
 
 // SVOO_ATTN_PINGPONG=0 turns the consumers' turn-taking off, SVOO_ATTN_LAZY=0 the lazy
-// rescaling, SVOO_ATTN_TMA=0 dense mode's TMA copies (for comparison).
+// rescaling, SVOO_ATTN_TMA=0 dense mode's TMA copies, SVOO_ATTN_OFF32=0 the gathering producer's
+// 32-bit row offsets (for comparison).
 int hopper_flags() {
   static const int flags = [] {
     auto off = [](const char* name) {
@@ -551,7 +573,7 @@ int hopper_flags() {
       return e && std::strcmp(e, "0") == 0;
     };
     return (off("SVOO_ATTN_PINGPONG") ? 0 : kPingpong) | (off("SVOO_ATTN_LAZY") ? 0 : kLazyRescale) |
-           (off("SVOO_ATTN_TMA") ? 0 : kTmaDense);
+           (off("SVOO_ATTN_TMA") ? 0 : kTmaDense) | (off("SVOO_ATTN_OFF32") ? 0 : kOffsets32);
   }();
   return flags;
 }
@@ -580,6 +602,11 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
            fa.sharedSizeBytes + static_cast<std::size_t>(smem_bytes(true)) <= static_cast<std::size_t>(optin);
   }();
   if (!tma_fits) flags &= ~kTmaDense;
+  // Row offsets in 32 bits when the last row of every head ends below 4 GiB from its head's start.
+  auto fits32 = [](const RowsView& v) {
+    return v.tokens <= 0 || (v.tokens - 1) * v.row_stride * 2 + kD * 2 <= static_cast<std::int64_t>(0xFFFFFFFFu);
+  };
+  if (!(fits32(a.q) && fits32(a.k) && fits32(a.v))) flags &= ~kOffsets32;
   auto kernel = (flags & kTmaDense) != 0 ? attention_hopper_kernel<kBf16, true> : attention_hopper_kernel<kBf16, false>;
   const int smem = smem_bytes((flags & kTmaDense) != 0);
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

@@ -101,6 +101,28 @@ __device__ __forceinline__ void m64n128k16_ss(float (&d)[64], std::uint64_t a, s
 #endif
 }
 
+// d (+)= A B with A [64 x 16] in registers (the m16n8k16 A fragment of each warp's 16 rows, four
+// packed pairs) and B [16 x 128] in shared memory, K-major (rows of a [N x K] tile, as in _ss);
+// accumulate = 0 overwrites d.
+template <bool kBf16>
+__device__ __forceinline__ void m64n128k16_rs(float (&d)[64], const std::uint32_t (&a)[4], std::uint64_t b, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (kBf16) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " SVOO_WGMMA_D64
+                 ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                 : SVOO_WGMMA_OUT64
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+  } else {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " SVOO_WGMMA_D64
+                 ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                 : SVOO_WGMMA_OUT64
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+  }
+#endif
+}
+
 // d += A B with A [64 x 16] in registers (the m16n8k16 A fragment of each warp's 16 rows, four
 // packed pairs) and B [16 x 128] in shared memory, MN-major (tnspB): rows of K hold N contiguously.
 template <bool kBf16>
