@@ -141,19 +141,28 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     // with the consumers' softmax: with `unroll 4` dense ran at 532-535 TFLOP/s, unrolled 584-587
     // (run85, H100, same run).
     const bool off32 = (flags & kOffsets32) != 0;
+    // Row offsets in 32 bits (the launcher checked that every head of Q, K and V ends within 4 GiB
+    // of its start): the 16 rows a lane copies, one shuffle each from the lane holding the row's
+    // token. A copy is then a three-input add and its carry on the ALU pipe and the copy (4
+    // instructions with the shuffle, not 5: sparse +1-2 % at 40 x 75,600, run130; K's and V's tiles
+    // share one set of shuffles, 3 a copy: +0.6-4 % more at 14B, +4 % at 1.3B 480p on the medians, run135).
+    auto row_offsets = [&](std::int32_t row_tok, std::int64_t stride, std::uint32_t (&o)[16]) {
+      const auto off = static_cast<std::uint32_t>(static_cast<std::int64_t>(row_tok < 0 ? 0 : row_tok) * stride);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) o[i] = __shfl_sync(0xffffffffu, off, i, 16);
+    };
+    auto copy_rows = [&](std::uint32_t dst, const unsigned char* base_bytes, const std::uint32_t (&o)[16]) {
+      const unsigned char* lane_base = base_bytes + c * 16;
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + soff + i * 1024), "l"(lane_base + o[i]));
+    };
     auto copy_tile = [&](std::uint32_t dst, const unsigned char* base_bytes, std::int64_t stride, std::int32_t row_tok,
                          bool whole) {
       if (off32 && whole) {
-        // The row's byte offset in 32 bits (the launcher checked that a head's rows fit): one
-        // shuffle a copy instead of two, the address a three-input add and its carry on the ALU
-        // pipe (4 instructions a copy, not 5). Sparse +1-2 % at 40 x 75,600 (run130).
-        const auto off = static_cast<std::uint32_t>(static_cast<std::int64_t>(row_tok < 0 ? 0 : row_tok) * stride);
-        const unsigned char* lane_base = base_bytes + c * 16;
-#pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          const std::uint32_t o = __shfl_sync(0xffffffffu, off, i, 16);
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + soff + i * 1024), "l"(lane_base + o));
-        }
+        std::uint32_t o[16];
+        row_offsets(row_tok, stride, o);
+        copy_rows(dst, base_bytes, o);
         return;
       }
       const auto rowbits = reinterpret_cast<std::uint64_t>(base_bytes + static_cast<std::int64_t>(row_tok < 0 ? 0 : row_tok) * stride);
@@ -305,6 +314,17 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           const bool full_tile = (t + 1) * kBN <= L;  // the same for the whole warpgroup
           const std::int32_t row_tok = tok;
           if (t + 1 < tiles) tok = token_of(t + 1);  // its load flies while this tile's copies issue
+          if (off32 && full_tile && kstride == vstride) {  // K's and V's rows are the same tokens
+            std::uint32_t o[16];
+            row_offsets(row_tok, kstride, o);
+#pragma unroll
+            for (int which = 0; which < 2; ++which) {
+              if (gt >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((gt >> 1) - 1) & 1);
+              copy_rows((which == 0 ? sk_addr : sv_addr) + st * kTile, which == 0 ? kbase : vbase, o);
+              wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
+            }
+            continue;
+          }
           for (int which = 0; which < 2; ++which) {
             if (gt >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((gt >> 1) - 1) & 1);
             copy_tile((which == 0 ? sk_addr : sv_addr) + st * kTile, which == 0 ? kbase : vbase,
