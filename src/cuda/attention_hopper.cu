@@ -136,8 +136,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     const std::uint32_t soff = (c >> 3) * kChunk + lane_row * 128 - c * 1024 + (((c & 7) ^ (lane_row & 7)) << 4);
     const std::uint32_t sk_addr = ptx::smem_addr(sk), sv_addr = ptx::smem_addr(sv);
     // One 128-row tile (Q, or K or V's) into shared memory at dst: row lane_row is at row_tok *
-    // stride bytes from base (-1: zero-filled). Fully unrolled: 5 instructions a copy (two
-    // shuffles, a 64-bit add, the copy) and no loop counter or address steps. The producer's instructions share the schedulers
+    // stride bytes from base (-1: zero-filled). Fully unrolled: no loop counter or address steps;
+    // with 64-bit row addresses (partial tiles, or heads past 4 GiB) 5 instructions a copy (two
+    // shuffles, a 64-bit add, the copy), with 32-bit offsets (below) 4. The producer's instructions share the schedulers
     // with the consumers' softmax: with `unroll 4` dense ran at 532-535 TFLOP/s, unrolled 584-587
     // (run85, H100, same run).
     const bool off32 = (flags & kOffsets32) != 0;
@@ -623,8 +624,9 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   }();
   if (!tma_fits) flags &= ~kTmaDense;
   // Row offsets in 32 bits when the last row of every head ends below 4 GiB from its head's start.
-  auto fits32 = [](const RowsView& v) {
-    return v.tokens <= 0 || (v.tokens - 1) * v.row_stride * 2 + kD * 2 <= static_cast<std::int64_t>(0xFFFFFFFFu);
+  auto fits32 = [](const RowsView& v) {  // (tokens - 1) x pitch + a row <= 2^32 - 1, without overflow
+    const std::int64_t room = static_cast<std::int64_t>(0xFFFFFFFFu) - kD * 2;
+    return v.tokens <= 1 || v.row_stride * 2 <= room / (v.tokens - 1);
   };
   if (!(fits32(a.q) && fits32(a.k) && fits32(a.v))) flags &= ~kOffsets32;
   auto kernel = (flags & kTmaDense) != 0 ? attention_hopper_kernel<kBf16, true> : attention_hopper_kernel<kBf16, false>;
