@@ -69,6 +69,12 @@ class _StepRule:
             self.branch += 1
 
 
+def _rows_aligned(x: torch.Tensor) -> bool:
+    """Whether every row of x [B, S, H, D] (each batch element's [H, S, D] view) is what the CUDA
+    kernels address: contiguous in D, strides multiples of 8 elements, data 16-byte aligned."""
+    return x.stride(-1) == 1 and all(s % 8 == 0 for s in x.stride()[:-1]) and x.data_ptr() % 16 == 0
+
+
 @dataclass
 class SvooState(_StepRule):
     """Shared by every layer of every expert of one pipeline."""
@@ -96,11 +102,15 @@ class SvooState(_StepRule):
             self.densities[key] = t
         return t
 
-    def dense_on_svoo(self, query: torch.Tensor) -> bool:
-        """Whether a dense call on `query` [B, S, H, D] runs svoo's dense kernel instead of SDPA."""
+    def dense_on_svoo(self, query: torch.Tensor, *others: torch.Tensor) -> bool:
+        """Whether a dense call on `query` (and key, value) [B, S, H, D] runs svoo's dense kernel
+        instead of SDPA: CUDA, float16/bfloat16 of one dtype, head_dim 128, rows the kernel can
+        address (anything else stays on SDPA, which takes any layout)."""
         if self.dense_kernel == "sdpa" or query.device.type != "cuda" or not svoo.has_cuda:
             return False
         if query.dtype not in (torch.float16, torch.bfloat16) or query.shape[-1] != 128:
+            return False
+        if not all(t.dtype == query.dtype and t.shape[-1] == 128 and _rows_aligned(t) for t in (query, *others)):
             return False
         return self.dense_kernel == "svoo" or torch.cuda.get_device_capability(query.device) == (9, 0)
 
@@ -184,7 +194,7 @@ class SvooWanSelfAttnProcessor:
             mode = "dense"
         if mode == "dense":
             st.log.append((step, branch, self.expert, self.layer, mode))
-            if st.dense_on_svoo(query):  # per batch element, through [H, S, D] views
+            if st.dense_on_svoo(query, key, value):  # per batch element, through [H, S, D] views
                 outs = [svoo.torch.dense_attention(*(x[b].transpose(0, 1) for x in (query, key, value))).transpose(0, 1)
                         for b in range(query.shape[0])]
                 out = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)  # one element: no copy

@@ -113,6 +113,16 @@ def test_dense_calls_on_cpu_stay_on_sdpa():
     assert torch.equal(out, ref)
 
 
+def test_dense_kernel_takes_only_rows_it_can_address():
+    # Layouts the CUDA kernels cannot address (misaligned data, odd strides) stay on SDPA.
+    base = torch.zeros(2, 4, 2, 128 + 8)
+    assert sd._rows_aligned(torch.zeros(2, 4, 2, 128))
+    assert sd._rows_aligned(base[..., :128])                     # row pitch 136: a multiple of 8
+    assert not sd._rows_aligned(base[..., 1:129])                # data 4 bytes past a 16-byte boundary
+    assert not sd._rows_aligned(torch.zeros(2, 4, 2, 131)[..., :128])  # strides not multiples of 8
+    assert not sd._rows_aligned(torch.zeros(2, 4, 128, 2).transpose(-1, -2))  # not contiguous in head_dim
+
+
 def tiny_hunyuan():
     from diffusers import HunyuanVideoTransformer3DModel
     torch.manual_seed(0)
