@@ -510,13 +510,19 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       for (int t = 1; t < tiles; ++t) {
         const unsigned gt = gbase + t;
         wait_full(0, gt);
-        wait_full(1, gt - 1);
         wgmma::fence_async_shared();
         turn_begin();
         wgmma::fence_regs(o);
         wgmma::fence_regs(pa);
         wgmma::fence();
         issue_s(gt);
+        // V(t - 1) is waited on only now: its stage is released a softmax later than K's, so it is
+        // the tile that arrives last, and S(t) need not wait for it (+0.2 to +3.5 % sparse on the
+        // medians of four rounds, dense +0.8 %, run137-138). The explicit fence keeps ptxas from
+        // injecting its own warpgroup.arrive around the wait's loop.
+        wait_full(1, gt - 1);
+        wgmma::fence_async_shared();
+        wgmma::fence();
         issue_pv(gt - 1);
         turn_end();
         wgmma::wait<1>();
