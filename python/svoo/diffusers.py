@@ -75,6 +75,12 @@ def _rows_aligned(x: torch.Tensor) -> bool:
     return x.stride(-1) == 1 and all(s % 8 == 0 for s in x.stride()[:-1]) and x.data_ptr() % 16 == 0
 
 
+def _addressable(x: torch.Tensor) -> torch.Tensor:
+    """x itself when the CUDA kernels can address its rows, else a contiguous copy (a layout they
+    cannot address then costs a copy, not an error)."""
+    return x if _rows_aligned(x) else x.contiguous()
+
+
 @dataclass
 class SvooState(_StepRule):
     """Shared by every layer of every expert of one pipeline."""
@@ -234,7 +240,7 @@ class SvooWanSelfAttnProcessor:
         with torch.cuda.device(query.device):
             stream = torch.cuda.current_stream(query.device).cuda_stream
             for b, ck in enumerate(keys):
-                q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
+                q, k, v = (_addressable(x[b].detach().transpose(0, 1)) for x in (query, key, value))  # [H, S, D]
                 ran = st.cuda_plan(planner, q, k, mode, ck, step, density, stream)
                 planner.sparse_attention(_dl(q), _dl(k), _dl(v), _dl(out[b].transpose(0, 1)), stream)
         return out, ran
@@ -331,7 +337,7 @@ class SvooHunyuanAttnProcessor:
             for b, ck in enumerate(keys):
                 valid = (attention_mask[b].reshape(-1)[-text:].bool() if attention_mask is not None
                          else torch.ones(text, dtype=torch.bool, device=query.device))
-                q, k, v = (x[b].detach().transpose(0, 1) for x in (query, key, value))  # [H, S, D] views
+                q, k, v = (_addressable(x[b].detach().transpose(0, 1)) for x in (query, key, value))  # [H, S, D]
                 st.cuda_plan(pv, q[:, :video], k[:, :video], mode, ck, step, density, stream)
                 ql = torch.empty((heads, video), dtype=torch.int32, device=query.device)
                 kl = torch.empty_like(ql)

@@ -123,6 +123,16 @@ def test_dense_kernel_takes_only_rows_it_can_address():
     assert not sd._rows_aligned(torch.zeros(2, 4, 128, 2).transpose(-1, -2))  # not contiguous in head_dim
 
 
+def test_sparse_cuda_path_copies_rows_it_cannot_address():
+    # The CUDA sparse path hands the kernels [H, S, D] views; one they cannot address is copied.
+    base = torch.randn(4, 2, 128 + 8)
+    good = base[..., :128]
+    assert sd._addressable(good) is good                           # addressable: the view itself
+    for bad in (base[..., 1:129], torch.randn(4, 2, 131)[..., :128], torch.randn(4, 128, 2).transpose(-1, -2)):
+        fixed = sd._addressable(bad)
+        assert fixed is not bad and sd._rows_aligned(fixed) and torch.equal(fixed, bad)
+
+
 def tiny_hunyuan():
     from diffusers import HunyuanVideoTransformer3DModel
     torch.manual_seed(0)
