@@ -159,9 +159,10 @@ def run(items, seed, pingpong=True, alternate_turns=True):
                 for t in range(1, tiles):
                     gt = gbase + t
                     yield from wait_full(0, gt, t)
-                    yield from wait_full(1, gt - 1, t - 1)
                     yield from turn_begin()
                     assert kbuf[gt & 1] == (li, t), f"consumer {g}: wrong key tile"
+                    yield  # S(t) issued; V(t - 1) is waited on only now, inside the turn
+                    yield from wait_full(1, gt - 1, t - 1)
                     assert vbuf[(gt - 1) & 1] == (li, t - 1), f"consumer {g}: wrong value tile"
                     turn_end()
                     yield
