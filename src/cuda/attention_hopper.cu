@@ -517,8 +517,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         wgmma::fence();
         issue_s(gt);
         // V(t - 1) is waited on only now: its stage is released a softmax later than K's, so it is
-        // the tile that arrives last, and S(t) need not wait for it (+0.2 to +3.5 % sparse on the
-        // medians of four rounds, dense +0.8 %, run137-138). The explicit fence keeps ptxas from
+        // the tile that arrives last, and S(t) need not wait for it (-0.2 to +3.5 % sparse at 10-30 %
+        // on the medians of four rounds, +0.2 or more at 14B; dense +1 %; run137-138). The explicit fence keeps ptxas from
         // injecting its own warpgroup.arrive around the wait's loop.
         wait_full(1, gt - 1);
         wgmma::fence_async_shared();
