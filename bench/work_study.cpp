@@ -20,6 +20,9 @@
 // prices splitting every item of more than --chunk key tiles into pieces whose partial outputs a
 // log-sum-exp merge combines (--merge tile times a piece; "split: time": the makespan over the
 // unsplit one's).
+// "shared": the share of the key-tile loads that two SMs would share if each query cluster's items
+// ran in pairs, both streaming the cluster's one key list (floor(items / 2) pairs a cluster; each
+// gathered tile then serves two items), an upper bound for a cluster-pair producer.
 // With --nside X it also prices each cluster's last, partly filled item with its queries on the
 // products' N side, at X more than the ideal rate of its rows rounded up to 16 ("N-side"); with
 // --nside-costs a,b,c,d, each remainder of at most 64 rows at the given cost a key tile instead
@@ -61,6 +64,7 @@ struct Priced {
   double useful = 0, cost = 0, cost_paired = 0, cost_nside = 0;
   double waste_rows = 0, waste_keys = 0, waste_overhead = 0;  // cost - useful, by cause
   std::int64_t items = 0, solo_items = 0, pairs = 0;
+  double loads = 0, shared_loads = 0;  // key-tile loads of the list; those a cluster pair shares
   double union_over_max = 0;  // summed over pairs
   std::vector<double> list;   // each item's cost, in the kernel's work-list order (head, cluster, tile)
   std::vector<double> list_tiles;  // each item's key tiles (for splitting)
@@ -110,6 +114,9 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
       if (!m.nside_costs.empty()) n_side = rest <= 64 ? m.nside_costs[(rest - 1) / 16] : row_side;
       out.cost_nside += m.overhead + std::min(row_side, n_side) * tiles(keys);
     }
+    const std::int64_t cluster_items = full + (rest > 0 ? 1 : 0);
+    out.loads += cluster_items * tiles(keys);
+    out.shared_loads += (cluster_items / 2) * tiles(keys);
     out.items += full;
     if (rest > 64) {
       out.cost += item, out.cost_paired += item, ++out.items;
@@ -226,9 +233,9 @@ int main(int argc, char** argv) {
   std::printf("schedule: the list repeated %d times on %d SMs in list order; split: pieces of <= %.0f key tiles, "
               "merge %.2f tile times a piece\n",
               copies, sms, chunk, merge);
-  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s | %8s\n", "target", "density", "items",
-              "solo", "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired", "tail",
-              "split: time", "N-side");
+  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s | %8s | %7s\n", "target", "density",
+              "items", "solo", "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired",
+              "tail", "split: time", "N-side", "shared");
   for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
     double lo = 0.0, hi = 1.0, density = 0;
     Selection sel;
@@ -251,11 +258,11 @@ int main(int argc, char** argv) {
     const double tail = schedule(p.list, copies, sms);
     const double unsplit = tail * copies * p.cost / sms;
     const double split_makespan = schedule_split(p, m, chunk, merge, copies, sms);
-    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f\n",
+    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f | %6.1f%%\n",
                 d, density, (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items),
                 p.useful / p.cost, no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost,
                 (long long)p.pairs, p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired, tail,
-                split_makespan / unsplit, p.useful / p.cost_nside);
+                split_makespan / unsplit, p.useful / p.cost_nside, 100.0 * p.shared_loads / std::max(1.0, p.loads));
   }
   return 0;
 }
