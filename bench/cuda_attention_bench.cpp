@@ -17,6 +17,7 @@
 #include <CLI/CLI.hpp>
 
 #include "../tests/gpu/device_buffer.hpp"
+#include "power_sampler.hpp"
 #include "timing.hpp"
 #include "wan_shapes.hpp"
 #include "svoo/cuda.hpp"
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("# %s\n", prop.name);
+  bench::PowerSampler power;
   std::string json;
   for (const bench::WanShape& s : bench::wan_shapes()) {
     if (!bench::picked(only, s.name)) continue;
@@ -73,12 +75,14 @@ int main(int argc, char** argv) {
     plan.cluster(q.view(), k.view(), cfg);
     const std::vector<double> densities =
         profile_density > 0 ? std::vector<double>{profile_density} : std::vector<double>{0.05, 0.10, 0.15, 0.20, 0.30};
+    power.start();
     const double dense_ms = profile_density > 0 ? 0.0 : median_ms([&] { cuda::dense_attention(q.view(), k.view(), v.view(), o.view()); });
+    power.stop();
     const double dense_flops = 4.0 * s.heads * double(N) * N * D;
     if (profile_density <= 0) {
-      std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s)\n", s.name, s.heads,
-                  (long long)N, dense_ms, dense_flops / dense_ms / 1e9);
-      std::printf("%8s %8s %9s %9s %10s\n", "target", "density", "ms", "TFLOP/s", "vs dense");
+      std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s, %.0f MHz, %.0f W)\n", s.name, s.heads,
+                  (long long)N, dense_ms, dense_flops / dense_ms / 1e9, power.mean_mhz(), power.mean_watts());
+      std::printf("%8s %8s %9s %9s %10s %6s %5s\n", "target", "density", "ms", "TFLOP/s", "vs dense", "MHz", "W");
     }
     for (double d : densities) {
       // Keep the same number of top-scoring key clusters in every row, that number chosen by
@@ -98,14 +102,18 @@ int main(int argc, char** argv) {
         cuda_ok(cudaDeviceSynchronize(), "profile");
         continue;
       }
+      power.start();
       const double ms = median_ms([&] { cuda::sparse_attention(q.view(), k.view(), v.view(), plan, o.view()); });
+      power.stop();
       const double tflops = 4.0 * pairs * D / ms / 1e9;
-      std::printf("%8.2f %8.4f %9.3f %9.1f %9.2fx\n", d, density, ms, tflops, dense_ms / ms);
-      char buf[400];
+      std::printf("%8.2f %8.4f %9.3f %9.1f %9.2fx %6.0f %5.0f\n", d, density, ms, tflops, dense_ms / ms, power.mean_mhz(),
+                  power.mean_watts());
+      char buf[512];
       std::snprintf(buf, sizeof buf,
                     " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"device\": \"%s\", \"target_density\": %.2f, "
-                    "\"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f}",
-                    s.name, s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms);
+                    "\"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f, "
+                    "\"sm_mhz\": %.0f, \"watts\": %.0f}",
+                    s.name, s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms, power.mean_mhz(), power.mean_watts());
       json += std::string(json.empty() ? "" : ",\n") + buf;
     }
   }

@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 
 #include "../tests/gpu/device_buffer.hpp"
+#include "power_sampler.hpp"
 #include "timing.hpp"
 #include "svoo/cuda.hpp"
 #include "svoo/measures.hpp"
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
   const char* path =
       prop.major == 9 && prop.minor == 0 && !(env_path && std::string(env_path) == "mma") ? "wgmma" : "mma";
   std::printf("# %s, tau %.2f, every row (no sampling), %s passes\n", prop.name, tau, path);
+  bench::PowerSampler power;  // the SM clock and power of the every-row timing (NVML, where there)
   std::string json;
   for (int H : heads_list)
     for (const std::string& data : data_list) {
@@ -76,8 +78,10 @@ int main(int argc, char** argv) {
       test::cuda_ok(cudaMalloc(&out, 2 * H * sizeof(double) + 4 * H), "cudaMalloc");
       cuda::DensityOutputs o;
       o.density = out, o.bound = out + H, o.fallbacks = reinterpret_cast<std::int32_t*>(out + 2 * H);
+      power.start();
       const double ms = bench::median_ms(
           [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); }, 5);
+      power.stop();
       double ms1 = 0, ms2 = 0;
       if (breakdown) {
         // SVOO_DENSITY_PASSES=n stops after pass n (the Hopper search has three, density.cu's
@@ -100,8 +104,8 @@ int main(int argc, char** argv) {
       for (int h = 0; h < H; ++h) md += dens[h] / H, mb = std::max(mb, dens[H + h]), fbs += fb[h];
       const double tflop = 2.0 * H * double(N) * N * D * 2 / 1e12;  // two QK^T passes
       std::printf("%2d heads x %lld tokens, %-9s: %8.2f ms per layer (%.0f TFLOP/s over 2 QK^T passes), mean density "
-                  "%.4f, max bound %.2e, fallback rows %.0f\n",
-                  H, (long long)N, data.c_str(), ms, tflop / ms * 1e3, md, mb, fbs);
+                  "%.4f, max bound %.2e, fallback rows %.0f; %.0f MHz, %.0f W\n",
+                  H, (long long)N, data.c_str(), ms, tflop / ms * 1e3, md, mb, fbs, power.mean_mhz(), power.mean_watts());
       char buf[512];
       std::snprintf(buf, sizeof buf,
                     " {\"heads\": %d, \"tokens\": %lld, \"dim\": 128, \"dtype\": \"bf16\", \"data\": \"%s\", \"tau\": %.3f, "
