@@ -18,9 +18,9 @@
 //   bulk  no gather: each tile is 128 consecutive rows, two 16 KB bulk copies by one thread (the
 //         dense kernel's TMA loads; the same bytes as solo, by the copy engine)
 // Every mode launches clusters of two, one block an SM, so the SMs' placement is the same.
-// Measured (runs 147-150, H200): at the kernel's pace the gather draws ~150 W of the card's 700;
-// a pair moves the same bytes for the power of half of them but adds ~700 ns to every step, which
-// a two-stage ring cannot hide (bench/results/2026-11-28-h200-run147-150-gather_share.txt).
+// Measured (runs 147-154, H200; bench/results/2026-11-28-h200-run14*-gather_share*.txt): at the
+// kernel's pace the gather draws ~150 W of the card's 700; a pair keeps that pace on a two-stage
+// ring (run154) and drew ~30 % less power a delivered byte in run150's first reading.
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -44,6 +44,7 @@ using namespace svoo::cuda::detail;
 constexpr int kRowBytes = 256;             // one token's 128 bf16 values
 constexpr int kTileBytes = 128 * kRowBytes;
 constexpr int kHalfBytes = kTileBytes / 2;
+constexpr int kMaxStages = 3;  // 6 tiles of 32 KB
 constexpr int kProducers = 128, kThreads = kProducers + 64;  // + the consumer's warp, + the pusher's
 enum Mode { kNone = 0, kSolo = 1, kHalf = 2, kPair = 3, kBulk = 4 };
 const char* const kModeNames[] = {"none", "solo", "half", "pair", "bulk"};
@@ -57,8 +58,12 @@ __device__ __forceinline__ std::uint32_t peer_addr(std::uint32_t local, std::uin
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(local), "r"(rank));
   return r;
 }
+// An arrival on the peer's barrier. Release at cluster scope (an arrive that orders every prior
+// access of the thread cluster-wide) cost ~350 ns an arrival here (run153: ~700 ns a step of two
+// arrivals, whatever the ring's depth); CUTLASS's cluster barriers arrive with the default
+// semantics, as here: the consumer has only read the stage, and its reads are done.
 __device__ __forceinline__ void remote_arrive(std::uint32_t cluster_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar) : "memory");
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar) : "memory");
 }
 __device__ __forceinline__ void wait_cluster_scope(std::uint64_t* bar, unsigned parity) {
   asm volatile(
@@ -72,22 +77,22 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
 
-// Ring: K stages 0, 1 and V stages 0, 1 (32 KB each); barriers full/empty/landed per stage.
+// Ring: `stages` K stages then as many V stages (32 KB each); barriers full/empty/landed per stage.
 template <int kMode>
 __global__ void __launch_bounds__(kThreads, 1)
     gather_share_kernel(const unsigned char* k, const unsigned char* v, const std::int32_t* perm, int tokens, int steps,
-                        long long spin, unsigned long long* wait_cycles) {
+                        int stages, long long spin, unsigned long long* wait_cycles) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ unsigned char smem_raw[];
   unsigned char* ring = wgmma::align_1024(smem_raw);
-  __shared__ std::uint64_t full[4], empty[4], landed[4];
+  __shared__ std::uint64_t full[2 * kMaxStages], empty[2 * kMaxStages], landed[2 * kMaxStages];
   const int tid = threadIdx.x;
   std::uint32_t rank;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
   const std::uint32_t peer = rank ^ 1u;
   constexpr bool pair = kMode == kPair;
   if (tid == 0) {
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < 2 * stages; ++s) {
       wgmma::mbar_init(&full[s], kMode == kBulk ? 1 : kProducers + (pair ? 1 : 0));  // + the arrival that expects the pushed bytes
       wgmma::mbar_init(&empty[s], pair ? 2 : 1);                // this block's consumer (+ the peer's)
       wgmma::mbar_init(&landed[s], kProducers);                 // this block's own copies landed
@@ -102,8 +107,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       long long row = (list * 977) % (tokens - 128);
       for (int i = 0; i < steps; ++i) {
         for (int which = 0; which < 2; ++which) {
-          const int s = 2 * which + (i & 1);
-          if (i >= 2) wait_cluster_scope(&empty[s], ((i >> 1) - 1) & 1);
+          const int s = which * stages + i % stages, use = i / stages;
+          if (use >= 1) wait_cluster_scope(&empty[s], (use - 1) & 1);
           wgmma::mbar_arrive_expect_tx(&full[s], kTileBytes);
           const unsigned char* src = (which == 0 ? k : v) + row * kRowBytes;
           for (int h = 0; h < 2; ++h)
@@ -137,14 +142,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
     if (kMode != kNone) load_tokens();
     for (int i = 0; i < steps; ++i) {
-      const int st = i & 1;
+      const int st = i % stages, use = i / stages;
       std::int32_t cur[kJ];
 #pragma unroll
       for (int j = 0; j < kJ; ++j) cur[j] = tok[j];
       if (kMode != kNone && i + 1 < steps) load_tokens();
       for (int which = 0; which < 2; ++which) {
-        const int s = 2 * which + st;
-        if (i >= 2) wait_cluster_scope(&empty[s], ((i >> 1) - 1) & 1);
+        const int s = which * stages + st;
+        if (use >= 1) wait_cluster_scope(&empty[s], (use - 1) & 1);
         const std::uint32_t dst = ptx::smem_addr(ring + s * kTileBytes);
         const unsigned char* src = (which == 0 ? k : v) + c * 16;
         if (kMode != kNone) {
@@ -167,8 +172,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // memory through the async proxy, hence the fence).
     for (int i = 0; i < steps; ++i) {
       for (int which = 0; which < 2; ++which) {
-        const int s = 2 * which + (i & 1);
-        wgmma::mbar_wait(&landed[s], (i >> 1) & 1);
+        const int s = which * stages + i % stages;
+        wgmma::mbar_wait(&landed[s], (i / stages) & 1);
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         const std::uint32_t half = ptx::smem_addr(ring + s * kTileBytes) + rank * kHalfBytes;
         asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
@@ -182,9 +187,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     unsigned long long waited = 0;
     for (int i = 0; i < steps; ++i) {
       for (int which = 0; which < 2; ++which) {
-        const int s = 2 * which + (i & 1);
+        const int s = which * stages + i % stages;
         const long long t0 = clock64();
-        wgmma::mbar_wait(&full[s], (i >> 1) & 1);
+        wgmma::mbar_wait(&full[s], (i / stages) & 1);
         const long long t1 = clock64();
         waited += static_cast<unsigned long long>(t1 - t0);
         while (clock64() - t1 < spin) {
@@ -210,6 +215,8 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "rows of K and of V (a head's keys; both stay in L2)")->check(CLI::Range(1024, 1 << 22));
   app.add_option("--seconds", seconds, "how long each mode runs (for the power reading)")->check(CLI::Range(0.05, 30.0));
   app.add_option("--spin", spins, "the consumer's cycles a tile (repeatable)");
+  int stages = 2;
+  app.add_option("--stages", stages, "stages of the K ring and of the V ring (the attention kernel has 2)")->check(CLI::Range(2, kMaxStages));
   CLI11_PARSE(app, argc, argv);
   try {
     cudaDeviceProp prop{};
@@ -230,13 +237,13 @@ int main(int argc, char** argv) {
     check(cudaMemset(k, 1, bytes), "memset");
     check(cudaMemset(v, 2, bytes), "memset");
     check(cudaMemcpy(dperm, perm.data(), tokens * sizeof(std::int32_t), cudaMemcpyHostToDevice), "copy");
-    const int smem = 4 * kTileBytes + 1024;
+    const int smem = 2 * kMaxStages * kTileBytes + 1024;
     for (auto fn : {gather_share_kernel<kNone>, gather_share_kernel<kSolo>, gather_share_kernel<kHalf>, gather_share_kernel<kPair>,
                     gather_share_kernel<kBulk>})
       check(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "smem attribute");
     svoo::bench::PowerSampler power;
-    std::printf("%s, %d SMs in clusters of 2, K and V of %d tokens (%.1f MB each), %.1f s a mode%s\n", prop.name, sms, tokens,
-                bytes / 1e6, seconds, power.ok() ? "" : " (no NVML: no power reading)");
+    std::printf("%s, %d SMs in clusters of 2, K and V of %d tokens (%.1f MB each), %d-stage rings, %.1f s a mode%s\n", prop.name,
+                sms, tokens, bytes / 1e6, stages, seconds, power.ok() ? "" : " (no NVML: no power reading)");
     auto launch = [&](int mode, int steps, long long spin) -> double {
       cudaLaunchConfig_t cfg{};
       cfg.gridDim = dim3(sms);
@@ -251,13 +258,13 @@ int main(int argc, char** argv) {
       check(cudaEventCreate(&b), "event");
       check(cudaMemset(wait_cycles, 0, sizeof(unsigned long long)), "memset");
       check(cudaEventRecord(a), "record");
-      void (*const kernels[])(const unsigned char*, const unsigned char*, const std::int32_t*, int, int, long long,
+      void (*const kernels[])(const unsigned char*, const unsigned char*, const std::int32_t*, int, int, int, long long,
                               unsigned long long*) = {gather_share_kernel<kNone>, gather_share_kernel<kSolo>,
                                                       gather_share_kernel<kHalf>, gather_share_kernel<kPair>,
                                                       gather_share_kernel<kBulk>};
       check(cudaLaunchKernelEx(&cfg, kernels[mode], static_cast<const unsigned char*>(k),
                                static_cast<const unsigned char*>(v), static_cast<const std::int32_t*>(dperm), tokens, steps,
-                               spin, wait_cycles),
+                               stages, spin, wait_cycles),
             "launch");
       check(cudaEventRecord(b), "record");
       check(cudaEventSynchronize(b), kModeNames[mode]);
