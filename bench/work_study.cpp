@@ -22,7 +22,11 @@
 // unsplit one's).
 // "shared": the share of the key-tile loads that two SMs would share if each query cluster's items
 // ran in pairs, both streaming the cluster's one key list (floor(items / 2) pairs a cluster; each
-// gathered tile then serves two items), an upper bound for a cluster-pair producer.
+// gathered tile then serves two items), an upper bound for a cluster-pair producer. "lockstep":
+// what running that way costs in time before any gain from the shared loads: the items as entries
+// of a two-SM cluster (a query cluster's items two by two, each head's lone items paired in cost
+// order; an entry takes the longer of its two) on --sms / 2 clusters, largest first within each
+// head, over the makespan of the items one SM each in the same order.
 // With --nside X it also prices each cluster's last, partly filled item with its queries on the
 // products' N side, at X more than the ideal rate of its rows rounded up to 16 ("N-side"); with
 // --nside-costs a,b,c,d, each remainder of at most 64 rows at the given cost a key tile instead
@@ -68,6 +72,10 @@ struct Priced {
   double union_over_max = 0;  // summed over pairs
   std::vector<double> list;   // each item's cost, in the kernel's work-list order (head, cluster, tile)
   std::vector<double> list_tiles;  // each item's key tiles (for splitting)
+  // Largest first within each head (the kernel's order at 720p): the items one SM each, and the
+  // same items as lockstep entries of a two-SM cluster pair (a query cluster's items two by two,
+  // the lone ones of a head paired in cost order; an entry costs the longer of its two).
+  std::vector<double> ordered, pair_entries;
 };
 
 // Prices the work list of one head's query clusters.
@@ -80,6 +88,7 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
     double cost;
   };
   std::vector<Solo> solos;
+  std::vector<double> head_items, head_entries, lone;
   for (int i = 0; i < kq; ++i) {
     const std::int64_t rows = layout.q_offsets[h * (kq + 1) + i + 1] - layout.q_offsets[h * (kq + 1) + i];
     if (rows == 0) continue;
@@ -100,11 +109,17 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
     waste(128, 1.0, full);
     if (rest > 64) waste(rest, 1.0, 1);
     else if (rest > 0) waste(rest, m.solo, 1);
+    std::vector<double> item_costs;  // this cluster's items
     for (std::int64_t k = 0; k < full + (rest > 0 ? 1 : 0); ++k) {
       const double f = k < full || rest > 64 ? 1.0 : m.solo;
       out.list.push_back(m.overhead + f * tiles(keys));
       out.list_tiles.push_back(f * tiles(keys));
+      item_costs.push_back(m.overhead + f * tiles(keys));
     }
+    head_items.insert(head_items.end(), item_costs.begin(), item_costs.end());
+    for (std::size_t k = 0; k + 1 < item_costs.size(); k += 2)
+      head_entries.push_back(std::max(item_costs[k], item_costs[k + 1]));
+    if (item_costs.size() % 2 == 1) lone.push_back(item_costs.back());
     out.cost += full * item;
     out.cost_paired += full * item;
     out.cost_nside += full * item;
@@ -155,6 +170,12 @@ void price_head(const svoo::BlockLayout& layout, const svoo::Selection& sel, con
       out.cost_paired += solos[a].cost;
     }
   }
+  std::sort(lone.begin(), lone.end(), std::greater<>());
+  for (std::size_t k = 0; k < lone.size(); k += 2) head_entries.push_back(lone[k]);  // the longer of the two (sorted)
+  std::sort(head_items.begin(), head_items.end(), std::greater<>());
+  std::sort(head_entries.begin(), head_entries.end(), std::greater<>());
+  out.ordered.insert(out.ordered.end(), head_items.begin(), head_items.end());
+  out.pair_entries.insert(out.pair_entries.end(), head_entries.begin(), head_entries.end());
 }
 
 // The makespan of a work list on `sms` SMs, one block an SM, blocks dealt in list order to the
@@ -233,9 +254,9 @@ int main(int argc, char** argv) {
   std::printf("schedule: the list repeated %d times on %d SMs in list order; split: pieces of <= %.0f key tiles, "
               "merge %.2f tile times a piece\n",
               copies, sms, chunk, merge);
-  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s | %8s | %7s\n", "target", "density",
+  std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s | %8s | %7s %8s\n", "target", "density",
               "items", "solo", "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired",
-              "tail", "split: time", "N-side", "shared");
+              "tail", "split: time", "N-side", "shared", "lockstep");
   for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
     double lo = 0.0, hi = 1.0, density = 0;
     Selection sel;
@@ -258,11 +279,18 @@ int main(int argc, char** argv) {
     const double tail = schedule(p.list, copies, sms);
     const double unsplit = tail * copies * p.cost / sms;
     const double split_makespan = schedule_split(p, m, chunk, merge, copies, sms);
-    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f | %6.1f%%\n",
+    // lockstep: the pair entries on sms / 2 clusters against the items on sms SMs, both largest
+    // first within each head; what running in pairs costs before any gain from sharing loads.
+    auto makespan = [&](const std::vector<double>& list, int units) {
+      const double total = std::accumulate(list.begin(), list.end(), 0.0);
+      return schedule(list, copies, units) * copies * total / units;
+    };
+    const double lockstep = makespan(p.pair_entries, sms / 2) / makespan(p.ordered, sms);
+    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f | %6.1f%% %8.4f\n",
                 d, density, (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items),
                 p.useful / p.cost, no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost,
                 (long long)p.pairs, p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired, tail,
-                split_makespan / unsplit, p.useful / p.cost_nside, 100.0 * p.shared_loads / std::max(1.0, p.loads));
+                split_makespan / unsplit, p.useful / p.cost_nside, 100.0 * p.shared_loads / std::max(1.0, p.loads), lockstep);
   }
   return 0;
 }
