@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
   double profile_density = 0.0;
   CLI::App app{"Benchmark of the CUDA sparse attention kernel (see the file's header)", "svoo_cuda_attention_bench"};
   bench::add_shape_options(app, json_path, only);
+  int kq = 256, kk = 1024;  // the released defaults (stated at 720p)
+  app.add_option("--kq", kq, "query clusters per head")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--kk", kk, "key clusters per head (at most 2048)")->check(CLI::Range(1, 2048));
   auto* dense_flag =
       app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
   app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
@@ -67,7 +70,7 @@ int main(int argc, char** argv) {
     sc.calibration_rows = 128;
     const SyntheticLayer layer = make_synthetic_layer(sc);
     const std::int64_t N = layer.tokens();
-    const int D = 128, kq = 256, kk = 1024;
+    const int D = 128;
     test::DeviceTensor q(layer.q), k(layer.k), v(layer.v), o(DType::bf16, {s.heads, N, D});
     cuda::Planner plan({s.heads, N, N, D, kq, kk});
     ClusterConfig cfg;
@@ -80,8 +83,8 @@ int main(int argc, char** argv) {
     power.stop();
     const double dense_flops = 4.0 * s.heads * double(N) * N * D;
     if (profile_density <= 0) {
-      std::printf("%s: %d heads x %lld tokens; our dense path %.2f ms (%.0f TFLOP/s, %.0f MHz, %.0f W)\n", s.name, s.heads,
-                  (long long)N, dense_ms, dense_flops / dense_ms / 1e9, power.mean_mhz(), power.mean_watts());
+      std::printf("%s: %d heads x %lld tokens, Kq/Kk %d/%d; our dense path %.2f ms (%.0f TFLOP/s, %.0f MHz, %.0f W)\n", s.name, s.heads,
+                  (long long)N, kq, kk, dense_ms, dense_flops / dense_ms / 1e9, power.mean_mhz(), power.mean_watts());
       std::printf("%8s %8s %9s %9s %10s %6s %5s\n", "target", "density", "ms", "TFLOP/s", "vs dense", "MHz", "W");
     }
     for (double d : densities) {
@@ -111,9 +114,10 @@ int main(int argc, char** argv) {
       char buf[512];
       std::snprintf(buf, sizeof buf,
                     " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"device\": \"%s\", \"target_density\": %.2f, "
-                    "\"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f, "
+                    "\"kq\": %d, \"kk\": %d, \"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f, "
                     "\"sm_mhz\": %.0f, \"watts\": %.0f}",
-                    s.name, s.heads, (long long)N, prop.name, d, density, ms, tflops, dense_ms, power.mean_mhz(), power.mean_watts());
+                    s.name, s.heads, (long long)N, prop.name, d, kq, kk, density, ms, tflops, dense_ms, power.mean_mhz(),
+                    power.mean_watts());
       json += std::string(json.empty() ? "" : ",\n") + buf;
     }
   }

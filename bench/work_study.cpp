@@ -1,6 +1,6 @@
 // CPU study (not a benchmark of this library's speed): how much of the Hopper attention kernel's
 // time goes to ragged work, and would pairing the short remainders of two query clusters into one
-// work item pay? It co-clusters a synthetic 720p layer on the CPU (Kq/Kk 256/1024, T = 2, the
+// work item pay? It co-clusters a synthetic 720p layer on the CPU (Kq/Kk 256/1024 or --kq/--kk, T = 2, the
 // kernel benchmark's workload and selection: every row keeps the same share of its top key
 // clusters, bisected to a block density), then prices the kernel's work list with a cost model in
 // key-tile times (one tile: 128 keys x a 128-row item on both consumers):
@@ -31,7 +31,7 @@
 // products' N side, at X more than the ideal rate of its rows rounded up to 16 ("N-side"); with
 // --nside-costs a,b,c,d, each remainder of at most 64 rows at the given cost a key tile instead
 // (by its rows rounded up to 16; e.g. svoo_nside_floor_bench's measured products).
-//   svoo_work_study [--heads H] [--frames F] [--height Y] [--width X] [--solo S] [--overhead O] [--mask M]
+//   svoo_work_study [--heads H] [--frames F] [--height Y] [--width X] [--kq Q] [--kk K] [--solo S] [--overhead O] [--mask M]
 //                   [--sms N] [--copies C] [--chunk T] [--merge M] [--nside X | --nside-costs a,b,c,d]
 #include <algorithm>
 #include <cmath>
@@ -241,16 +241,17 @@ int main(int argc, char** argv) {
       ->expected(4)
       ->delimiter(',')
       ->check(CLI::Range(1e-3, 1e3));
+  ClusterConfig cfg;  // Kq/Kk 256/1024 (the released defaults, stated at 720p) unless given
+  app.add_option("--kq", cfg.kq, "query clusters per head")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--kk", cfg.kk, "key clusters per head")->check(CLI::Range(1, 1 << 20));
   CLI11_PARSE(app, argc, argv);
   const SyntheticLayer layer = make_synthetic_layer(sc);
   const std::int64_t H = sc.heads, N = layer.q.shape()[1];
-  ClusterConfig cfg;
-  cfg.kq = 256, cfg.kk = 1024;
   const Clustering c = cpu::cluster(layer.q.view(), layer.k.view(), cfg);
   const std::vector<float> scores = cpu::block_scores(c);
-  std::printf("%lld heads x %lld tokens, Kq/Kk 256/1024, T = 2; model: overhead %.2f tile times an item, solo %.2f, "
+  std::printf("%lld heads x %lld tokens, Kq/Kk %d/%d, T = 2; model: overhead %.2f tile times an item, solo %.2f, "
               "mask %.2f\n",
-              (long long)H, (long long)N, m.overhead, m.solo, m.mask);
+              (long long)H, (long long)N, cfg.kq, cfg.kk, m.overhead, m.solo, m.mask);
   std::printf("schedule: the list repeated %d times on %d SMs in list order; split: pieces of <= %.0f key tiles, "
               "merge %.2f tile times a piece\n",
               copies, sms, chunk, merge);
