@@ -17,6 +17,9 @@
 //         the other, whose full barrier waits for its own copies and the pushed bytes
 //   bulk  no gather: each tile is 128 consecutive rows, two 16 KB bulk copies by one thread (the
 //         dense kernel's TMA loads; the same bytes as solo, by the copy engine)
+//   ca    solo's gather with cp.async.ca (through L1) instead of .cg
+//   regs  solo's gather through registers: 16-byte loads (ld.global.nc, no L1 allocation), then
+//         shared stores (the gather's other form, if its power per byte were lower)
 // Every mode launches clusters of two, one block an SM, so the SMs' placement is the same.
 // Measured (runs 147-154, H200; bench/results/2026-11-28-h200-run14*-gather_share*.txt): at the
 // kernel's pace the gather draws ~150 W of the card's 700; a pair keeps that pace on a two-stage
@@ -46,8 +49,9 @@ constexpr int kTileBytes = 128 * kRowBytes;
 constexpr int kHalfBytes = kTileBytes / 2;
 constexpr int kMaxStages = 3;  // 6 tiles of 32 KB
 constexpr int kProducers = 128, kThreads = kProducers + 64;  // + the consumer's warp, + the pusher's
-enum Mode { kNone = 0, kSolo = 1, kHalf = 2, kPair = 3, kBulk = 4 };
-const char* const kModeNames[] = {"none", "solo", "half", "pair", "bulk"};
+enum Mode { kNone = 0, kSolo = 1, kHalf = 2, kPair = 3, kBulk = 4, kCa = 5, kRegs = 6 };
+const char* const kModeNames[] = {"none", "solo", "half", "pair", "bulk", "ca", "regs"};
+constexpr bool whole_rows(int mode) { return mode == kSolo || mode == kCa || mode == kRegs; }  // all 128 rows of a tile
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -126,8 +130,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // kernel, the rows' tokens are loaded a step ahead (their loads fly under this step's copies),
     // and K's and V's copies of a step share them.
     const int c = tid & 15, r0 = tid >> 4;
-    constexpr int kJ = kMode == kSolo ? 16 : 8;
-    const int first = kMode == kSolo ? 0 : 8 * static_cast<int>(rank);
+    constexpr int kJ = whole_rows(kMode) ? 16 : 8;
+    const int first = whole_rows(kMode) ? 0 : 8 * static_cast<int>(rank);
     long long base = (list * 977) % tokens;
     std::int32_t tok[kJ];
     auto load_tokens = [&] {
@@ -152,12 +156,31 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (use >= 1) wait_cluster_scope(&empty[s], (use - 1) & 1);
         const std::uint32_t dst = ptx::smem_addr(ring + s * kTileBytes);
         const unsigned char* src = (which == 0 ? k : v) + c * 16;
+        if constexpr (kMode == kRegs) {
+          std::uint32_t x[kJ][4];
+#pragma unroll
+          for (int j = 0; j < kJ; ++j)
+            asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(x[j][0]), "=r"(x[j][1]), "=r"(x[j][2]), "=r"(x[j][3])
+                         : "l"(src + static_cast<long long>(cur[j]) * kRowBytes));
+#pragma unroll
+          for (int j = 0; j < kJ; ++j)
+            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + (r0 + 8 * j) * kRowBytes + c * 16),
+                         "r"(x[j][0]), "r"(x[j][1]), "r"(x[j][2]), "r"(x[j][3])
+                         : "memory");
+          wgmma::mbar_arrive(&full[s]);
+          continue;
+        }
         if (kMode != kNone) {
 #pragma unroll
           for (int j = 0; j < kJ; ++j) {
             const int row = r0 + 8 * (first + j);
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + row * kRowBytes + c * 16),
-                         "l"(src + static_cast<long long>(cur[j]) * kRowBytes));
+            if constexpr (kMode == kCa)
+              asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(dst + row * kRowBytes + c * 16),
+                           "l"(src + static_cast<long long>(cur[j]) * kRowBytes));
+            else
+              asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + row * kRowBytes + c * 16),
+                           "l"(src + static_cast<long long>(cur[j]) * kRowBytes));
           }
         }
         if (pair && tid == 0) wgmma::mbar_arrive_expect_tx(&full[s], kHalfBytes);
@@ -239,7 +262,7 @@ int main(int argc, char** argv) {
     check(cudaMemcpy(dperm, perm.data(), tokens * sizeof(std::int32_t), cudaMemcpyHostToDevice), "copy");
     const int smem = 2 * kMaxStages * kTileBytes + 1024;
     for (auto fn : {gather_share_kernel<kNone>, gather_share_kernel<kSolo>, gather_share_kernel<kHalf>, gather_share_kernel<kPair>,
-                    gather_share_kernel<kBulk>})
+                    gather_share_kernel<kBulk>, gather_share_kernel<kCa>, gather_share_kernel<kRegs>})
       check(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "smem attribute");
     svoo::bench::PowerSampler power;
     std::printf("%s, %d SMs in clusters of 2, K and V of %d tokens (%.1f MB each), %d-stage rings, %.1f s a mode%s\n", prop.name,
@@ -261,7 +284,8 @@ int main(int argc, char** argv) {
       void (*const kernels[])(const unsigned char*, const unsigned char*, const std::int32_t*, int, int, int, long long,
                               unsigned long long*) = {gather_share_kernel<kNone>, gather_share_kernel<kSolo>,
                                                       gather_share_kernel<kHalf>, gather_share_kernel<kPair>,
-                                                      gather_share_kernel<kBulk>};
+                                                      gather_share_kernel<kBulk>, gather_share_kernel<kCa>,
+                                                      gather_share_kernel<kRegs>};
       check(cudaLaunchKernelEx(&cfg, kernels[mode], static_cast<const unsigned char*>(k),
                                static_cast<const unsigned char*>(v), static_cast<const std::int32_t*>(dperm), tokens, steps,
                                stages, spin, wait_cycles),
@@ -276,7 +300,7 @@ int main(int argc, char** argv) {
     };
     std::printf("%6s %6s %12s %12s %10s %8s %8s\n", "spin", "mode", "ns a step", "GB/s an SM", "waiting", "W", "MHz");
     for (long long spin : spins) {
-      for (int mode : {kNone, kSolo, kBulk, kHalf, kPair}) {
+      for (int mode : {kNone, kSolo, kCa, kRegs, kBulk, kHalf, kPair}) {
         const double probe = launch(mode, 2000, spin) / 2000;  // ms a step, also the warm-up
         const int steps = static_cast<int>(std::min(2e9, seconds / (probe * 1e-3)));
         power.start();
