@@ -206,8 +206,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   } else if (tid == kProducers) {
-    // The consumer: each tile after `spin` cycles of pretend products.
+    // The consumer: each tile after `spin` cycles of pretend products. It counts the cycles it
+    // waited and the cycles it ran (its SM's own clock: NVML's reading runs high under the cap).
     unsigned long long waited = 0;
+    const long long start = clock64();
     for (int i = 0; i < steps; ++i) {
       for (int which = 0; which < 2; ++which) {
         const int s = which * stages + i % stages;
@@ -221,7 +223,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (pair) remote_arrive(peer_addr(ptx::smem_addr(&empty[s]), peer));
       }
     }
-    atomicAdd(wait_cycles, waited);
+    atomicAdd(&wait_cycles[0], waited);
+    atomicAdd(&wait_cycles[1], static_cast<unsigned long long>(clock64() - start));
   }
   __syncthreads();
   cluster_sync();  // no block leaves while its peer may still push into it or arrive on its barriers
@@ -256,7 +259,7 @@ int main(int argc, char** argv) {
     check(cudaMalloc(&k, bytes), "malloc");
     check(cudaMalloc(&v, bytes), "malloc");
     check(cudaMalloc(&dperm, tokens * sizeof(std::int32_t)), "malloc");
-    check(cudaMalloc(&wait_cycles, sizeof(unsigned long long)), "malloc");
+    check(cudaMalloc(&wait_cycles, 2 * sizeof(unsigned long long)), "malloc");  // waited, ran
     check(cudaMemset(k, 1, bytes), "memset");
     check(cudaMemset(v, 2, bytes), "memset");
     check(cudaMemcpy(dperm, perm.data(), tokens * sizeof(std::int32_t), cudaMemcpyHostToDevice), "copy");
@@ -279,7 +282,7 @@ int main(int argc, char** argv) {
       cudaEvent_t a, b;
       check(cudaEventCreate(&a), "event");
       check(cudaEventCreate(&b), "event");
-      check(cudaMemset(wait_cycles, 0, sizeof(unsigned long long)), "memset");
+      check(cudaMemset(wait_cycles, 0, 2 * sizeof(unsigned long long)), "memset");
       check(cudaEventRecord(a), "record");
       void (*const kernels[])(const unsigned char*, const unsigned char*, const std::int32_t*, int, int, int, long long,
                               unsigned long long*) = {gather_share_kernel<kNone>, gather_share_kernel<kSolo>,
@@ -306,15 +309,13 @@ int main(int argc, char** argv) {
         power.start();
         const double ms = launch(mode, steps, spin);
         power.stop();
-        unsigned long long waited = 0;
-        check(cudaMemcpy(&waited, wait_cycles, sizeof waited, cudaMemcpyDeviceToHost), "copy");
+        unsigned long long cycles[2] = {0, 0};  // the consumers' waits, their whole loops
+        check(cudaMemcpy(cycles, wait_cycles, sizeof cycles, cudaMemcpyDeviceToHost), "copy");
         const double ns = ms * 1e6 / steps;
         const double mhz_mean = power.mean_mhz();
-        // Cycles the consumers waited, against the cycles they ran (clock64 counts the SM's clock).
-        const double total_cycles = static_cast<double>(sms) * ms * 1e-3 * (mhz_mean > 0 ? mhz_mean * 1e6 : 1.755e9);
         const int rows = mode == kNone ? 0 : (mode == kHalf ? 64 : 128);  // rows delivered into each SM's tile
         std::printf("%6lld %6s %12.1f %12.1f %9.1f%% %8.0f %8.0f\n", spin, kModeNames[mode], ns,
-                    2.0 * rows * kRowBytes / ns, 100.0 * waited / total_cycles, power.mean_watts(), mhz_mean);
+                    2.0 * rows * kRowBytes / ns, 100.0 * cycles[0] / std::max(1.0, static_cast<double>(cycles[1])), power.mean_watts(), mhz_mean);
       }
     }
     cudaFree(k), cudaFree(v), cudaFree(dperm), cudaFree(wait_cycles);

@@ -247,6 +247,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   const SyntheticLayer layer = make_synthetic_layer(sc);
   const std::int64_t H = sc.heads, N = layer.q.shape()[1];
+  if (cfg.kq > N || cfg.kk > N) {  // clusters would be mostly empty: a study of nothing
+    std::fprintf(stderr, "svoo_work_study: --kq %d / --kk %d exceed the layer's %lld tokens\n", cfg.kq, cfg.kk, (long long)N);
+    return 2;
+  }
   const Clustering c = cpu::cluster(layer.q.view(), layer.k.view(), cfg);
   const std::vector<float> scores = cpu::block_scores(c);
   std::printf("%lld heads x %lld tokens, Kq/Kk %d/%d, T = 2; model: overhead %.2f tile times an item, solo %.2f, "
