@@ -3,7 +3,10 @@
 // 10, 15, 20 and 30 % (every row keeps its top-scoring key clusters, as many as that takes). Reports ms,
 // the measured block density, effective TFLOP/s (4 * kept pairs * 128 / time) and our dense path.
 // Time cuDNN dense attention in the same run for the ratio (../shared/tools/dense_baseline.py).
-//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--profile-dense] [--profile-density D]
+//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--kq Q --kk K] [--align A [--candidates R]]
+//                             [--profile-dense] [--profile-density D]
+// --align A: the query clusters aligned to multiples of A rows by the planner (ClusterConfig::
+// query_align) before the densities are timed.
 // --profile-density D: two sparse calls at block density D on each picked shape and nothing timed,
 // for a profiler (Nsight Compute: bench/device_run.sh ncu with NCU_ARGS).
 #include <cuda_runtime.h>
@@ -42,6 +45,10 @@ int main(int argc, char** argv) {
   int kq = 256, kk = 1024;  // the released defaults (stated at 720p)
   app.add_option("--kq", kq, "query clusters per head")->check(CLI::Range(1, 1 << 16));
   app.add_option("--kk", kk, "key clusters per head (at most 2048)")->check(CLI::Range(1, 2048));
+  int align = 0, candidates = 8;
+  app.add_option("--align", align, "query-cluster alignment (ClusterConfig::query_align; 0: off)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--candidates", candidates, "alignment: taking clusters a moved row may try")->check(CLI::Range(1, 64));
   auto* dense_flag =
       app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
   app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
@@ -72,10 +79,17 @@ int main(int argc, char** argv) {
     const std::int64_t N = layer.tokens();
     const int D = 128;
     test::DeviceTensor q(layer.q), k(layer.k), v(layer.v), o(DType::bf16, {s.heads, N, D});
-    cuda::Planner plan({s.heads, N, N, D, kq, kk});
+    cuda::Planner plan({s.heads, N, N, D, kq, kk, align});
     ClusterConfig cfg;
     cfg.kq = kq, cfg.kk = kk;
-    plan.cluster(q.view(), k.view(), cfg);
+    cfg.query_align = align, cfg.align_candidates = candidates;
+    const double cluster_ms = median_ms([&] { plan.cluster(q.view(), k.view(), cfg); });
+    if (align > 1) {
+      const Clustering c = plan.download_clustering();
+      std::printf("%s: query alignment %d (%d candidates): 64-row chunks empty %.2f %% of the rows, 128-row items %.2f %%\n",
+                  s.name, align, candidates, 100.0 * empty_chunk_rows(c.q_sizes, 64) / c.q_labels.size(),
+                  100.0 * empty_chunk_rows(c.q_sizes, 128) / c.q_labels.size());
+    }
     const std::vector<double> densities =
         profile_density > 0 ? std::vector<double>{profile_density} : std::vector<double>{0.05, 0.10, 0.15, 0.20, 0.30};
     power.start();
@@ -83,8 +97,8 @@ int main(int argc, char** argv) {
     power.stop();
     const double dense_flops = 4.0 * s.heads * double(N) * N * D;
     if (profile_density <= 0) {
-      std::printf("%s: %d heads x %lld tokens, Kq/Kk %d/%d; our dense path %.2f ms (%.0f TFLOP/s, %.0f MHz, %.0f W)\n", s.name, s.heads,
-                  (long long)N, kq, kk, dense_ms, dense_flops / dense_ms / 1e9, power.mean_mhz(), power.mean_watts());
+      std::printf("%s: %d heads x %lld tokens, Kq/Kk %d/%d, clustering %.2f ms; our dense path %.2f ms (%.0f TFLOP/s, %.0f MHz, %.0f W)\n", s.name, s.heads,
+                  (long long)N, kq, kk, cluster_ms, dense_ms, dense_flops / dense_ms / 1e9, power.mean_mhz(), power.mean_watts());
       std::printf("%8s %8s %9s %9s %10s %6s %5s\n", "target", "density", "ms", "TFLOP/s", "vs dense", "MHz", "W");
     }
     for (double d : densities) {
@@ -114,9 +128,9 @@ int main(int argc, char** argv) {
       char buf[512];
       std::snprintf(buf, sizeof buf,
                     " {\"shape\": \"%s\", \"heads\": %d, \"tokens\": %lld, \"device\": \"%s\", \"target_density\": %.2f, "
-                    "\"kq\": %d, \"kk\": %d, \"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f, "
+                    "\"kq\": %d, \"kk\": %d, \"align\": %d, \"block_density\": %.5f, \"sparse_ms\": %.4f, \"effective_tflops\": %.2f, \"svoo_dense_ms\": %.4f, "
                     "\"sm_mhz\": %.0f, \"watts\": %.0f}",
-                    s.name, s.heads, (long long)N, prop.name, d, kq, kk, density, ms, tflops, dense_ms, power.mean_mhz(),
+                    s.name, s.heads, (long long)N, prop.name, d, kq, kk, align, density, ms, tflops, dense_ms, power.mean_mhz(),
                     power.mean_watts());
       json += std::string(json.empty() ? "" : ",\n") + buf;
     }

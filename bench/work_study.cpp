@@ -45,6 +45,7 @@
 #include <CLI/CLI.hpp>
 
 #include "svoo/cpu.hpp"
+#include "svoo/measures.hpp"
 #include "svoo/selection.hpp"
 #include "svoo/synthetic.hpp"
 
@@ -244,6 +245,13 @@ int main(int argc, char** argv) {
   ClusterConfig cfg;  // Kq/Kk 256/1024 (the released defaults, stated at 720p) unless given
   app.add_option("--kq", cfg.kq, "query clusters per head")->check(CLI::Range(1, 1 << 20));
   app.add_option("--kk", cfg.kk, "key clusters per head")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--align", cfg.query_align, "query-cluster alignment (0: off, the spec's clustering)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--candidates", cfg.align_candidates, "alignment: taking clusters a moved row may try")
+      ->check(CLI::Range(1, 64));
+  std::int64_t recall_rows = 0;
+  app.add_option("--recall-rows", recall_rows, "also the attention recall on this many sampled rows a head (0: not)")
+      ->check(CLI::Range(0, 1 << 30));
   CLI11_PARSE(app, argc, argv);
   const SyntheticLayer layer = make_synthetic_layer(sc);
   const std::int64_t H = sc.heads, N = layer.q.shape()[1];
@@ -253,6 +261,20 @@ int main(int argc, char** argv) {
   }
   const Clustering c = cpu::cluster(layer.q.view(), layer.k.view(), cfg);
   const std::vector<float> scores = cpu::block_scores(c);
+  {
+    ClusterConfig plain = cfg;
+    plain.query_align = 0;
+    const Clustering c0 = cfg.query_align > 1 ? cpu::cluster(layer.q.view(), layer.k.view(), plain) : c;
+    std::int64_t moved = 0;
+    for (std::size_t i = 0; i < c.q_labels.size(); ++i) moved += c.q_labels[i] != c0.q_labels[i];
+    std::printf("query alignment %d (%d candidates): %.2f %% of the rows in another cluster than without; empty rows "
+                "of 64-row chunks %.2f %% -> %.2f %%, of 128-row items %.2f %% -> %.2f %%\n",
+                cfg.query_align, cfg.align_candidates, 100.0 * moved / c.q_labels.size(),
+                100.0 * empty_chunk_rows(c0.q_sizes, 64) / c.q_labels.size(),
+                100.0 * empty_chunk_rows(c.q_sizes, 64) / c.q_labels.size(),
+                100.0 * empty_chunk_rows(c0.q_sizes, 128) / c.q_labels.size(),
+                100.0 * empty_chunk_rows(c.q_sizes, 128) / c.q_labels.size());
+  }
   std::printf("%lld heads x %lld tokens, Kq/Kk %d/%d, T = 2; model: overhead %.2f tile times an item, solo %.2f, "
               "mask %.2f\n",
               (long long)H, (long long)N, cfg.kq, cfg.kk, m.overhead, m.solo, m.mask);
@@ -262,6 +284,7 @@ int main(int argc, char** argv) {
   std::printf("%8s %8s %7s %6s | %10s %10s | %26s | %6s %9s %10s | %9s %12s | %8s | %7s %8s\n", "target", "density",
               "items", "solo", "efficiency", "no ragged", "lost to: rows, keys, items", "pairs", "union/max", "paired",
               "tail", "split: time", "N-side", "shared", "lockstep");
+  if (recall_rows > 0) std::printf("  (last column: mean attention recall on %lld sampled rows a head)\n", (long long)recall_rows);
   for (double d : {0.05, 0.10, 0.15, 0.20, 0.30}) {
     double lo = 0.0, hi = 1.0, density = 0;
     Selection sel;
@@ -291,11 +314,16 @@ int main(int argc, char** argv) {
       return schedule(list, copies, units) * copies * total / units;
     };
     const double lockstep = makespan(p.pair_entries, sms / 2) / makespan(p.ordered, sms);
-    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f | %6.1f%% %8.4f\n",
+    std::printf("%8.2f %8.4f %7lld %5.1f%% | %10.3f %10.3f | %8.3f %8.3f %8.3f | %6lld %9.2f %10.3f | %9.4f %12.4f | %8.3f | %6.1f%% %8.4f",
                 d, density, (long long)p.items, 100.0 * p.solo_items / std::max<std::int64_t>(1, p.items),
                 p.useful / p.cost, no_ragged, p.waste_rows / p.cost, p.waste_keys / p.cost, p.waste_overhead / p.cost,
                 (long long)p.pairs, p.pairs ? p.union_over_max / p.pairs : 0.0, p.useful / p.cost_paired, tail,
                 split_makespan / unsplit, p.useful / p.cost_nside, 100.0 * p.shared_loads / std::max(1.0, p.loads), lockstep);
+    if (recall_rows > 0) {
+      const std::vector<double> rec = attention_recall(layer.q.view(), layer.k.view(), c, sel, {recall_rows, 1});
+      std::printf("  %7.4f", std::accumulate(rec.begin(), rec.end(), 0.0) / rec.size());
+    }
+    std::printf("\n");
   }
   return 0;
 }

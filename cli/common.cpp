@@ -16,6 +16,12 @@ void ClusterOptions::add_to(CLI::App& app) {
   app.add_option("--seed", seed, "seed of the initial anchors");
   app.add_option("--method", method, "coclustering (the method) or kmeans (the baseline)")
       ->check(CLI::IsMember({"coclustering", "kmeans"}));
+  app.add_option("--align-queries", align_queries,
+                 "move query rows so that clusters hold multiples of this many rows (0: off, the spec's "
+                 "clustering; 128 matches the sparse kernel's items)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--align-candidates", align_candidates, "taking clusters a moved row may try: its best N")
+      ->check(CLI::Range(1, 64));
 }
 
 ClusterConfig ClusterOptions::resolve(std::int64_t q_tokens, std::int64_t k_tokens) const {
@@ -24,6 +30,8 @@ ClusterConfig ClusterOptions::resolve(std::int64_t q_tokens, std::int64_t k_toke
   c.kk = kk > 0 ? kk : static_cast<int>(std::max<std::int64_t>(1, std::llround(k_tokens / 75.0)));
   c.iterations = iterations;
   c.seed = seed;
+  c.query_align = align_queries;
+  c.align_candidates = align_candidates;
   c.method = method == "kmeans" ? ClusterMethod::kmeans : ClusterMethod::coclustering;
   return c;
 }

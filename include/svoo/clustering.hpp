@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace svoo {
@@ -20,6 +21,13 @@ struct ClusterConfig {
   int iterations = 2;  // T
   std::uint64_t seed = 0;
   ClusterMethod method = ClusterMethod::coclustering;
+  // Query-cluster alignment, an option beyond the spec (0 = off, the spec's clustering): after the
+  // last iteration, move a few query rows, each to one of its `align_candidates` best clusters
+  // that have room, so that clusters hold multiples of `query_align` rows (see align_clusters).
+  // The sparse kernel computes 128-row items of 64-row chunks, so a cluster's last partial item
+  // is partly empty work; 128 is the kernel's item.
+  int query_align = 0;
+  int align_candidates = 8;
 };
 
 // Initial centroids, as row indices into each head's own Q and K.
@@ -89,6 +97,27 @@ struct BlockLayout {
   std::vector<std::int32_t> range_begin, range_end;  // permuted key rows, half-open, non-empty
   std::int64_t kept_pairs() const noexcept;           // query rows x key rows over all heads
 };
+
+// Query-cluster alignment of one head (the option ClusterConfig::query_align), given each row's
+// candidate moves. A cluster holding rem = size mod `align` rows with 0 < rem <= align / 2 sheds
+// rem rows ("shedding"); one with rem > align / 2 takes up to align - rem rows ("taking"); see
+// alignment_takers. `candidates` and `costs` [n, e]: for a row of a shedding cluster, its e best
+// taking clusters by the assignment's score (best first, ties lowest index; -1 pads a short list)
+// and what moving there costs (its own cluster's score less that one's); other rows' entries are
+// ignored. Each shedding cluster offers the rem rows whose first taking candidate costs least (ties:
+// lowest row); in rounds (at most e + 2) every offered row tries its next candidate that still
+// has room, and every taking cluster accepts the cheapest offers (cost, then row) up to its room.
+// A cluster that cannot place all its offered rows (or whose costs include NaN) keeps them all (a partial shed would only
+// enlarge its empty chunk) and frees the room they held. Deterministic; the CUDA planner runs the
+// same rounds. Returns the number of rows moved; sizes and centroids are the caller's to update.
+std::int64_t align_clusters(std::span<std::int32_t> labels, int clusters, int align, int e,
+                            std::span<const std::int32_t> candidates, std::span<const float> costs);
+
+// Per cluster, 1 where a cluster of that size takes rows under `align` (size mod align > align / 2).
+std::vector<std::uint8_t> alignment_takers(std::span<const std::int32_t> sizes, int align);
+
+// Rows an alignment leaves empty: sum over clusters of ceil(size / align) * align - size.
+std::int64_t empty_chunk_rows(std::span<const std::int32_t> sizes, int align);
 
 // Inverse of a permutation given as perm[r] = original index: inv[perm[r]] = r.
 std::vector<std::int32_t> invert_permutation(const std::vector<std::int32_t>& perm);

@@ -20,6 +20,13 @@ Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig
 // P = block-pair scores of every head, [heads, kq, kk] (spec 2.2).
 std::vector<float> block_scores(const Clustering& clustering);
 
+// The query-cluster alignment post-pass (ClusterConfig::query_align, which cluster() applies
+// itself) on a clustering made elsewhere, e.g. by the CUDA planner: scores of q against the
+// clustering's final centroids by `method`'s assignment score, align_clusters on each head, then
+// the query centroids and sizes recomputed. align 0 or 1: nothing changes.
+void align_queries(const TensorView& q, Clustering& clustering, int align, int candidates,
+                   ClusterMethod method = ClusterMethod::coclustering);
+
 // plan: clustering (fresh, or a cached one to reuse) -> scores -> selection -> layout.
 struct Plan {
   Clustering clustering;

@@ -32,6 +32,10 @@ struct PlanShape {
   std::int64_t heads = 0, q_tokens = 0, k_tokens = 0;
   std::int64_t dim = 128;  // the only head dim built
   int kq = 256, kk = 1024;
+  // Query-cluster alignment (ClusterConfig::query_align): the largest alignment this plan reserves
+  // scratch for (0: none; then cluster() refuses to align). Costs about 10 bytes a query token a
+  // head (cand and cost lists of 8 moves a row of a shedding cluster: ~145 MB at 40 x 75,600).
+  int query_align = 0;
 };
 
 // Device arrays of a plan (all device pointers, owned by the Planner).

@@ -78,11 +78,13 @@ SelectionConfig selection_config(double top_p, double floor_lo, double floor_hi,
   return s;
 }
 
-ClusterConfig cluster_config(int kq, int kk, int iterations, std::uint64_t seed, const std::string& method) {
+ClusterConfig cluster_config(int kq, int kk, int iterations, std::uint64_t seed, const std::string& method,
+                             int align = 0, int align_candidates = 8) {
   require(method == "coclustering" || method == "kmeans", ErrorKind::invalid_argument,
           "method must be 'coclustering' or 'kmeans', got '" + method + "'");
   ClusterConfig c;
   c.kq = kq, c.kk = kk, c.iterations = iterations, c.seed = seed;
+  c.query_align = align, c.align_candidates = align_candidates;
   c.method = method == "kmeans" ? ClusterMethod::kmeans : ClusterMethod::coclustering;
   return c;
 }
@@ -199,16 +201,17 @@ NB_MODULE(_svoo, m) {
       "cpu_plan",
       [](Array q, Array k, int kq, int kk, int iterations, std::uint64_t seed, const std::string& method, double top_p,
          double floor_lo, double floor_hi, std::optional<double> cap, const std::string& rule,
-         std::vector<double> profiled, const CpuPlan* reuse) {
+         std::vector<double> profiled, const CpuPlan* reuse, int align, int align_candidates) {
         const TensorView qv = view_of(q, "q"), kv = view_of(k, "k");
-        const ClusterConfig cc = cluster_config(kq, kk, iterations, seed, method);
+        const ClusterConfig cc = cluster_config(kq, kk, iterations, seed, method, align, align_candidates);
         const SelectionConfig sc = selection_config(top_p, floor_lo, floor_hi, cap, rule);
         nb::gil_scoped_release release;
         return CpuPlan{cpu::plan(qv, kv, cc, sc, profiled, reuse ? &reuse->plan.clustering : nullptr)};
       },
       nb::arg("q"), nb::arg("k"), nb::arg("kq"), nb::arg("kk"), nb::arg("iterations"), nb::arg("seed"),
       nb::arg("method"), nb::arg("top_p"), nb::arg("floor_lo"), nb::arg("floor_hi"), nb::arg("cap").none(),
-      nb::arg("rule"), nb::arg("profiled"), nb::arg("reuse").none());
+      nb::arg("rule"), nb::arg("profiled"), nb::arg("reuse").none(), nb::arg("align") = 0,
+      nb::arg("align_candidates") = 8);
 
   m.def(
       "cpu_sparse_attention",
@@ -388,18 +391,22 @@ NB_MODULE(_svoo, m) {
       .def(nb::init<const cuda::PlanShape&>())
       .def("__init__",
            [](cuda::Planner* self, std::int64_t heads, std::int64_t q_tokens, std::int64_t k_tokens, std::int64_t dim,
-              int kq, int kk) { new (self) cuda::Planner(cuda::PlanShape{heads, q_tokens, k_tokens, dim, kq, kk}); },
-           nb::arg("heads"), nb::arg("q_tokens"), nb::arg("k_tokens"), nb::arg("dim"), nb::arg("kq"), nb::arg("kk"))
+              int kq, int kk, int query_align) {
+             new (self) cuda::Planner(cuda::PlanShape{heads, q_tokens, k_tokens, dim, kq, kk, query_align});
+           },
+           nb::arg("heads"), nb::arg("q_tokens"), nb::arg("k_tokens"), nb::arg("dim"), nb::arg("kq"), nb::arg("kk"),
+           nb::arg("query_align") = 0)
       .def(
           "cluster",
           [](cuda::Planner& p, Array q, Array k, int iterations, std::uint64_t seed, const std::string& method,
-             std::uintptr_t stream) {
+             std::uintptr_t stream, int align, int align_candidates) {
             p.cluster(view_of(q, "q"), view_of(k, "k"),
-                      cluster_config(p.shape().kq, p.shape().kk, iterations, seed, method),
+                      cluster_config(p.shape().kq, p.shape().kk, iterations, seed, method, align, align_candidates),
                       reinterpret_cast<cuda::Stream>(stream));
           },
           nb::arg("q"), nb::arg("k"), nb::arg("iterations") = 2, nb::arg("seed") = 0,
-          nb::arg("method") = "coclustering", nb::arg("stream") = 0)
+          nb::arg("method") = "coclustering", nb::arg("stream") = 0, nb::arg("align") = 0,
+          nb::arg("align_candidates") = 8)
       .def(
           "select",
           [](cuda::Planner& p, double top_p, double floor_lo, double floor_hi, std::optional<double> cap,

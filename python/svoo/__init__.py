@@ -42,14 +42,16 @@ def _empty_like(x):
 def plan(q, k, *, profiled: Sequence[float], preset: str = "wan2.1-t2v-1.3b", kq: Optional[int] = None,
          kk: Optional[int] = None, iterations: Optional[int] = None, seed: int = 0, method: str = "coclustering",
          top_p: Optional[float] = None, floor_lo: Optional[float] = None, floor_hi: Optional[float] = None,
-         cap: Optional[float] = None, rule: str = "released", reuse: Optional[CpuPlan] = None) -> CpuPlan:
+         cap: Optional[float] = None, rule: str = "released", reuse: Optional[CpuPlan] = None,
+         align: int = 0) -> CpuPlan:
     """Clusters q and k (or reuses `reuse`'s clustering), selects blocks and builds the layout on
     the CPU. `profiled`: one profile density per head (the floor before clipping). Unset options
-    take the preset's released defaults."""
+    take the preset's released defaults. `align` > 1 moves a few query rows so that query clusters
+    hold multiples of that many rows (128 suits the GPU kernel; 0 is the spec's clustering)."""
     d = globals()["preset"](preset)
     return _svoo.cpu_plan(q, k, kq or d["kq"], kk or d["kk"], iterations or d["iterations"], seed, method,
                           d["top_p"] if top_p is None else top_p, d["floor_lo"] if floor_lo is None else floor_lo,
-                          d["floor_hi"] if floor_hi is None else floor_hi, cap, rule, list(profiled), reuse)
+                          d["floor_hi"] if floor_hi is None else floor_hi, cap, rule, list(profiled), reuse, align)
 
 
 def sparse_attention(q, k, v, plan: CpuPlan, out=None):

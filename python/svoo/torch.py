@@ -88,18 +88,19 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
-def planner(device, heads: int, q_tokens: int, k_tokens: int, kq: int, kk: int):
-    """The cached `svoo.CudaPlanner` of one (device, shape, kq, kk), built on first use (its
-    workspace is allocated then, once)."""
+def planner(device, heads: int, q_tokens: int, k_tokens: int, kq: int, kk: int, align: int = 0):
+    """The cached `svoo.CudaPlanner` of one (device, shape, kq, kk, align), built on first use (its
+    workspace is allocated then, once). `align` > 1 reserves the query-cluster alignment's scratch
+    (about 10 bytes a query token a head)."""
     if not _svoo.has_cuda:
         raise NotImplementedError("this svoo was built without the CUDA backend (no nvcc at build time)")
     device = torch.device(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
-    key = (index, int(heads), int(q_tokens), int(k_tokens), int(kq), int(kk))
+    key = (index, int(heads), int(q_tokens), int(k_tokens), int(kq), int(kk), int(align))
     p = _planners.get(key)
     if p is None:
         with torch.cuda.device(index):
-            p = _svoo.CudaPlanner(int(heads), int(q_tokens), int(k_tokens), 128, int(kq), int(kk))
+            p = _svoo.CudaPlanner(int(heads), int(q_tokens), int(k_tokens), 128, int(kq), int(kk), int(align))
         _planners[key] = p
     return p
 
@@ -134,10 +135,12 @@ def _(q, k, v):
 @torch.library.custom_op("svoo::plan", mutates_args=())
 def plan(q: torch.Tensor, k: torch.Tensor, profiled: torch.Tensor, kq: int, kk: int, iterations: int = 2,
          seed: int = 0, top_p: float = 0.9, floor_lo: float = 0.15,
-         floor_hi: float = 0.2) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+         floor_hi: float = 0.2, align: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Co-clustering, released selection rule and layout labels, on q's device. `profiled`: one
-    density per head (on CUDA: a tensor on q's device). Returns q_labels [heads, q_tokens] int32,
-    k_labels [heads, k_tokens] int32 and keep [heads, kq, kk] uint8, on q's device."""
+    density per head (on CUDA: a tensor on q's device). `align` > 1: query clusters moved to
+    multiples of that many rows (ClusterConfig::query_align; 128 suits the sparse kernel; 0, the
+    default, is the spec's clustering). Returns q_labels [heads, q_tokens] int32, k_labels
+    [heads, k_tokens] int32 and keep [heads, kq, kk] uint8, on q's device."""
     if not isinstance(profiled, torch.Tensor) or profiled.dim() != 1 or profiled.numel() != q.shape[0]:
         shape = tuple(profiled.shape) if isinstance(profiled, torch.Tensor) else type(profiled).__name__
         raise ValueError(f"profiled must hold one density per head ({q.shape[0]}), got shape {shape}")
@@ -157,25 +160,25 @@ def plan(q: torch.Tensor, k: torch.Tensor, profiled: torch.Tensor, kq: int, kk: 
             raise ValueError(f"profiled must be a floating tensor, got {profiled.dtype}")
         prof = profiled.detach().to(torch.float64).contiguous()
         heads = q.shape[0]
-        p = planner(q.device, heads, q.shape[1], k.shape[1], kq, kk)
+        p = planner(q.device, heads, q.shape[1], k.shape[1], kq, kk, align)
         q_labels = torch.empty((heads, q.shape[1]), dtype=torch.int32, device=q.device)
         k_labels = torch.empty((heads, k.shape[1]), dtype=torch.int32, device=q.device)
         keep = torch.empty((heads, kq, kk), dtype=torch.uint8, device=q.device)
         with torch.cuda.device(q.device):
             s = _stream(q.device)
-            p.cluster(_dl(q.detach()), _dl(k.detach()), iterations, seed, "coclustering", s)
+            p.cluster(_dl(q.detach()), _dl(k.detach()), iterations, seed, "coclustering", s, align)
             p.select_device(top_p, floor_lo, floor_hi, None, "released", _dl(prof), s)
             p.copy_plan(_dl(q_labels), _dl(k_labels), _dl(keep), s)
         return q_labels, k_labels, keep
     if q.device.type != "cpu":
         raise ValueError(f"svoo runs on CPU and CUDA tensors, got {q.device}")
     p = _svoo.cpu_plan(q.detach(), k.detach(), kq, kk, iterations, seed, "coclustering", top_p, floor_lo, floor_hi,
-                       None, "released", [float(x) for x in profiled.tolist()], None)
+                       None, "released", [float(x) for x in profiled.tolist()], None, align)
     return (torch.from_numpy(p.q_labels), torch.from_numpy(p.k_labels), torch.from_numpy(p.keep))
 
 
 @plan.register_fake
-def _(q, k, profiled, kq, kk, iterations=2, seed=0, top_p=0.9, floor_lo=0.15, floor_hi=0.2):
+def _(q, k, profiled, kq, kk, iterations=2, seed=0, top_p=0.9, floor_lo=0.15, floor_hi=0.2, align=0):
     h = q.shape[0]
     return (q.new_empty((h, q.shape[1]), dtype=torch.int32), q.new_empty((h, k.shape[1]), dtype=torch.int32),
             q.new_empty((h, kq, kk), dtype=torch.uint8))

@@ -99,6 +99,15 @@ def test_sparse_output_is_close_to_dense_and_errors_are_clear():
         sd.enable(model, preset="nope")
     with pytest.raises(ValueError, match="dense_kernel must be"):
         sd.enable(model, dense_kernel="cudnn")
+    with pytest.raises(ValueError, match="align_queries must be"):
+        sd.enable(model, align_queries=1)
+    # Aligned query clusters: still close to dense, and not the same plan as without.
+    state = sd.enable(model, preset="wan2.1-t2v-14b", num_inference_steps=2, warmup_steps=0, dense_layers=0, kq=4,
+                      kk=12, align_queries=16)
+    aligned = run(model, x, 500)
+    assert 0 < ((aligned - ref).norm() / ref.norm()).item() < 0.5
+    assert state.options["plan"]["align"] == 16 and state.options["gpu"]["align"] == 16
+    sd.disable(model)
 
 
 def test_dense_calls_on_cpu_stay_on_sdpa():

@@ -40,6 +40,25 @@ def test_plan_and_sparse_follow_the_mask(qkv):
                                atol=1e-5, rtol=1e-5)
 
 
+def test_plan_align_fills_query_clusters():
+    g = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(2, 1200, 32, generator=g) for _ in range(2))
+    prof = torch.tensor([0.1, 0.2], dtype=torch.float64)
+    plain = st.plan(q, k, prof, kq=12, kk=24)
+    aligned = st.plan(q, k, prof, kq=12, kk=24, align=32)
+
+    def empty_rows(labels):
+        sizes = torch.stack([torch.bincount(labels[h].long(), minlength=12) for h in range(2)])
+        return int(((32 - sizes % 32) % 32).sum())
+
+    assert empty_rows(aligned[0]) < empty_rows(plain[0])
+    moved = (aligned[0] != plain[0]).float().mean().item()
+    assert 0 < moved < 0.2
+    assert torch.equal(aligned[1], plain[1])  # keys untouched
+    with pytest.raises(Exception, match="align"):
+        st.plan(q, k, prof, kq=12, kk=24, align=1000)
+
+
 def test_torch_compile_traces_through_the_ops(qkv):
     q, k, v = qkv
 

@@ -54,6 +54,53 @@ void assign(const float* x, std::int64_t n, std::int64_t dim, const float* m, co
   }
 }
 
+// v rounded to a 16-bit element type (as the tensor cores read it); f32 unchanged.
+float round_to(DType elem, float v) {
+  if (elem == DType::bf16) return bf16_to_float(float_to_bf16(v));
+  if (elem == DType::f16) return f16_to_float(float_to_f16(v));
+  return v;
+}
+
+// The alignment's candidate moves (see align_clusters): for each row of a shedding cluster, its e
+// best taking clusters by the assignment's score x[n] . m[j] + bias[j] (ties: lowest j first) and
+// their costs, its own cluster's score less theirs; -1 pads. Other rows get -1 throughout.
+void alignment_candidates(const float* x, std::int64_t n, std::int64_t dim, const float* m, const float* bias,
+                          int clusters, const std::int32_t* labels, const std::uint8_t* takes, const int* rem, int e,
+                          std::int32_t* candidates, float* costs) {
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel
+  {
+    std::vector<float> s(static_cast<std::size_t>(kChunk) * clusters), best(static_cast<std::size_t>(e));
+#pragma omp for schedule(dynamic)
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      const std::int64_t r0 = c * kChunk, rows = std::min(kChunk, n - r0);
+      gemm_nt(rows, clusters, dim, 1.0f, x + r0 * dim, dim, m, dim, 0.0f, s.data(), clusters);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        std::int32_t* cand = candidates + (r0 + i) * e;
+        float* cost = costs + (r0 + i) * e;
+        std::fill(cand, cand + e, -1);
+        std::fill(cost, cost + e, 0.0f);
+        const int own = labels[r0 + i];
+        if (rem[own] == 0) continue;
+        const float* row = s.data() + i * clusters;
+        auto score = [&](int j) { return row[j] + (bias ? bias[j] : 0.0f); };
+        for (int j = 0; j < clusters; ++j) {
+          if (!takes[j]) continue;
+          const float v = score(j);
+          if (cand[e - 1] >= 0 && !(v > best[e - 1])) continue;
+          int t = e - 1;  // insertion: strictly greater moves up, so earlier j win ties
+          while (t > 0 && (cand[t - 1] < 0 || v > best[t - 1])) {
+            cand[t] = cand[t - 1], best[t] = best[t - 1];
+            --t;
+          }
+          cand[t] = j, best[t] = v;
+        }
+        for (int t = 0; t < e && cand[t] >= 0; ++t) cost[t] = score(own) - best[t];
+      }
+    }
+  }
+}
+
 // Centroid = mean of member rows (fp32 sums in double for stability); empty clusters keep theirs.
 void update_centroids(const float* x, std::int64_t n, std::int64_t dim, const std::int32_t* labels, int clusters,
                       float* centroids, std::int32_t* sizes) {
@@ -124,12 +171,45 @@ void cluster_head(const float* q, std::int64_t nq, const float* k, std::int64_t 
   }
 }
 
+// The alignment post-pass of one head: scores of the queries against the final centroids (the
+// score the next query assignment would use, with m rounded to the queries' element type as the
+// tensor cores see it), each shedding row's candidate moves, the moves, then the query centroids
+// and sizes.
+void align_head(const float* q, DType elem, std::int64_t nq, std::int64_t dim, const float* ck, int kk,
+                ClusterMethod method, int align, int e, std::int32_t* lq, float* cq, std::int32_t* sq, int kq) {
+  if (align < 2) return;
+  std::vector<float> m(static_cast<std::size_t>(kq) * dim), bias;
+  if (method == ClusterMethod::coclustering) {
+    projected_centroids(cq, kq, ck, kk, dim, m.data());
+  } else {
+    std::copy_n(cq, m.size(), m.begin());
+    bias.resize(static_cast<std::size_t>(kq));
+    half_norm_bias(cq, kq, dim, bias.data());
+  }
+  for (float& v : m) v = round_to(elem, v);
+  std::vector<std::int32_t> size(sq, sq + kq);
+  const std::vector<std::uint8_t> takes = alignment_takers(size, align);
+  std::vector<int> rem(static_cast<std::size_t>(kq));
+  for (int j = 0; j < kq; ++j) rem[j] = size[j] % align <= align / 2 ? size[j] % align : 0;
+  std::vector<std::int32_t> cand(static_cast<std::size_t>(nq) * e);
+  std::vector<float> cost(cand.size());
+  alignment_candidates(q, nq, dim, m.data(), bias.empty() ? nullptr : bias.data(), kq, lq, takes.data(), rem.data(), e,
+                       cand.data(), cost.data());
+  align_clusters(std::span<std::int32_t>(lq, static_cast<std::size_t>(nq)), kq, align, e, cand, cost);
+  update_centroids(q, nq, dim, lq, kq, cq, sq);
+}
+
 }  // namespace
 
 Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig& config, const Anchors* anchors) {
   const AttentionShape s = check_qkv(q, k, nullptr, Device::cpu, "cpu::cluster");
   require(config.kq >= 1 && config.kk >= 1, ErrorKind::invalid_argument,
           "cluster counts must be >= 1, got kq " + std::to_string(config.kq) + ", kk " + std::to_string(config.kk));
+  require(config.query_align >= 0 && config.query_align <= 256 && config.align_candidates >= 1 &&
+              config.align_candidates <= 64,
+          ErrorKind::invalid_argument,
+          "query alignment needs align in [0, 256] and 1 to 64 candidates a row, got " +
+              std::to_string(config.query_align) + " and " + std::to_string(config.align_candidates));
   require(config.iterations >= 1, ErrorKind::invalid_argument,
           "co-clustering needs at least one iteration to assign labels, got " + std::to_string(config.iterations));
   Anchors drawn;
@@ -161,8 +241,28 @@ Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig
                  c.k_labels.data() + h * s.k_tokens, c.q_centroids.data() + h * config.kq * s.dim,
                  c.k_centroids.data() + h * config.kk * s.dim, c.q_sizes.data() + h * config.kq,
                  c.k_sizes.data() + h * config.kk);
+    if (config.query_align > 1)
+      align_head(qh.data(), q.dtype, s.q_tokens, s.dim, c.k_centroids.data() + h * config.kk * s.dim, config.kk, config.method,
+                 config.query_align, config.align_candidates, c.q_labels.data() + h * s.q_tokens,
+                 c.q_centroids.data() + h * config.kq * s.dim, c.q_sizes.data() + h * config.kq, config.kq);
   }
   return c;
+}
+
+void align_queries(const TensorView& q, Clustering& c, int align, int candidates, ClusterMethod method) {
+  check_clustering(c);
+  require(q.rank == 3 && q.shape[0] == c.heads && q.shape[1] == c.q_tokens && q.shape[2] == c.dim,
+          ErrorKind::shape, "cpu::align_queries: q must be [heads, q_tokens, dim] of the clustering");
+  require(align >= 0 && align <= 256 && candidates >= 1 && candidates <= 64, ErrorKind::invalid_argument,
+          "cpu::align_queries: align must be in [0, 256] with 1 to 64 candidates a row, got " + std::to_string(align) +
+              " and " + std::to_string(candidates));
+  std::vector<float> qh(static_cast<std::size_t>(c.q_tokens * c.dim));
+  for (std::int64_t h = 0; h < c.heads; ++h) {
+    gather_head(q, h, qh.data(), "q");
+    align_head(qh.data(), q.dtype, c.q_tokens, c.dim, c.k_centroids.data() + h * c.kk * c.dim, c.kk, method, align, candidates,
+               c.q_labels.data() + h * c.q_tokens, c.q_centroids.data() + h * c.kq * c.dim,
+               c.q_sizes.data() + h * c.kq, c.kq);
+  }
 }
 
 std::vector<float> block_scores(const Clustering& c) {

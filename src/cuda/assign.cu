@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 
@@ -57,6 +58,39 @@ __device__ __forceinline__ void load_tile(std::uint16_t* dst, const std::uint16_
   }
 }
 
+// acc (zeroed by the caller) += the warp's 32 rows (afrag: two m-tiles of 16) times kNt n-tiles of
+// 8 centroids from column `col0` of a shared tile.
+template <bool kBf16, int kNt>
+__device__ __forceinline__ void tile_products(float (&acc)[2][kNt][4], const std::uint32_t (&afrag)[2][kDim / 16][4],
+                                              const std::uint16_t* tile, int col0, int lane) {
+#pragma unroll
+  for (int ks = 0; ks < kDim / 16; ++ks) {
+    std::uint32_t b[kNt / 2][4];  // ldmatrix.x4, each covering two n-tiles of 8 centroids
+#pragma unroll
+    for (int p = 0; p < kNt / 2; ++p) {
+      const int n = col0 + p * 16 + (lane % 8) + (lane / 16) * 8;
+      ldmatrix_x4(b[p], tile + n * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNt; ++nt)
+        mma16816<kBf16>(acc[mt][nt], afrag[mt][ks], b[nt / 2][(nt % 2) * 2], b[nt / 2][(nt % 2) * 2 + 1]);
+  }
+}
+
+// The block's rows of x into shared memory (zeros past the tokens).
+template <int kRows>
+__device__ __forceinline__ void load_rows(std::uint16_t* sx, const std::uint16_t* xh, std::int64_t row0,
+                                          std::int64_t tokens, std::int64_t row_stride) {
+  for (int c = threadIdx.x; c < kRows * (kDim / 8); c += kThreads) {
+    const int r = c / (kDim / 8), chunk = c % (kDim / 8);
+    const std::int64_t n = row0 + r;
+    const std::uint16_t* src = xh + (n < tokens ? n : 0) * row_stride + chunk * 8;
+    cp_async16(sx + r * kPitch + chunk * 8, src, n < tokens ? 16 : 0);
+  }
+}
+
 template <bool kBf16, int kCols, int kWarpsN, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     assign_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
@@ -80,12 +114,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const int tiles = (clusters + kCols - 1) / kCols;
 
   // Prologue: the row block and the first two centroid tiles.
-  for (int c = threadIdx.x; c < kRows * (kDim / 8); c += kThreads) {
-    const int r = c / (kDim / 8), chunk = c % (kDim / 8);
-    const std::int64_t n = row0 + r;
-    const std::uint16_t* src = xh + (n < tokens ? n : 0) * row_stride + chunk * 8;
-    cp_async16(sx + r * kPitch + chunk * 8, src, n < tokens ? 16 : 0);
-  }
+  load_rows<kRows>(sx, xh, row0, tokens, row_stride);
   load_tile<kCols>(sm, mh, clusters, 0);
   cp_async_commit();
   if (tiles > 1) load_tile<kCols>(sm + kCols * kPitch, mh, clusters, 1);
@@ -117,20 +146,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       for (int nt = 0; nt < kNt; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
-#pragma unroll
-    for (int ks = 0; ks < kDim / 16; ++ks) {
-      std::uint32_t b[kNt / 2][4];  // ldmatrix.x4, each covering two n-tiles of 8 centroids
-#pragma unroll
-      for (int p = 0; p < kNt / 2; ++p) {
-        const int n = wn * kWarpCols + p * 16 + (lane % 8) + (lane / 16) * 8;
-        ldmatrix_x4(b[p], tile + n * kPitch + ks * 16 + ((lane / 8) % 2) * 8);
-      }
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNt; ++nt)
-          mma16816<kBf16>(acc[mt][nt], afrag[mt][ks], b[nt / 2][(nt % 2) * 2], b[nt / 2][(nt % 2) * 2 + 1]);
-    }
+    tile_products<kBf16, kNt>(acc, afrag, tile, wn * kWarpCols, lane);
     // Fold this tile into the running argmax. Bias and the mask of a partial last tile are
     // uniform branches; then per row a max over the thread's values, and only when it beats the
     // running best (rare after the first tiles) a search for its lowest column.
@@ -211,6 +227,222 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
+// The query-cluster alignment's candidate moves (svoo::align_clusters; the CPU's
+// alignment_candidates in src/cpu/cluster.cpp): for each row of a cluster that sheds rows, its `e`
+// best taking clusters (takes[h, j] != 0) by x . m[j] + bias[j] (ties: lowest j), and what each
+// move costs, the row's own score less that one; -1 pads. Other rows' entries are left as they
+// were. Only the shedding clusters' rows are read: compact row c of head h (shed_base, the
+// exclusive scan of those clusters' sizes) is row c - shed_base[j] of cluster j, i.e. token
+// perm[offsets[j] + c - shed_base[j]]. The products are assign_kernel's (64-centroid tiles, two
+// warps across each); each thread keeps its rows' best kAlignE scores among its own columns,
+// visited in increasing order (a strict compare keeps the lower column first on ties), and one
+// thread a row merges the eight lists at the end. clusters <= kAlignMaxClusters.
+template <bool kBf16>
+__global__ void __launch_bounds__(kThreads, 1)
+    align_candidates_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
+                            std::int64_t row_stride, const std::uint16_t* __restrict__ m,
+                            const float* __restrict__ bias, int clusters, const std::uint8_t* __restrict__ takes,
+                            const std::int32_t* __restrict__ shed_base, const std::int32_t* __restrict__ offsets,
+                            const std::int32_t* __restrict__ perm, int e, std::int16_t* __restrict__ cand,
+                            float* __restrict__ cost) {
+  constexpr int kCols = 64, kWarpsN = 2, kE = kAlignE;
+  constexpr int kRows = Tiles<kCols, kWarpsN>::kRows, kWarpCols = Tiles<kCols, kWarpsN>::kWarpCols;
+  constexpr int kNt = kWarpCols / 8;
+  extern __shared__ __align__(16) std::uint16_t smem[];
+  std::uint16_t* sx = smem;
+  std::uint16_t* sm = smem + kRows * kPitch;
+  __shared__ std::uint8_t take_s[kAlignMaxClusters];
+  __shared__ float own_s[kRows];
+  __shared__ int token_s[kRows], label_s[kRows];
+  __shared__ std::int32_t base[kAlignMaxClusters + 1];
+
+  const int head = blockIdx.y;
+  const std::int32_t* base_h = shed_base + static_cast<std::int64_t>(head) * (clusters + 1);
+  const int total = base_h[clusters];
+  const int c0 = static_cast<int>(blockIdx.x) * kRows;
+  if (c0 >= total) return;  // the grid covers every token; the shedding rows are fewer
+  const std::uint16_t* xh = x + head * head_stride;
+  const std::uint16_t* mh = m + static_cast<std::int64_t>(head) * clusters * kDim;
+  const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp % (8 / kWarpsN), wn = warp / (8 / kWarpsN);
+  const int tiles = (clusters + kCols - 1) / kCols;
+  for (int j = threadIdx.x; j < clusters; j += kThreads) take_s[j] = takes[head * clusters + j];
+  for (int j = threadIdx.x; j <= clusters; j += kThreads) base[j] = base_h[j];
+  __syncthreads();
+  for (int r = threadIdx.x; r < kRows; r += kThreads) {  // compact row -> (cluster, token)
+    const int c = c0 + r;
+    int label = -1, token = -1;
+    if (c < total) {
+      int lo = 0, hi = clusters;  // the last j with base[j] <= c (clusters of no shedding row repeat a base)
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        (base[mid] <= c ? lo : hi) = mid;
+      }
+      label = lo;
+      token = perm[static_cast<std::int64_t>(head) * tokens + offsets[static_cast<std::int64_t>(head) * (clusters + 1) + lo] +
+                   (c - base[lo])];
+    }
+    label_s[r] = label, token_s[r] = token;
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < kRows * (kDim / 8); c += kThreads) {  // the rows, gathered
+    const int r = c / (kDim / 8), chunk = c % (kDim / 8);
+    const int token = token_s[r];
+    cp_async16(sx + r * kPitch + chunk * 8, xh + static_cast<std::int64_t>(token < 0 ? 0 : token) * row_stride + chunk * 8,
+               token < 0 ? 0 : 16);
+  }
+  load_tile<kCols>(sm, mh, clusters, 0);
+  cp_async_commit();
+  if (tiles > 1) load_tile<kCols>(sm + kCols * kPitch, mh, clusters, 1);
+  cp_async_commit();
+
+  // The thread's four rows: their clusters and their best candidates so far.
+  int own_label[2][2];
+  float bv[2][2][kE];
+  int bi[2][2][kE];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      own_label[mt][half] = label_s[wm * 32 + mt * 16 + half * 8 + lane / 4];
+#pragma unroll
+      for (int q = 0; q < kE; ++q) bv[mt][half][q] = -INFINITY, bi[mt][half][q] = -1;
+    }
+  std::uint32_t afrag[2][kDim / 16][4];
+  for (int t = 0; t < tiles; ++t) {
+    cp_async_wait<1>();
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int ks = 0; ks < kDim / 16; ++ks)
+          ldmatrix_x4(afrag[mt][ks], sx + (wm * 32 + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+    }
+    float acc[2][kNt][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[mt][nt][q] = 0.0f;
+    tile_products<kBf16, kNt>(acc, afrag, sm + (t & 1) * kCols * kPitch, wn * kWarpCols, lane);
+    // Scores with the bias; the own cluster's score kept; non-taking and missing columns dropped.
+    bool col_takes[kNt][2];
+#pragma unroll
+    for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int j = t * kCols + wn * kWarpCols + nt * 8 + (lane % 4) * 2 + c;
+        const float bj = bh && j < clusters ? __ldg(bh + j) : 0.0f;
+        col_takes[nt][c] = j < clusters && take_s[j] != 0;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) acc[mt][nt][c] += bj, acc[mt][nt][2 + c] += bj;
+      }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int own = own_label[mt][half];
+        if (own < 0) continue;
+        if (own / kCols == t) {
+#pragma unroll
+          for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c)
+              if (t * kCols + wn * kWarpCols + nt * 8 + (lane % 4) * 2 + c == own)
+                own_s[wm * 32 + mt * 16 + half * 8 + lane / 4] = acc[mt][nt][half * 2 + c];
+        }
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c)
+            if (col_takes[nt][c]) mx = fmaxf(mx, acc[mt][nt][half * 2 + c]);
+        if (!(mx > bv[mt][half][kE - 1])) continue;  // the common case after the first tiles
+#pragma unroll
+        for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float cv = acc[mt][nt][half * 2 + c];
+            int ci = t * kCols + wn * kWarpCols + nt * 8 + (lane % 4) * 2 + c;
+            if (!col_takes[nt][c] || !(cv > bv[mt][half][kE - 1])) continue;
+#pragma unroll
+            for (int q = 0; q < kE; ++q) {  // insertion, best first
+              const bool up = cv > bv[mt][half][q];
+              const float tv = up ? bv[mt][half][q] : cv;
+              const int ti = up ? bi[mt][half][q] : ci;
+              if (up) bv[mt][half][q] = cv, bi[mt][half][q] = ci;
+              cv = tv, ci = ti;
+            }
+          }
+      }
+    __syncthreads();  // every warp is done with this stage before it is refilled
+    if (t + 2 < tiles) load_tile<kCols>(sm + (t & 1) * kCols * kPitch, mh, clusters, t + 2);
+    cp_async_commit();
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  // The eight lists of each row (two warps x four lanes) into the freed tile memory, then the best
+  // e of them by (score descending, column ascending): a warp a row, a lane a list, e rounds of a
+  // warp-wide pick of the lists' heads.
+  float* list_v = reinterpret_cast<float*>(smem);  // [kRows][8 * kE]
+  int* list_i = reinterpret_cast<int*>(list_v + kRows * 8 * kE);
+  const int slot = wn * 4 + lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = wm * 32 + mt * 16 + half * 8 + lane / 4;
+#pragma unroll
+      for (int q = 0; q < kE; ++q)
+        list_v[r * 8 * kE + slot * kE + q] = bv[mt][half][q], list_i[r * 8 * kE + slot * kE + q] = bi[mt][half][q];
+    }
+  __syncthreads();
+  for (int r = warp; r < kRows; r += kThreads / 32) {
+    const int token = token_s[r];
+    if (token < 0) continue;
+    const std::int64_t out = (static_cast<std::int64_t>(head) * tokens + token) * kE;
+    int next = 0;  // lane < 8: the head of list `lane`
+    for (int q = 0; q < kE; ++q) {
+      float v = -INFINITY;
+      int i = -1;
+      if (lane < 8 && next < kE) v = list_v[r * 8 * kE + lane * kE + next], i = list_i[r * 8 * kE + lane * kE + next];
+      float bvv = v;
+      int bii = i;
+#pragma unroll
+      for (int off = 4; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bvv, off);
+        const int oi = __shfl_xor_sync(0xffffffffu, bii, off);
+        if (oi >= 0 && (bii < 0 || ov > bvv || (ov == bvv && oi < bii))) bvv = ov, bii = oi;
+      }
+      bvv = __shfl_sync(0xffffffffu, bvv, 0), bii = __shfl_sync(0xffffffffu, bii, 0);
+      if (i >= 0 && i == bii) ++next;  // that list's head is taken
+      if (lane == 0) {
+        const bool keep = q < e && bii >= 0;
+        cand[out + q] = static_cast<std::int16_t>(keep ? bii : -1);
+        cost[out + q] = keep ? own_s[r] - bvv : 0.0f;
+      }
+    }
+  }
+}
+
+template <bool kBf16>
+void launch_align_candidates_typed(const RowsView& x, const void* m, const float* bias, int clusters,
+                                   const std::uint8_t* takes, const std::int32_t* shed_base,
+                                   const std::int32_t* offsets, const std::int32_t* perm, int e, std::int16_t* cand,
+                                   float* cost, cudaStream_t stream) {
+  using T = Tiles<64, 2>;
+  static_assert(T::kSmemBytes >= T::kRows * 8 * kAlignE * 8, "the merge reuses the tile memory");
+  const dim3 grid(static_cast<unsigned>((x.tokens + T::kRows - 1) / T::kRows), static_cast<unsigned>(x.heads));
+  auto kernel = align_candidates_kernel<kBf16>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
+  kernel<<<grid, kThreads, T::kSmemBytes, stream>>>(static_cast<const std::uint16_t*>(x.data), x.tokens, x.head_stride,
+                                                    x.row_stride, static_cast<const std::uint16_t*>(m), bias, clusters,
+                                                    takes, shed_base, offsets, perm, e, cand, cost);
+}
+
 // Tile variant. By default (-1): 4, the pipelined persistent wgmma kernel, where the sm_90a code
 // runs and there is no bias (co-clustering); else 0, the mma.sync kernel (k-means' bias costs the
 // wgmma kernels a global load per score). SVOO_ASSIGN_VARIANT selects one for benchmarks: 1 and 2
@@ -263,6 +495,17 @@ void launch_assign_variant(int variant, const RowsView& x, const void* m, const 
     launch_typed<true>(variant, x, m, bias, clusters, labels, stream);
   } else {
     launch_typed<false>(variant, x, m, bias, clusters, labels, stream);
+  }
+}
+
+void launch_align_candidates(const RowsView& x, const void* m, const float* bias, int clusters,
+                             const std::uint8_t* takes, const std::int32_t* shed_base, const std::int32_t* offsets,
+                             const std::int32_t* perm, int e, std::int16_t* cand, float* cost, cudaStream_t stream) {
+  if (x.heads == 0 || x.tokens == 0 || clusters == 0) return;
+  if (x.elem == Elem::bf16) {
+    launch_align_candidates_typed<true>(x, m, bias, clusters, takes, shed_base, offsets, perm, e, cand, cost, stream);
+  } else {
+    launch_align_candidates_typed<false>(x, m, bias, clusters, takes, shed_base, offsets, perm, e, cand, cost, stream);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace svoo::cuda::detail {
@@ -39,6 +40,36 @@ void launch_assign(const RowsView& x, const void* m, const float* bias, int clus
 void launch_assign_variant(int variant, const RowsView& x, const void* m, const float* bias, int clusters,
                            std::int32_t* labels, cudaStream_t stream);
 bool assign_variant_runs(int variant);
+
+// ---- query-cluster alignment (assign.cu, cluster_align.cu; svoo::align_clusters) ----
+
+constexpr int kAlignE = 8;                // candidate moves a row (ClusterConfig::align_candidates <= 8)
+constexpr int kAlignMaxClusters = 4096;   // query clusters a head (shared-memory tables)
+constexpr int kAlignMaxAlign = 256;       // ClusterConfig::query_align at most (as on the CPU)
+// Per (head, cluster) from the sizes: takes[h, j] = 1 where size mod align > align / 2, rem[h, j] =
+// size mod align where that is <= align / 2 (rows it sheds), else 0; offer_base [heads, clusters +
+// 1] the exclusive scan of rem in each head (where each cluster's offered rows go), shed_base the
+// exclusive scan of the shedding clusters' sizes (where their rows start among the head's
+// shedding rows); the totals last.
+void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, int align, std::uint8_t* takes,
+                            std::int32_t* rem, std::int32_t* offer_base, std::int32_t* shed_base, cudaStream_t stream);
+// For each row of a shedding cluster (shed_base, offsets and perm: its compact index, the
+// clustering's offsets and permutation): its e (<= kAlignE) best taking clusters by the score of
+// launch_assign (x, m, bias as there), ties to the lowest j, and the costs (own score less theirs);
+// cand/cost [heads, tokens, kAlignE] by token, -1 pads; other rows' entries untouched.
+void launch_align_candidates(const RowsView& x, const void* m, const float* bias, int clusters,
+                             const std::uint8_t* takes, const std::int32_t* shed_base, const std::int32_t* offsets,
+                             const std::int32_t* perm, int e, std::int16_t* cand, float* cost, cudaStream_t stream);
+// svoo::align_clusters on the lists of launch_align_candidates: each shedding cluster's offered
+// rows (a block each), then the rounds (a block a head). labels [heads, tokens] are rewritten in
+// place; sizes/offsets/perm are the clustering's (rows of cluster j at perm[offsets[j] ..
+// offsets[j + 1])); rem and offer_base from launch_alignment_roles. scratch:
+// alignment_rounds_scratch_bytes.
+std::size_t alignment_rounds_scratch_bytes(int heads, std::int64_t tokens, int clusters, int align);
+void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* rem,
+                         const std::int32_t* offer_base, const std::int32_t* offsets, const std::int32_t* perm,
+                         int heads, std::int64_t tokens, int clusters, int align, int e,
+                         const std::int16_t* cand, const float* cost, void* scratch, cudaStream_t stream);
 
 // c[h] = alpha * a[h] * b[h]^T (+ beta c[h]) for per-head row-major fp32 matrices:
 // a [heads, ma, k], b [heads, nb, k], c [heads, ma, nb]. fp32 accuracy on either path:

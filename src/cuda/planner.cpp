@@ -82,6 +82,14 @@ struct Planner::Scratch {
   std::uint64_t *key_in, *key_out;
   void* order_temp;
   std::size_t order_bytes;
+  // Query-cluster alignment (only where shape.query_align > 1): the candidate moves of each row,
+  // the clusters' roles and the rounds' scratch.
+  std::int16_t* align_cand;
+  float* align_cost;
+  std::uint8_t* align_takes;
+  std::int32_t* align_rem;
+  std::int32_t *align_offer_base, *align_shed_base;  // [heads, kq + 1] each
+  void* align_rounds;
 };
 
 bool available() noexcept {
@@ -99,6 +107,12 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   require(shape.kq >= 1 && shape.kk >= 1 && shape.kk <= 4096 && shape.kq <= 65536, ErrorKind::invalid_argument,
           "cuda::Planner needs 1 <= kq and 1 <= kk <= 4096, got kq " + std::to_string(shape.kq) + ", kk " +
               std::to_string(shape.kk));
+  require(shape.query_align >= 0 && shape.query_align <= detail::kAlignMaxAlign &&
+              (shape.query_align < 2 || (shape.kq <= detail::kAlignMaxClusters && shape.kq <= 32767)),
+          ErrorKind::invalid_argument,
+          "cuda::Planner: query_align must be in [0, 256], and aligning needs kq <= " +
+              std::to_string(detail::kAlignMaxClusters) + ", got query_align " + std::to_string(shape.query_align) +
+              ", kq " + std::to_string(shape.kq));
   const std::int64_t H = shape.heads, Nq = shape.q_tokens, Nk = shape.k_tokens, D = shape.dim;
   require(H * std::max(Nq, Nk) < (std::int64_t{1} << 31) && H * shape.kq * std::int64_t{shape.kk} < (std::int64_t{1} << 31),
           ErrorKind::invalid_argument, "cuda::Planner: heads x tokens and heads x kq x kk must stay below 2^31");
@@ -171,6 +185,15 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     s.key_in = c.take<std::uint64_t>(order_items);
     s.key_out = c.take<std::uint64_t>(order_items);
     s.order_temp = c.take<char>(s.order_bytes);
+    const bool align = shape.query_align > 1;
+    s.align_cand = c.take<std::int16_t>(align ? H * Nq * detail::kAlignE : 0);
+    s.align_cost = c.take<float>(align ? H * Nq * detail::kAlignE : 0);
+    s.align_takes = c.take<std::uint8_t>(align ? H * shape.kq : 0);
+    s.align_rem = c.take<std::int32_t>(align ? H * shape.kq : 0);
+    s.align_offer_base = c.take<std::int32_t>(align ? H * (shape.kq + 1) : 0);
+    s.align_shed_base = c.take<std::int32_t>(align ? H * (shape.kq + 1) : 0);
+    s.align_rounds = c.take<char>(
+        align ? detail::alignment_rounds_scratch_bytes(static_cast<int>(H), Nq, shape.kq, shape.query_align) : 0);
   };
   Carver sizing(nullptr);
   carve(sizing);
@@ -197,6 +220,13 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
           "cuda::Planner::cluster: the config's kq/kk (" + std::to_string(config.kq) + ", " + std::to_string(config.kk) +
               ") differ from the plan's (" + std::to_string(sh.kq) + ", " + std::to_string(sh.kk) + ")");
   require(config.iterations >= 1, ErrorKind::invalid_argument, "co-clustering needs at least one iteration");
+  require(config.query_align < 2 || (config.query_align <= sh.query_align && config.align_candidates >= 1 &&
+                                      config.align_candidates <= detail::kAlignE),
+          ErrorKind::invalid_argument,
+          "cuda::Planner::cluster: query alignment " + std::to_string(config.query_align) + " with " +
+              std::to_string(config.align_candidates) + " candidates needs a plan shape with query_align >= it (this "
+              "one reserves " + std::to_string(sh.query_align) + ") and 1 to " + std::to_string(detail::kAlignE) +
+              " candidates");
   require((q_anchors == nullptr) == (k_anchors == nullptr), ErrorKind::invalid_argument,
           "cuda::Planner::cluster: give both anchor arrays or neither");
   const cudaStream_t st = as_cuda(stream);
@@ -228,6 +258,29 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
          plan_.k_perm, s_->k_sort);
     step(qv, kq, plan_.q_centroids, plan_.k_centroids, kk, plan_.q_labels, plan_.q_sizes, plan_.q_offsets,
          plan_.q_perm, s_->q_sort);
+  }
+  if (config.query_align > 1) {
+    // Alignment (svoo::align_clusters): the queries' scores against the final centroids, as the
+    // next assignment would compute them, the candidate moves of each shedding row, the rounds,
+    // then the query side's sizes, offsets, permutation and centroids again.
+    const float* bias = nullptr;
+    if (config.method == ClusterMethod::coclustering) {
+      detail::launch_project_rows(H, kq, kk, D, plan_.q_centroids, plan_.k_centroids, s_->gram, s_->m, qv.elem,
+                                  s_->m_half, st);
+    } else {
+      detail::launch_half_norm_bias(plan_.q_centroids, static_cast<std::int64_t>(H) * kq, D, s_->bias, st);
+      detail::launch_round(plan_.q_centroids, static_cast<std::int64_t>(H) * kq * D, qv.elem, s_->m_half, st);
+      bias = s_->bias;
+    }
+    detail::launch_alignment_roles(plan_.q_sizes, H, kq, config.query_align, s_->align_takes, s_->align_rem,
+                                   s_->align_offer_base, s_->align_shed_base, st);
+    detail::launch_align_candidates(qv, s_->m_half, bias, kq, s_->align_takes, s_->align_shed_base, plan_.q_offsets,
+                                    plan_.q_perm, config.align_candidates, s_->align_cand, s_->align_cost, st);
+    detail::launch_align_rounds(plan_.q_labels, plan_.q_sizes, s_->align_rem, s_->align_offer_base, plan_.q_offsets,
+                                plan_.q_perm, H, sh.q_tokens, kq, config.query_align, config.align_candidates,
+                                s_->align_cand, s_->align_cost, s_->align_rounds, st);
+    detail::launch_update_side(&qv, plan_.q_labels, H, qv.tokens, kq, s_->q_sort, plan_.q_sizes, plan_.q_offsets,
+                               plan_.q_perm, plan_.q_centroids, st);
   }
   check_launch("cuda::Planner::cluster");
 }

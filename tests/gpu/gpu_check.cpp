@@ -35,6 +35,8 @@
 #include "svoo/synthetic.hpp"
 
 namespace svoo {
+int check_alignment(bool quick);  // align_check.cpp: failures
+
 namespace {
 
 int g_failures = 0;
@@ -745,6 +747,7 @@ int main(int argc, char** argv) {
   check_small_gemm(quick);
   check_label_sort(quick);
   if (!quick) check_assign_variants();
+  g_failures += check_alignment(quick);
   std::vector<Case> cases;
   cases.push_back({"small", 1, 1000, 16, 64, DType::bf16});
   cases.push_back({"ties", 1, 500, 4, 8, DType::bf16, false, ClusterMethod::coclustering, true});
