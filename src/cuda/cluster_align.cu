@@ -174,6 +174,7 @@ __global__ void __launch_bounds__(kRoundThreads)
   int* count = failed + clusters;  // offers to each taker this round
   int* start = count + clusters;   // bucket starts
   int* fill = start + clusters;
+  int* fails_now = fill + clusters;  // set during a round's offers, folded into failed after them
   __shared__ int any_offer;
   const int head = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   std::int32_t* lh = labels + static_cast<std::int64_t>(head) * tokens;
@@ -185,7 +186,7 @@ __global__ void __launch_bounds__(kRoundThreads)
   for (int j = threadIdx.x; j < clusters; j += kRoundThreads) {
     const int r = sizes[static_cast<std::int64_t>(head) * clusters + j] % align;
     room[j] = r > align / 2 ? align - r : 0;
-    failed[j] = 0;
+    failed[j] = 0, fails_now[j] = 0;
   }
   for (int d = threadIdx.x; d < n; d += kRoundThreads) o.option[d] = 0, o.target[d] = -1;
   __syncthreads();
@@ -206,12 +207,15 @@ __global__ void __launch_bounds__(kRoundThreads)
       }
       o.option[d] = k;
       if (k >= e) {
-        failed[home] = 1;
+        fails_now[home] = 1;  // failed itself is only read in this phase (its offers are withdrawn below)
         continue;
       }
       o.taker[d] = c;
       o.cost[d] = kh[static_cast<std::int64_t>(i) * kAlignE + k];
     }
+    __syncthreads();
+    for (int j = threadIdx.x; j < clusters; j += kRoundThreads)
+      if (fails_now[j]) failed[j] = 1, fails_now[j] = 0;
     __syncthreads();
     // A failed cluster's accepted rows go home and free their room; its offers are withdrawn.
     for (int d = threadIdx.x; d < n; d += kRoundThreads) {
@@ -302,7 +306,7 @@ void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const 
   const std::int64_t cap = offered_capacity(tokens, clusters, align);
   align_offers_kernel<<<dim3(static_cast<unsigned>(clusters), static_cast<unsigned>(heads)), kOfferThreads, 0,
                         stream>>>(rem, offer_base, offsets, perm, tokens, clusters, cand, cost, scratch, cap);
-  const int smem = 5 * clusters * static_cast<int>(sizeof(int));
+  const int smem = 6 * clusters * static_cast<int>(sizeof(int));
   cudaFuncSetAttribute(align_rounds_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   align_rounds_kernel<<<heads, kRoundThreads, smem, stream>>>(labels, sizes, offer_base, tokens, clusters, align, e,
                                                               cand, cost, scratch, cap);
