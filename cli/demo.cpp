@@ -114,9 +114,11 @@ int run_demo(const DemoOptions& o) {
 
   std::printf("svoo demo: synthetic Wan2.1-like layer, %lld heads x %lld tokens (%d x %d x %d) x %lld, %s\n",
               (long long)H, (long long)N, sc.frames, sc.height, sc.width, (long long)D, dtype_name(sc.dtype));
-  std::printf("policy: %s rule, top-p %.2f, floor clip [%.2f, %.2f]; Kq %d, Kk %d, T %d\n",
+  std::printf("policy: %s rule, top-p %.2f, floor clip [%.2f, %.2f]; Kq %d, Kk %d, T %d%s\n",
               selection_rule_name(scfg.rule), scfg.top_p, scfg.floor_lo, scfg.floor_hi, ccfg.kq, ccfg.kk,
-              ccfg.iterations);
+              ccfg.iterations,
+              ccfg.query_align > 1 ? (", query clusters aligned to " + std::to_string(ccfg.query_align) + " rows").c_str()
+                                   : "");
   std::printf("\n%4s %-14s %7s | %7s %7s | %7s %7s | %7s %7s | %8s %8s\n", "head", "kind", "tau95", "density",
               "recall", "km dens", "km rec", "km=dens", "km rec", "rel L2", "cosine");
   std::printf("%4s %-14s %7s | %15s | %15s | %15s | %17s\n", "", "", "density", "co-clustering", "k-means, same rule",

@@ -70,7 +70,7 @@ DemoRun run_demo_cuda(const SyntheticLayer& layer, const ClusterConfig& ccfg, co
   DeviceCopy q(layer.q, true), k(layer.k, true), v(layer.v, true);
   HostTensor out_shape(layer.q.dtype(), {H, N, D});
   DeviceCopy sparse(out_shape, false), dense(out_shape, false);
-  cuda::Planner plan({H, N, N, D, ccfg.kq, ccfg.kk});
+  cuda::Planner plan({H, N, N, D, ccfg.kq, ccfg.kk, ccfg.query_align});
   auto run_plan = [&] {
     plan.cluster(q.view, k.view, ccfg);
     plan.select(scfg, profiled);
