@@ -91,6 +91,39 @@ __device__ __forceinline__ void load_rows(std::uint16_t* sx, const std::uint16_t
   }
 }
 
+// Waits for centroid tile t (two cp.async stages), loads the warp's row fragments at the first
+// tile, and computes acc = the warp's 32 rows x its kNt n-tiles from column col0 of the tile.
+template <bool kBf16, int kNt>
+__device__ __forceinline__ void tile_scores(int t, std::uint32_t (&afrag)[2][kDim / 16][4], const std::uint16_t* sx,
+                                            const std::uint16_t* tile, int wm, int col0, int lane,
+                                            float (&acc)[2][kNt][4]) {
+  cp_async_wait<1>();
+  __syncthreads();
+  if (t == 0) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int ks = 0; ks < kDim / 16; ++ks)
+        ldmatrix_x4(afrag[mt][ks], sx + (wm * 32 + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
+  }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
+  tile_products<kBf16, kNt>(acc, afrag, tile, col0, lane);
+}
+
+// Once every warp has folded tile t: its stage refilled with tile t + 2.
+template <int kCols>
+__device__ __forceinline__ void refill_stage(std::uint16_t* sm, const std::uint16_t* mh, int clusters, int t,
+                                             int tiles) {
+  __syncthreads();
+  if (t + 2 < tiles) load_tile<kCols>(sm + (t & 1) * kCols * kPitch, mh, clusters, t + 2);
+  cp_async_commit();
+}
+
 template <bool kBf16, int kCols, int kWarpsN, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     assign_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
@@ -129,24 +162,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     for (int b = 0; b < 2; ++b) best_v[a][b] = -FLT_MAX, best_i[a][b] = 0x7fffffff;
 
   for (int t = 0; t < tiles; ++t) {
-    cp_async_wait<1>();
-    __syncthreads();
-    if (t == 0) {
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int ks = 0; ks < kDim / 16; ++ks)
-          ldmatrix_x4(afrag[mt][ks], sx + (wm * 32 + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
-    }
-    const std::uint16_t* tile = sm + (t & 1) * kCols * kPitch;
     float acc[2][kNt][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNt; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
-    tile_products<kBf16, kNt>(acc, afrag, tile, wn * kWarpCols, lane);
+    tile_scores<kBf16, kNt>(t, afrag, sx, sm + (t & 1) * kCols * kPitch, wm, wn * kWarpCols, lane, acc);
     // Fold this tile into the running argmax. Bias and the mask of a partial last tile are
     // uniform branches; then per row a max over the thread's values, and only when it beats the
     // running best (rare after the first tiles) a search for its lowest column.
@@ -188,9 +205,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
           best_i[mt][half] = found;
         }
       }
-    __syncthreads();  // every warp is done with this stage before it is refilled
-    if (t + 2 < tiles) load_tile<kCols>(sm + (t & 1) * kCols * kPitch, mh, clusters, t + 2);
-    cp_async_commit();
+    refill_stage<kCols>(sm, mh, clusters, t, tiles);  // every warp is done with this stage
   }
   cp_async_wait<0>();
 
@@ -311,23 +326,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   std::uint32_t afrag[2][kDim / 16][4];
   for (int t = 0; t < tiles; ++t) {
-    cp_async_wait<1>();
-    __syncthreads();
-    if (t == 0) {
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int ks = 0; ks < kDim / 16; ++ks)
-          ldmatrix_x4(afrag[mt][ks], sx + (wm * 32 + mt * 16 + (lane % 16)) * kPitch + ks * 16 + (lane / 16) * 8);
-    }
     float acc[2][kNt][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNt; ++nt)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[mt][nt][q] = 0.0f;
-    tile_products<kBf16, kNt>(acc, afrag, sm + (t & 1) * kCols * kPitch, wn * kWarpCols, lane);
+    tile_scores<kBf16, kNt>(t, afrag, sx, sm + (t & 1) * kCols * kPitch, wm, wn * kWarpCols, lane, acc);
     // Scores with the bias; the own cluster's score kept; non-taking and missing columns dropped.
     bool col_takes[kNt][2];
 #pragma unroll
@@ -378,9 +378,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
       }
-    __syncthreads();  // every warp is done with this stage before it is refilled
-    if (t + 2 < tiles) load_tile<kCols>(sm + (t & 1) * kCols * kPitch, mh, clusters, t + 2);
-    cp_async_commit();
+    refill_stage<kCols>(sm, mh, clusters, t, tiles);  // every warp is done with this stage
   }
   cp_async_wait<0>();
   __syncthreads();
