@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string>
 
 #include "svoo/cpu.hpp"
 #include "svoo/error.hpp"
@@ -151,6 +152,17 @@ TEST(AlignQueries, CpuClusteringWithAlignment) {
   EXPECT_EQ(same.q_labels, plain.q_labels);
   EXPECT_THROW(cpu::align_queries(q.view(), same, 32, 0), Error);
   EXPECT_THROW(cpu::align_queries(k.view(), same, -1, 8), Error);
+  // q that is not the clustering's, or not host memory, is named.
+  const auto short_q = test::random_tensor(DType::bf16, {2, 2999, 32}, 7);
+  try {
+    cpu::align_queries(short_q.view(), same, 32, 8);
+    ADD_FAILURE() << "a q of 2999 tokens was accepted for a clustering of 3000";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[heads, q_tokens, dim] = [2, 3000, 32]"), std::string::npos) << e.what();
+  }
+  TensorView on_device = q.view();
+  on_device.device = Device::cuda;
+  EXPECT_THROW(cpu::align_queries(on_device, same, 32, 8), Error);
   cfg.align_candidates = 65;
   EXPECT_THROW(cpu::cluster(q.view(), k.view(), cfg), Error);
 }

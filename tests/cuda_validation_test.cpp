@@ -60,6 +60,10 @@ TEST(CudaValidation, PlannerRejectsUnsupportedShapesBeforeAllocating) {
   expect_error([] { cuda::Planner p({2, 100, 100, 64, 8, 16}); }, ErrorKind::unsupported, "head_dim 128");
   expect_error([] { cuda::Planner p({2, 100, 100, 128, 8, 5000}); }, ErrorKind::invalid_argument, "kk <= 4096");
   expect_error([] { cuda::Planner p({0, 100, 100, 128, 8, 16}); }, ErrorKind::invalid_argument, "at least one head");
+  expect_error([] { cuda::Planner p({2, 100, 100, 128, 8, 16, 512}); }, ErrorKind::invalid_argument,
+               "query_align must be in [0, 256]");
+  expect_error([] { cuda::Planner p({2, 10000, 100, 128, 5000, 16, 128}); }, ErrorKind::invalid_argument,
+               "aligning needs kq <= 4096");
 }
 
 TEST(CudaValidation, TauDensityRejectsBadArguments) {

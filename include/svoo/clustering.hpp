@@ -107,9 +107,10 @@ struct BlockLayout {
 // ignored. Each shedding cluster offers the rem rows whose first taking candidate costs least (ties:
 // lowest row); in rounds (at most e + 2) every offered row tries its next candidate that still
 // has room, and every taking cluster accepts the cheapest offers (cost, then row) up to its room.
-// A cluster that cannot place all its offered rows (or whose costs include NaN) keeps them all (a partial shed would only
-// enlarge its empty chunk) and frees the room they held. Deterministic; the CUDA planner runs the
-// same rounds. Returns the number of rows moved; sizes and centroids are the caller's to update.
+// A cluster that cannot place all its offered rows, or whose costs include NaN, keeps them all (a
+// partial shed would only enlarge its empty chunk) and frees the room they held. align <= 256.
+// Deterministic; the CUDA planner runs the same rounds. Returns the number of rows moved; sizes
+// and centroids are the caller's to update.
 std::int64_t align_clusters(std::span<std::int32_t> labels, int clusters, int align, int e,
                             std::span<const std::int32_t> candidates, std::span<const float> costs);
 

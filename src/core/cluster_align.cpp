@@ -1,11 +1,11 @@
 // Query-cluster alignment (ClusterConfig::query_align): query clusters resized to multiples of the
 // sparse kernel's row chunk by moving a few rows to one of their next-best clusters.
 //
-// Why: the attention kernel computes a query cluster in 64-row chunks (wgmma's M), so a cluster of
-// s rows costs ceil(s / 64) chunks; its last chunk is on average half empty, 12 % of the kernel's
-// time at 720p and over 20 % at 480p (svoo_work_study). Moving the rows of the smallest
-// remainders to clusters that have room removes that work, at the price of those rows attending
-// to a neighbouring cluster's keys (svoo_work_study and `svoo demo --align-queries` measure both).
+// Why: the Hopper attention kernel computes a query cluster in 128-row items of two 64-row chunks
+// (wgmma's M), so a cluster's last item is partly empty work: 12 % of the kernel's modelled time
+// at 720p and 23 % at 480p (svoo_work_study). Moving the rows of the smallest remainders to
+// clusters that have room removes that work, at the price of those rows attending to a
+// neighbouring cluster's keys (svoo_work_study --align --recall-rows measures both).
 #include <algorithm>
 #include <numeric>
 #include <string>

@@ -251,8 +251,10 @@ Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig
 
 void align_queries(const TensorView& q, Clustering& c, int align, int candidates, ClusterMethod method) {
   check_clustering(c);
-  require(q.rank == 3 && q.shape[0] == c.heads && q.shape[1] == c.q_tokens && q.shape[2] == c.dim,
-          ErrorKind::shape, "cpu::align_queries: q must be [heads, q_tokens, dim] of the clustering");
+  check_qkv(q, q, nullptr, Device::cpu, "cpu::align_queries");  // rank, floating dtype, host memory, strides
+  require(q.shape[0] == c.heads && q.shape[1] == c.q_tokens && q.shape[2] == c.dim, ErrorKind::shape,
+          "cpu::align_queries: q must be [heads, q_tokens, dim] = [" + std::to_string(c.heads) + ", " +
+              std::to_string(c.q_tokens) + ", " + std::to_string(c.dim) + "] of the clustering, got " + q.describe());
   require(align >= 0 && align <= 256 && candidates >= 1 && candidates <= 64, ErrorKind::invalid_argument,
           "cpu::align_queries: align must be in [0, 256] with 1 to 64 candidates a row, got " + std::to_string(align) +
               " and " + std::to_string(candidates));
