@@ -6,7 +6,8 @@
 //   svoo_cuda_plan_bench [--json out.json] [--shape NAME]...
 //   svoo_cuda_plan_bench --breakdown   (one co-clustering iteration stage by stage at 40 x 75,600,
 //     every assignment variant that runs on the device: SVOO_ASSIGN_VARIANT=0..4, then the parts of
-//     select(): scores, softmax, selection, layout)
+//     select(): scores, softmax, selection, layout; the query-cluster alignment's stages at
+//     Wan2.1-14B 720p and 1.3B 480p)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -207,6 +208,97 @@ void select_breakdown(int H, std::int64_t N, int kq, int kk) {
   cudaFree(dprof);
 }
 
+// Times the query-cluster alignment's stages (ClusterConfig::query_align) on a real co-clustering
+// of random inputs, each on copies of the clustering's query side so that every timing starts
+// from the same state: the projection of the final centroids, the roles, every shedding row's first
+// candidate, the offers, the offered rows' whole lists, the rounds (the labels restored by a copy,
+// timed alone and subtracted) and the query side's update; and every shedding row's whole list.
+void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
+  using namespace svoo;
+  using namespace svoo::cuda::detail;
+  const int D = 128;
+  HostTensor hq(DType::bf16, {H, N, D}), hk(DType::bf16, {H, N, D});
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, dist(rng));
+  test::DeviceTensor q(hq), k(hk);
+  RowsView qv{q.data(), Elem::bf16, H, N, D, N * D, D};
+  cuda::Planner plan({H, N, N, D, kq, kk, align});
+  ClusterConfig cc;
+  cc.kq = kq, cc.kk = kk;
+  const double plain = median_ms([&] { plan.cluster(q.view(), k.view(), cc); });
+  cc.query_align = align;
+  const double aligned = median_ms([&] { plan.cluster(q.view(), k.view(), cc); });
+  cc.query_align = 0;
+  plan.cluster(q.view(), k.view(), cc);  // the state every stage starts from
+  const cuda::DevicePlan dp = plan.device();
+  const std::int64_t n = static_cast<std::int64_t>(H) * N, nc = static_cast<std::int64_t>(H) * kq;
+  std::int32_t *labels, *labels0, *sizes, *offsets, *perm, *rem, *offer, *shed, *keys_in, *keys_out, *vals, *counts;
+  std::uint8_t* takes;
+  std::int16_t* cand;
+  float *cost, *gram, *mf, *cent;
+  void *m_half, *rounds, *temp;
+  const std::size_t tb = sort_temp_bytes(H, N, kq), rb = alignment_rounds_scratch_bytes(H, N, kq, align);
+  const std::int64_t ncount = tile_sort_count_items(H, N, kq);
+  cudaMalloc(&labels, 4 * n), cudaMalloc(&labels0, 4 * n), cudaMalloc(&perm, 4 * n);
+  cudaMalloc(&keys_in, 4 * n), cudaMalloc(&keys_out, 4 * n), cudaMalloc(&vals, 4 * n);
+  cudaMalloc(&counts, 4 * std::max<std::int64_t>(ncount, 1)), cudaMalloc(&temp, std::max<std::size_t>(tb, 16));
+  cudaMalloc(&sizes, 4 * nc), cudaMalloc(&offsets, 4 * (nc + H)), cudaMalloc(&rem, 4 * nc);
+  cudaMalloc(&offer, 4 * (nc + H)), cudaMalloc(&shed, 4 * (nc + H)), cudaMalloc(&takes, nc);
+  cudaMalloc(&cand, 2 * n * kAlignE), cudaMalloc(&cost, 4 * n * kAlignE), cudaMalloc(&rounds, rb);
+  cudaMalloc(&gram, 4 * std::max(project_gram_floats(H, kq, D), project_gram_floats(H, kk, D)));
+  cudaMalloc(&mf, 4 * nc * D), cudaMalloc(&m_half, 2 * nc * D), cudaMalloc(&cent, 4 * nc * D);
+  cudaMemcpy(labels0, dp.q_labels, 4 * n, cudaMemcpyDeviceToDevice);
+  cudaMemcpy(sizes, dp.q_sizes, 4 * nc, cudaMemcpyDeviceToDevice);
+  cudaMemcpy(offsets, dp.q_offsets, 4 * (nc + H), cudaMemcpyDeviceToDevice);
+  cudaMemcpy(perm, dp.q_perm, 4 * n, cudaMemcpyDeviceToDevice);
+  cudaMemcpy(cent, dp.q_centroids, 4 * nc * D, cudaMemcpyDeviceToDevice);
+  SortScratch ss;
+  ss.keys_in = keys_in, ss.keys_out = keys_out, ss.vals_in = vals, ss.counts = ncount > 0 ? counts : nullptr;
+  ss.temp = temp, ss.temp_bytes = tb;
+  const double t_proj = median_ms([&] { launch_project_rows(H, kq, kk, D, cent, dp.k_centroids, gram, mf, Elem::bf16, m_half, nullptr); });
+  const double t_roles = median_ms([&] { launch_alignment_roles(sizes, H, kq, align, takes, rem, offer, shed, nullptr); });
+  const double t_cand = median_ms([&] {
+    launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand, cost, nullptr);
+  });
+  const double t_offers = median_ms([&] {
+    launch_align_offers(rem, offer, offsets, perm, H, N, kq, align, cand, cost, rounds, nullptr);
+  });
+  const double t_listed = median_ms([&] {
+    launch_align_candidates_listed(qv, m_half, nullptr, kq, takes, labels0, static_cast<const std::int32_t*>(rounds),
+                                   alignment_offered_stride(N, kq, align), alignment_offered_slots(N, kq, align),
+                                   offer, cc.align_candidates, cand, cost, nullptr);
+  });
+  const double t_all = median_ms([&] {
+    launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, cc.align_candidates, cand, cost, nullptr);
+  });
+  launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand, cost, nullptr);
+  launch_align_offers(rem, offer, offsets, perm, H, N, kq, align, cand, cost, rounds, nullptr);
+  launch_align_candidates_listed(qv, m_half, nullptr, kq, takes, labels0, static_cast<const std::int32_t*>(rounds),
+                                 alignment_offered_stride(N, kq, align), alignment_offered_slots(N, kq, align), offer,
+                                 cc.align_candidates, cand, cost, nullptr);
+  const double t_copy = median_ms([&] { cudaMemcpyAsync(labels, labels0, 4 * n, cudaMemcpyDeviceToDevice, nullptr); });
+  const double t_rounds = median_ms([&] {
+    cudaMemcpyAsync(labels, labels0, 4 * n, cudaMemcpyDeviceToDevice, nullptr);
+    launch_align_rounds(labels, sizes, offer, H, N, kq, align, cc.align_candidates, cand, cost, rounds, nullptr);
+  }) - t_copy;
+  std::int32_t *sizes2, *offsets2, *perm2;
+  cudaMalloc(&sizes2, 4 * nc), cudaMalloc(&offsets2, 4 * (nc + H)), cudaMalloc(&perm2, 4 * n);
+  const double t_update = median_ms([&] { launch_update_side(&qv, labels, H, N, kq, ss, sizes2, offsets2, perm2, cent, nullptr); });
+  cuda_ok(cudaGetLastError(), "alignment breakdown");
+  std::printf("alignment %d x %lld (Kq %d, Kk %d, align %d, %d candidates): co-clustering T=2 %.3f ms, with the "
+              "alignment %.3f ms (+%.3f); stages: projection %.3f, roles %.3f, first candidates %.3f, offers %.3f, "
+              "offered rows' candidates %.3f, rounds %.3f, query update %.3f ms (sum %.3f); every shedding row's "
+              "whole list (the old way) %.3f ms\n",
+              H, (long long)N, kq, kk, align, cc.align_candidates, plain, aligned, aligned - plain, t_proj, t_roles,
+              t_cand, t_offers, t_listed, t_rounds, t_update,
+              t_proj + t_roles + t_cand + t_offers + t_listed + t_rounds + t_update, t_all);
+  for (void* p : std::initializer_list<void*>{labels, labels0, sizes, offsets, perm, rem, offer, shed, keys_in, keys_out,
+                                              vals, counts, takes, cand, cost, gram, mf, cent, m_half, rounds, temp,
+                                              sizes2, offsets2, perm2})
+    cudaFree(p);
+}
+
 int main(int argc, char** argv) {
   using namespace svoo;
   std::string json_path;
@@ -220,6 +312,8 @@ int main(int argc, char** argv) {
     if (!cuda::available()) return 77;
     breakdown(40, 75600, 256, 1024);
     select_breakdown(40, 75600, 256, 1024);
+    align_breakdown(40, 75600, 256, 1024, 128);
+    align_breakdown(12, 32760, 256, 1024, 128);
     return 0;
   }
   if (!cuda::available()) {

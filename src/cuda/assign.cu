@@ -243,24 +243,32 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 }
 
 // The query-cluster alignment's candidate moves (svoo::align_clusters; the CPU's
-// alignment_candidates in src/cpu/cluster.cpp): for each row of a cluster that sheds rows, its `e`
-// best taking clusters (takes[h, j] != 0) by x . m[j] + bias[j] (ties: lowest j), and what each
-// move costs, the row's own score less that one; -1 pads. Other rows' entries are left as they
-// were. Only the shedding clusters' rows are read: compact row c of head h (shed_base, the
-// exclusive scan of those clusters' sizes) is row c - shed_base[j] of cluster j, i.e. token
-// perm[offsets[j] + c - shed_base[j]]. The products are assign_kernel's (64-centroid tiles, two
-// warps across each); each thread keeps its rows' best kAlignE scores among its own columns,
-// visited in increasing order (a strict compare keeps the lower column first on ties), and one
-// thread a row merges the eight lists at the end. clusters <= kAlignMaxClusters.
-template <bool kBf16>
-__global__ void __launch_bounds__(kThreads, 1)
+// alignment_candidates in src/cpu/cluster.cpp): for each row it scores, its `e` best taking
+// clusters (takes[h, j] != 0) by x . m[j] + bias[j] (ties: lowest j), and what each move costs, the
+// row's own score less that one; -1 pads. Other rows' entries are left as they were. Which rows:
+//   - kListed false: every row of the clusters that shed rows. Compact row c of head h (shed_base,
+//     the exclusive scan of those clusters' sizes) is row c - shed_base[j] of cluster j, i.e. token
+//     perm[offsets[j] + c - shed_base[j]];
+//   - kListed true: the tokens of list + h * list_stride, count[h * (clusters + 1) + clusters] of
+//     them (the offered rows of launch_align_offers; -1 entries skipped), own cluster labels[token].
+// The planner scores the shedding rows with kE = 1 (the offers need only each row's first
+// candidate: a running max, where a list of 8 is an insertion sort of every column a thread sees,
+// 6.5 ms of the 7.2 the alignment cost at Wan2.1-14B 720p, run165), then the few offered rows with
+// kE = kAlignE; the products and the folds are the same code, so the first entries agree bit for bit.
+// The products are assign_kernel's (64-centroid tiles, two warps across each); each thread keeps
+// its rows' best kE scores among its own columns, visited in increasing order (a strict compare
+// keeps the lower column first on ties), and one thread a row merges the eight lists at the end.
+// clusters <= kAlignMaxClusters.
+template <bool kBf16, int kE, bool kListed>
+__global__ void __launch_bounds__(kThreads, kE == 1 ? 2 : 1)
     align_candidates_kernel(const std::uint16_t* __restrict__ x, std::int64_t tokens, std::int64_t head_stride,
                             std::int64_t row_stride, const std::uint16_t* __restrict__ m,
                             const float* __restrict__ bias, int clusters, const std::uint8_t* __restrict__ takes,
                             const std::int32_t* __restrict__ shed_base, const std::int32_t* __restrict__ offsets,
-                            const std::int32_t* __restrict__ perm, int e, std::int16_t* __restrict__ cand,
-                            float* __restrict__ cost) {
-  constexpr int kCols = 64, kWarpsN = 2, kE = kAlignE;
+                            const std::int32_t* __restrict__ perm, const std::int32_t* __restrict__ list,
+                            std::int64_t list_stride, const std::int32_t* __restrict__ labels, int e,
+                            std::int16_t* __restrict__ cand, float* __restrict__ cost) {
+  constexpr int kCols = 64, kWarpsN = 2;
   constexpr int kRows = Tiles<kCols, kWarpsN>::kRows, kWarpCols = Tiles<kCols, kWarpsN>::kWarpCols;
   constexpr int kNt = kWarpCols / 8;
   extern __shared__ __align__(16) std::uint16_t smem[];
@@ -272,10 +280,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ std::int32_t base[kAlignMaxClusters + 1];
 
   const int head = blockIdx.y;
+  // shed_base in shedding mode, the offer counts' row in listed mode.
   const std::int32_t* base_h = shed_base + static_cast<std::int64_t>(head) * (clusters + 1);
   const int total = base_h[clusters];
   const int c0 = static_cast<int>(blockIdx.x) * kRows;
-  if (c0 >= total) return;  // the grid covers every token; the shedding rows are fewer
+  if (c0 >= total) return;  // the grid covers every token (or every list slot); the rows scored are fewer
   const std::uint16_t* xh = x + head * head_stride;
   const std::uint16_t* mh = m + static_cast<std::int64_t>(head) * clusters * kDim;
   const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
@@ -283,20 +292,26 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wm = warp % (8 / kWarpsN), wn = warp / (8 / kWarpsN);
   const int tiles = (clusters + kCols - 1) / kCols;
   for (int j = threadIdx.x; j < clusters; j += kThreads) take_s[j] = takes[head * clusters + j];
-  for (int j = threadIdx.x; j <= clusters; j += kThreads) base[j] = base_h[j];
+  if constexpr (!kListed)
+    for (int j = threadIdx.x; j <= clusters; j += kThreads) base[j] = base_h[j];
   __syncthreads();
-  for (int r = threadIdx.x; r < kRows; r += kThreads) {  // compact row -> (cluster, token)
+  for (int r = threadIdx.x; r < kRows; r += kThreads) {  // row -> (cluster, token)
     const int c = c0 + r;
     int label = -1, token = -1;
     if (c < total) {
-      int lo = 0, hi = clusters;  // the last j with base[j] <= c (clusters of no shedding row repeat a base)
-      while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        (base[mid] <= c ? lo : hi) = mid;
+      if constexpr (kListed) {
+        token = list[static_cast<std::int64_t>(head) * list_stride + c];
+        if (token >= 0) label = labels[static_cast<std::int64_t>(head) * tokens + token];
+      } else {
+        int lo = 0, hi = clusters;  // the last j with base[j] <= c (clusters of no shedding row repeat a base)
+        while (hi - lo > 1) {
+          const int mid = (lo + hi) / 2;
+          (base[mid] <= c ? lo : hi) = mid;
+        }
+        label = lo;
+        token = perm[static_cast<std::int64_t>(head) * tokens +
+                     offsets[static_cast<std::int64_t>(head) * (clusters + 1) + lo] + (c - base[lo])];
       }
-      label = lo;
-      token = perm[static_cast<std::int64_t>(head) * tokens + offsets[static_cast<std::int64_t>(head) * (clusters + 1) + lo] +
-                   (c - base[lo])];
     }
     label_s[r] = label, token_s[r] = token;
   }
@@ -401,7 +416,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int r = warp; r < kRows; r += kThreads / 32) {
     const int token = token_s[r];
     if (token < 0) continue;
-    const std::int64_t out = (static_cast<std::int64_t>(head) * tokens + token) * kE;
+    const std::int64_t out = (static_cast<std::int64_t>(head) * tokens + token) * kAlignE;  // [heads, tokens, kAlignE] whatever kE
     int next = 0;  // lane < 8: the head of list `lane`
     for (int q = 0; q < kE; ++q) {
       float v = -INFINITY;
@@ -426,19 +441,39 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-template <bool kBf16>
-void launch_align_candidates_typed(const RowsView& x, const void* m, const float* bias, int clusters,
-                                   const std::uint8_t* takes, const std::int32_t* shed_base,
-                                   const std::int32_t* offsets, const std::int32_t* perm, int e, std::int16_t* cand,
-                                   float* cost, cudaStream_t stream) {
+template <bool kBf16, int kE, bool kListed>
+void launch_align_candidates_kind(const RowsView& x, const void* m, const float* bias, int clusters,
+                                  const std::uint8_t* takes, const std::int32_t* base, const std::int32_t* offsets,
+                                  const std::int32_t* perm, const std::int32_t* list, std::int64_t list_stride,
+                                  std::int64_t slots, const std::int32_t* labels, int e, std::int16_t* cand,
+                                  float* cost, cudaStream_t stream) {
   using T = Tiles<64, 2>;
-  static_assert(T::kSmemBytes >= T::kRows * 8 * kAlignE * 8, "the merge reuses the tile memory");
-  const dim3 grid(static_cast<unsigned>((x.tokens + T::kRows - 1) / T::kRows), static_cast<unsigned>(x.heads));
-  auto kernel = align_candidates_kernel<kBf16>;
+  static_assert(T::kSmemBytes >= T::kRows * 8 * kE * 8, "the merge reuses the tile memory");
+  const dim3 grid(static_cast<unsigned>((slots + T::kRows - 1) / T::kRows), static_cast<unsigned>(x.heads));
+  auto kernel = align_candidates_kernel<kBf16, kE, kListed>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
   kernel<<<grid, kThreads, T::kSmemBytes, stream>>>(static_cast<const std::uint16_t*>(x.data), x.tokens, x.head_stride,
                                                     x.row_stride, static_cast<const std::uint16_t*>(m), bias, clusters,
-                                                    takes, shed_base, offsets, perm, e, cand, cost);
+                                                    takes, base, offsets, perm, list, list_stride, labels, e, cand,
+                                                    cost);
+}
+
+template <bool kBf16>
+void launch_align_candidates_typed(const RowsView& x, const void* m, const float* bias, int clusters,
+                                   const std::uint8_t* takes, const std::int32_t* base, const std::int32_t* offsets,
+                                   const std::int32_t* perm, const std::int32_t* list, std::int64_t list_stride,
+                                   std::int64_t slots, const std::int32_t* labels, int e, std::int16_t* cand,
+                                   float* cost, cudaStream_t stream) {
+  if (list) {
+    launch_align_candidates_kind<kBf16, kAlignE, true>(x, m, bias, clusters, takes, base, offsets, perm, list,
+                                                       list_stride, slots, labels, e, cand, cost, stream);
+  } else if (e == 1) {
+    launch_align_candidates_kind<kBf16, 1, false>(x, m, bias, clusters, takes, base, offsets, perm, list, list_stride,
+                                                  slots, labels, e, cand, cost, stream);
+  } else {
+    launch_align_candidates_kind<kBf16, kAlignE, false>(x, m, bias, clusters, takes, base, offsets, perm, list,
+                                                        list_stride, slots, labels, e, cand, cost, stream);
+  }
 }
 
 // Tile variant. By default (-1): 4, the pipelined persistent wgmma kernel, where the sm_90a code
@@ -501,9 +536,25 @@ void launch_align_candidates(const RowsView& x, const void* m, const float* bias
                              const std::int32_t* perm, int e, std::int16_t* cand, float* cost, cudaStream_t stream) {
   if (x.heads == 0 || x.tokens == 0 || clusters == 0) return;
   if (x.elem == Elem::bf16) {
-    launch_align_candidates_typed<true>(x, m, bias, clusters, takes, shed_base, offsets, perm, e, cand, cost, stream);
+    launch_align_candidates_typed<true>(x, m, bias, clusters, takes, shed_base, offsets, perm, nullptr, 0, x.tokens,
+                                        nullptr, e, cand, cost, stream);
   } else {
-    launch_align_candidates_typed<false>(x, m, bias, clusters, takes, shed_base, offsets, perm, e, cand, cost, stream);
+    launch_align_candidates_typed<false>(x, m, bias, clusters, takes, shed_base, offsets, perm, nullptr, 0, x.tokens,
+                                         nullptr, e, cand, cost, stream);
+  }
+}
+
+void launch_align_candidates_listed(const RowsView& x, const void* m, const float* bias, int clusters,
+                                    const std::uint8_t* takes, const std::int32_t* labels, const std::int32_t* list,
+                                    std::int64_t list_stride, std::int64_t slots, const std::int32_t* counts, int e,
+                                    std::int16_t* cand, float* cost, cudaStream_t stream) {
+  if (x.heads == 0 || x.tokens == 0 || clusters == 0 || slots == 0) return;
+  if (x.elem == Elem::bf16) {
+    launch_align_candidates_typed<true>(x, m, bias, clusters, takes, counts, nullptr, nullptr, list, list_stride, slots,
+                                        labels, e, cand, cost, stream);
+  } else {
+    launch_align_candidates_typed<false>(x, m, bias, clusters, takes, counts, nullptr, nullptr, list, list_stride,
+                                         slots, labels, e, cand, cost, stream);
   }
 }
 

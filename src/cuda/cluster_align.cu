@@ -1,6 +1,7 @@
 // Query-cluster alignment on the device (ClusterConfig::query_align): the roles of each cluster,
 // and the rounds of svoo::align_clusters (src/core/cluster_align.cpp, the reference), one block a
-// head. The candidate lists come from launch_align_candidates (assign.cu).
+// head. The candidate lists come from launch_align_candidates and launch_align_candidates_listed
+// (assign.cu).
 //
 // The rounds run in shared memory per cluster (room, rows to shed, failure, offer buckets) with
 // the head's offered rows in global scratch. Every decision is independent of thread order: a
@@ -298,14 +299,24 @@ std::size_t alignment_rounds_scratch_bytes(int heads, std::int64_t tokens, int c
   return static_cast<std::size_t>(heads) * offered_capacity(tokens, clusters, align) * 6 * sizeof(std::int32_t);
 }
 
-void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* rem,
-                         const std::int32_t* offer_base, const std::int32_t* offsets, const std::int32_t* perm,
-                         int heads, std::int64_t tokens, int clusters, int align, int e, const std::int16_t* cand,
-                         const float* cost, void* scratch, cudaStream_t stream) {
+std::int64_t alignment_offered_stride(std::int64_t tokens, int clusters, int align) {
+  return offered_capacity(tokens, clusters, align) * 6;
+}
+
+void launch_align_offers(const std::int32_t* rem, const std::int32_t* offer_base, const std::int32_t* offsets,
+                         const std::int32_t* perm, int heads, std::int64_t tokens, int clusters, int align,
+                         const std::int16_t* cand, const float* cost, void* scratch, cudaStream_t stream) {
   if (heads == 0 || tokens == 0 || clusters == 0) return;
   const std::int64_t cap = offered_capacity(tokens, clusters, align);
   align_offers_kernel<<<dim3(static_cast<unsigned>(clusters), static_cast<unsigned>(heads)), kOfferThreads, 0,
                         stream>>>(rem, offer_base, offsets, perm, tokens, clusters, cand, cost, scratch, cap);
+}
+
+void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* offer_base, int heads,
+                         std::int64_t tokens, int clusters, int align, int e, const std::int16_t* cand,
+                         const float* cost, void* scratch, cudaStream_t stream) {
+  if (heads == 0 || tokens == 0 || clusters == 0) return;
+  const std::int64_t cap = offered_capacity(tokens, clusters, align);
   const int smem = 6 * clusters * static_cast<int>(sizeof(int));
   cudaFuncSetAttribute(align_rounds_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   align_rounds_kernel<<<heads, kRoundThreads, smem, stream>>>(labels, sizes, offer_base, tokens, clusters, align, e,

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -153,6 +154,56 @@ void check_candidates(int heads, std::int64_t tokens, int clusters, DType dtype,
               (long long)near_ties, ms);
   ACHECK(bad == 0, "%lld candidate entries wrong", (long long)bad);
   ACHECK(rows > 0, "no shedding rows: the case checks nothing");
+
+  // The planner's cheap pass (e = 1 on every shedding row) and its listed pass (every third
+  // shedding row, -1 gaps between them) against the lists above, bit for bit: entry 0 of the first,
+  // entries 0..e-1 of the second, nothing else written.
+  const auto rx = rows_view(dx, dtype, heads, tokens);
+  DeviceBuffer<std::int16_t> dc1(poison_c), dcl(poison_c);
+  std::vector<float> poison_k(lists, -7.0f);
+  DeviceBuffer<float> dk1(poison_k), dkl(poison_k);
+  cuda::detail::launch_align_candidates(rx, dm.data(), bias ? db.data() : nullptr, clusters, dt.data(), dsb.data(),
+                                        doff.data(), dp.data(), 1, dc1.data(), dk1.data(), nullptr);
+  const std::int64_t slots = tokens;
+  std::vector<std::int32_t> list(static_cast<std::size_t>(heads) * slots, -1), counts(offsets.size(), 0);
+  std::vector<char> listed(labels.size(), 0);
+  for (int h = 0; h < heads; ++h) {
+    std::int64_t at = 0, seen = 0;
+    for (std::int64_t n = 0; n < tokens; ++n) {
+      if (rem[h * clusters + labels[h * tokens + n]] == 0 || seen++ % 3 != 0) continue;
+      list[h * slots + at] = static_cast<std::int32_t>(n), listed[h * tokens + n] = 1;
+      at += 2;  // a -1 gap after each
+    }
+    counts[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(std::min(at, slots));
+  }
+  DeviceBuffer<std::int32_t> dlist(list), dcounts(counts), dlab(labels);
+  const float ms_listed = time_ms([&] {
+    cuda::detail::launch_align_candidates_listed(rx, dm.data(), bias ? db.data() : nullptr, clusters, dt.data(),
+                                                 dlab.data(), dlist.data(), slots, slots, dcounts.data(), e, dcl.data(),
+                                                 dkl.data(), nullptr);
+  });
+  test::cuda_ok(cudaDeviceSynchronize(), "align candidates (first, listed)");
+  const auto c1 = dc1.download(), cl = dcl.download();
+  const auto k1 = dk1.download(), kl = dkl.download();
+  std::int64_t bad1 = 0, badl = 0, nlisted = 0;
+  for (int h = 0; h < heads; ++h)
+    for (std::int64_t n = 0; n < tokens; ++n) {
+      const std::size_t at = (static_cast<std::size_t>(h) * tokens + n) * kAlignE;
+      const bool sheds = rem[h * clusters + labels[h * tokens + n]] != 0;
+      for (int q = 0; q < kAlignE; ++q) {
+        const bool first = sheds && q == 0;
+        bad1 += first ? (c1[at] != gc[at] || std::memcmp(&k1[at], &gk[at], 4) != 0) : (c1[at + q] != 12345);
+        const bool in = listed[h * tokens + n] != 0;
+        badl += in ? (cl[at + q] != gc[at + q] || std::memcmp(&kl[at + q], &gk[at + q], 4) != 0)
+                   : (cl[at + q] != 12345);
+      }
+      nlisted += listed[h * tokens + n];
+    }
+  std::printf("    first candidates: %lld entries differ; %lld listed rows: %lld entries differ (%.3f ms)\n",
+              (long long)bad1, (long long)nlisted, (long long)badl, ms_listed);
+  ACHECK(bad1 == 0, "e = 1 differs from entry 0 of the full lists (or wrote elsewhere) on %lld entries", (long long)bad1);
+  ACHECK(badl == 0 && nlisted > 0, "the listed pass differs from the full lists on %lld entries (%lld rows listed)",
+         (long long)badl, (long long)nlisted);
 }
 
 // launch_align_rounds against align_clusters on the same random lists (ties in the costs included).
@@ -205,8 +256,10 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
   DeviceBuffer<char> scratch(cuda::detail::alignment_rounds_scratch_bytes(heads, tokens, clusters, align));
   cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, takes.data(), rem.data(), base.data(),
                                        shed.data(), nullptr);
-  cuda::detail::launch_align_rounds(dl.data(), ds.data(), rem.data(), base.data(), doff.data(), dp.data(), heads, tokens,
-                                    clusters, align, e, dc.data(), dk.data(), scratch.data(), nullptr);
+  cuda::detail::launch_align_offers(rem.data(), base.data(), doff.data(), dp.data(), heads, tokens, clusters, align,
+                                    dc.data(), dk.data(), scratch.data(), nullptr);
+  cuda::detail::launch_align_rounds(dl.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dc.data(),
+                                    dk.data(), scratch.data(), nullptr);
   test::cuda_ok(cudaDeviceSynchronize(), "align rounds");
   const auto got = dl.download();
   // Timing only: the same rounds again on a copy of the labels.
@@ -214,8 +267,10 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
   const float ms = time_ms([&] {
     cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, takes.data(), rem.data(), base.data(),
                                          shed.data(), nullptr);
-    cuda::detail::launch_align_rounds(dl2.data(), ds.data(), rem.data(), base.data(), doff.data(), dp.data(), heads,
-                                      tokens, clusters, align, e, dc.data(), dk.data(), scratch.data(), nullptr);
+    cuda::detail::launch_align_offers(rem.data(), base.data(), doff.data(), dp.data(), heads, tokens, clusters, align,
+                                      dc.data(), dk.data(), scratch.data(), nullptr);
+    cuda::detail::launch_align_rounds(dl2.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dc.data(),
+                                      dk.data(), scratch.data(), nullptr);
   });
   test::cuda_ok(cudaDeviceSynchronize(), "align rounds (timed)");
   std::int64_t moved = 0, differ = 0;
