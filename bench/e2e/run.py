@@ -227,7 +227,7 @@ class sdpa_patched:
 
 # --------------------------------------------------------------------------------- the three levels
 
-ALIGN_QUERIES = 0  # --align-queries: enable()'s query-cluster alignment at the transformer and generation levels
+ALIGN_QUERIES = 128  # --align-queries: enable()'s query-cluster alignment at the transformer and generation levels
 
 
 def model_policy(model: str, profiles: str, smoke: bool) -> Dict[str, Any]:
@@ -239,8 +239,7 @@ def model_policy(model: str, profiles: str, smoke: bool) -> Dict[str, Any]:
     if smoke:
         path = tiny_profile(path, steps=6, layers=m["config"]["num_layers"], heads=attn_heads(model))
     opts = dict(preset=m["preset"], profile=path, **policy.RULE_OVERRIDES)
-    if ALIGN_QUERIES:
-        opts["align_queries"] = ALIGN_QUERIES
+    opts["align_queries"] = ALIGN_QUERIES
     if smoke:  # few tokens: few clusters, few steps, short reuse window (exercises every call class)
         opts.update(kq=4, kk=12, num_inference_steps=6, reuse_interval=3)
     return {"preset": p, "profile_path": path, "profile": svoo.load_profile(path), "enable": opts,
@@ -762,8 +761,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--model-iters", type=int, default=2, help="timed repetitions of one Wan2.1-1.3B transformer call")
     ap.add_argument("--big-model-iters", type=int, default=1, help="the same for 14B and HunyuanVideo")
     ap.add_argument("--attn-layers", type=int, default=4, help="layers sampled at the attention level")
-    ap.add_argument("--align-queries", type=int, default=0,
-                    help="enable(align_queries=N) at the transformer and generation levels (0: the spec's clustering)")
+    ap.add_argument("--align-queries", type=int, default=128,
+                    help="enable(align_queries=N) at the transformer and generation levels (128, enable()'s default; "
+                         "0: the spec's clustering)")
     ap.add_argument("--plan-bench", default=None, help="svoo_cuda_plan_bench binary (standalone permutation times)")
     args = ap.parse_args(argv)
     global ALIGN_QUERIES

@@ -88,7 +88,9 @@ def test_set_step_drives_the_schedule_without_reading_the_timestep():
 def test_sparse_output_is_close_to_dense_and_errors_are_clear():
     model, x = tiny_wan(), inputs()
     ref = run(model, x, 500)
-    sd.enable(model, preset="wan2.1-t2v-14b", num_inference_steps=2, warmup_steps=0, dense_layers=0, kq=4, kk=12)
+    state = sd.enable(model, preset="wan2.1-t2v-14b", num_inference_steps=2, warmup_steps=0, dense_layers=0, kq=4,
+                      kk=12, align_queries=0)  # the spec's clustering exactly
+    assert "align" not in state.options["plan"] and state.options["gpu"]["align"] == 0
     out = run(model, x, 500)
     rel = ((out - ref).norm() / ref.norm()).item()
     assert 0 < rel < 0.5
@@ -107,6 +109,12 @@ def test_sparse_output_is_close_to_dense_and_errors_are_clear():
     aligned = run(model, x, 500)
     assert 0 < ((aligned - ref).norm() / ref.norm()).item() < 0.5
     assert state.options["plan"]["align"] == 16 and state.options["gpu"]["align"] == 16
+    sd.disable(model)
+    # The default aligns to the sparse kernel's 128-row items.
+    state = sd.enable(model, preset="wan2.1-t2v-14b", num_inference_steps=2, warmup_steps=0, dense_layers=0, kq=4,
+                      kk=12)
+    assert state.options["plan"]["align"] == 128 and state.options["gpu"]["align"] == 128
+    assert 0 < ((run(model, x, 500) - ref).norm() / ref.norm()).item() < 0.5
     sd.disable(model)
 
 

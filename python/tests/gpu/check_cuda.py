@@ -369,7 +369,7 @@ class OpsProcessor:
         for b in range(query.shape[0]):
             q, k, v = (x[b].transpose(0, 1) for x in (query, key, value))
             ql, kl, keep = st.plan(q, k, prof, o["kq"], o["kk"], o["iterations"], o["seed"], o["top_p"], o["floor_lo"],
-                                   o["floor_hi"])
+                                   o["floor_hi"], o["align"])  # enable()'s query alignment (128 by default)
             outs.append(st.sparse_attention(q, k, v, ql, kl, keep).transpose(0, 1))
         out = torch.stack(outs).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
