@@ -235,8 +235,8 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   const std::int64_t n = static_cast<std::int64_t>(H) * N, nc = static_cast<std::int64_t>(H) * kq;
   std::int32_t *labels, *labels0, *sizes, *offsets, *perm, *rem, *offer, *shed, *keys_in, *keys_out, *vals, *counts;
   std::uint8_t* takes;
-  std::int16_t* cand;
-  float *cost, *gram, *mf, *cent;
+  std::int16_t *cand, *cand1, *cand_all;
+  float *cost, *cost1, *cost_all, *gram, *mf, *cent;
   void *m_half, *rounds, *temp;
   const std::size_t tb = sort_temp_bytes(H, N, kq), rb = alignment_rounds_scratch_bytes(H, N, kq, align);
   const std::int64_t ncount = tile_sort_count_items(H, N, kq);
@@ -245,7 +245,10 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   cudaMalloc(&counts, 4 * std::max<std::int64_t>(ncount, 1)), cudaMalloc(&temp, std::max<std::size_t>(tb, 16));
   cudaMalloc(&sizes, 4 * nc), cudaMalloc(&offsets, 4 * (nc + H)), cudaMalloc(&rem, 4 * nc);
   cudaMalloc(&offer, 4 * (nc + H)), cudaMalloc(&shed, 4 * (nc + H)), cudaMalloc(&takes, nc);
-  cudaMalloc(&cand, 2 * n * kAlignE), cudaMalloc(&cost, 4 * n * kAlignE), cudaMalloc(&rounds, rb);
+  const std::int64_t slots = alignment_offered_slots(N, kq, align);
+  cudaMalloc(&cand, 2 * H * slots * kAlignE), cudaMalloc(&cost, 4 * H * slots * kAlignE), cudaMalloc(&rounds, rb);
+  cudaMalloc(&cand1, 2 * n), cudaMalloc(&cost1, 4 * n), cudaMalloc(&cand_all, 2 * n * kAlignE);
+  cudaMalloc(&cost_all, 4 * n * kAlignE);
   cudaMalloc(&gram, 4 * std::max(project_gram_floats(H, kq, D), project_gram_floats(H, kk, D)));
   cudaMalloc(&mf, 4 * nc * D), cudaMalloc(&m_half, 2 * nc * D), cudaMalloc(&cent, 4 * nc * D);
   cudaMemcpy(labels0, dp.q_labels, 4 * n, cudaMemcpyDeviceToDevice);
@@ -259,10 +262,10 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   const double t_proj = median_ms([&] { launch_project_rows(H, kq, kk, D, cent, dp.k_centroids, gram, mf, Elem::bf16, m_half, nullptr); });
   const double t_roles = median_ms([&] { launch_alignment_roles(sizes, H, kq, align, takes, rem, offer, shed, nullptr); });
   const double t_cand = median_ms([&] {
-    launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand, cost, nullptr);
+    launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand1, cost1, 1, nullptr);
   });
   const double t_offers = median_ms([&] {
-    launch_align_offers(rem, offer, offsets, perm, H, N, kq, align, cand, cost, rounds, nullptr);
+    launch_align_offers(rem, offer, offsets, perm, H, N, kq, align, cand1, cost1, 1, rounds, nullptr);
   });
   const double t_listed = median_ms([&] {
     launch_align_candidates_listed(qv, m_half, nullptr, kq, takes, labels0, static_cast<const std::int32_t*>(rounds),
@@ -270,10 +273,11 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
                                    offer, cc.align_candidates, cand, cost, nullptr);
   });
   const double t_all = median_ms([&] {
-    launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, cc.align_candidates, cand, cost, nullptr);
+    launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, cc.align_candidates, cand_all,
+                            cost_all, kAlignE, nullptr);
   });
-  launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand, cost, nullptr);
-  launch_align_offers(rem, offer, offsets, perm, H, N, kq, align, cand, cost, rounds, nullptr);
+  launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand1, cost1, 1, nullptr);
+  launch_align_offers(rem, offer, offsets, perm, H, N, kq, align, cand1, cost1, 1, rounds, nullptr);
   launch_align_candidates_listed(qv, m_half, nullptr, kq, takes, labels0, static_cast<const std::int32_t*>(rounds),
                                  alignment_offered_stride(N, kq, align), alignment_offered_slots(N, kq, align), offer,
                                  cc.align_candidates, cand, cost, nullptr);
@@ -294,7 +298,8 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
               t_cand, t_offers, t_listed, t_rounds, t_update,
               t_proj + t_roles + t_cand + t_offers + t_listed + t_rounds + t_update, t_all);
   for (void* p : std::initializer_list<void*>{labels, labels0, sizes, offsets, perm, rem, offer, shed, keys_in, keys_out,
-                                              vals, counts, takes, cand, cost, gram, mf, cent, m_half, rounds, temp,
+                                              vals, counts, takes, cand, cost, cand1, cost1, cand_all, cost_all, gram,
+                                              mf, cent, m_half, rounds, temp,
                                               sizes2, offsets2, perm2})
     cudaFree(p);
 }

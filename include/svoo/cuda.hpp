@@ -33,8 +33,8 @@ struct PlanShape {
   std::int64_t dim = 128;  // the only head dim built
   int kq = 256, kk = 1024;
   // Query-cluster alignment (ClusterConfig::query_align): the largest alignment this plan reserves
-  // scratch for (0: none; then cluster() refuses to align). Costs about 10 bytes a query token a
-  // head (cand and cost lists of 8 moves a row of a shedding cluster: ~145 MB at 40 x 75,600).
+  // scratch for (0: none; then cluster() refuses to align). Costs 6 bytes a query token and 72
+  // bytes an offered-row slot (min(tokens, kq * query_align / 2)) a head: ~65 MB at 40 x 75,600.
   int query_align = 0;
 };
 

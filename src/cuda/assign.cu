@@ -245,7 +245,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 // The query-cluster alignment's candidate moves (svoo::align_clusters; the CPU's
 // alignment_candidates in src/cpu/cluster.cpp): for each row it scores, its `e` best taking
 // clusters (takes[h, j] != 0) by x . m[j] + bias[j] (ties: lowest j), and what each move costs, the
-// row's own score less that one; -1 pads. Other rows' entries are left as they were. Which rows:
+// row's own score less that one; -1 pads; entry q of a row at (h * out_rows + slot) * out_stride + q,
+// slot its token (shedding rows) or its list index (listed rows). Other entries are left as they
+// were. Which rows:
 //   - kListed false: every row of the clusters that shed rows. Compact row c of head h (shed_base,
 //     the exclusive scan of those clusters' sizes) is row c - shed_base[j] of cluster j, i.e. token
 //     perm[offsets[j] + c - shed_base[j]];
@@ -267,7 +269,8 @@ __global__ void __launch_bounds__(kThreads, kE == 1 ? 2 : 1)
                             const std::int32_t* __restrict__ shed_base, const std::int32_t* __restrict__ offsets,
                             const std::int32_t* __restrict__ perm, const std::int32_t* __restrict__ list,
                             std::int64_t list_stride, const std::int32_t* __restrict__ labels, int e,
-                            std::int16_t* __restrict__ cand, float* __restrict__ cost) {
+                            std::int16_t* __restrict__ cand, float* __restrict__ cost, std::int64_t out_rows,
+                            int out_stride) {
   constexpr int kCols = 64, kWarpsN = 2;
   constexpr int kRows = Tiles<kCols, kWarpsN>::kRows, kWarpCols = Tiles<kCols, kWarpsN>::kWarpCols;
   constexpr int kNt = kWarpCols / 8;
@@ -416,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, kE == 1 ? 2 : 1)
   for (int r = warp; r < kRows; r += kThreads / 32) {
     const int token = token_s[r];
     if (token < 0) continue;
-    const std::int64_t out = (static_cast<std::int64_t>(head) * tokens + token) * kAlignE;  // [heads, tokens, kAlignE] whatever kE
+    const std::int64_t out = (static_cast<std::int64_t>(head) * out_rows + (kListed ? c0 + r : token)) * out_stride;
     int next = 0;  // lane < 8: the head of list `lane`
     for (int q = 0; q < kE; ++q) {
       float v = -INFINITY;
@@ -446,7 +449,7 @@ void launch_align_candidates_kind(const RowsView& x, const void* m, const float*
                                   const std::uint8_t* takes, const std::int32_t* base, const std::int32_t* offsets,
                                   const std::int32_t* perm, const std::int32_t* list, std::int64_t list_stride,
                                   std::int64_t slots, const std::int32_t* labels, int e, std::int16_t* cand,
-                                  float* cost, cudaStream_t stream) {
+                                  float* cost, int out_stride, cudaStream_t stream) {
   using T = Tiles<64, 2>;
   static_assert(T::kSmemBytes >= T::kRows * 8 * kE * 8, "the merge reuses the tile memory");
   const dim3 grid(static_cast<unsigned>((slots + T::kRows - 1) / T::kRows), static_cast<unsigned>(x.heads));
@@ -455,7 +458,7 @@ void launch_align_candidates_kind(const RowsView& x, const void* m, const float*
   kernel<<<grid, kThreads, T::kSmemBytes, stream>>>(static_cast<const std::uint16_t*>(x.data), x.tokens, x.head_stride,
                                                     x.row_stride, static_cast<const std::uint16_t*>(m), bias, clusters,
                                                     takes, base, offsets, perm, list, list_stride, labels, e, cand,
-                                                    cost);
+                                                    cost, kListed ? slots : x.tokens, out_stride);
 }
 
 template <bool kBf16>
@@ -463,16 +466,16 @@ void launch_align_candidates_typed(const RowsView& x, const void* m, const float
                                    const std::uint8_t* takes, const std::int32_t* base, const std::int32_t* offsets,
                                    const std::int32_t* perm, const std::int32_t* list, std::int64_t list_stride,
                                    std::int64_t slots, const std::int32_t* labels, int e, std::int16_t* cand,
-                                   float* cost, cudaStream_t stream) {
+                                   float* cost, int out_stride, cudaStream_t stream) {
   if (list) {
     launch_align_candidates_kind<kBf16, kAlignE, true>(x, m, bias, clusters, takes, base, offsets, perm, list,
-                                                       list_stride, slots, labels, e, cand, cost, stream);
+                                                       list_stride, slots, labels, e, cand, cost, out_stride, stream);
   } else if (e == 1) {
     launch_align_candidates_kind<kBf16, 1, false>(x, m, bias, clusters, takes, base, offsets, perm, list, list_stride,
-                                                  slots, labels, e, cand, cost, stream);
+                                                  slots, labels, e, cand, cost, out_stride, stream);
   } else {
     launch_align_candidates_kind<kBf16, kAlignE, false>(x, m, bias, clusters, takes, base, offsets, perm, list,
-                                                        list_stride, slots, labels, e, cand, cost, stream);
+                                                        list_stride, slots, labels, e, cand, cost, out_stride, stream);
   }
 }
 
@@ -533,14 +536,15 @@ void launch_assign_variant(int variant, const RowsView& x, const void* m, const 
 
 void launch_align_candidates(const RowsView& x, const void* m, const float* bias, int clusters,
                              const std::uint8_t* takes, const std::int32_t* shed_base, const std::int32_t* offsets,
-                             const std::int32_t* perm, int e, std::int16_t* cand, float* cost, cudaStream_t stream) {
+                             const std::int32_t* perm, int e, std::int16_t* cand, float* cost, int entry_stride,
+                             cudaStream_t stream) {
   if (x.heads == 0 || x.tokens == 0 || clusters == 0) return;
   if (x.elem == Elem::bf16) {
     launch_align_candidates_typed<true>(x, m, bias, clusters, takes, shed_base, offsets, perm, nullptr, 0, x.tokens,
-                                        nullptr, e, cand, cost, stream);
+                                        nullptr, e, cand, cost, entry_stride, stream);
   } else {
     launch_align_candidates_typed<false>(x, m, bias, clusters, takes, shed_base, offsets, perm, nullptr, 0, x.tokens,
-                                         nullptr, e, cand, cost, stream);
+                                         nullptr, e, cand, cost, entry_stride, stream);
   }
 }
 
@@ -551,10 +555,10 @@ void launch_align_candidates_listed(const RowsView& x, const void* m, const floa
   if (x.heads == 0 || x.tokens == 0 || clusters == 0 || slots == 0) return;
   if (x.elem == Elem::bf16) {
     launch_align_candidates_typed<true>(x, m, bias, clusters, takes, counts, nullptr, nullptr, list, list_stride, slots,
-                                        labels, e, cand, cost, stream);
+                                        labels, e, cand, cost, kAlignE, stream);
   } else {
     launch_align_candidates_typed<false>(x, m, bias, clusters, takes, counts, nullptr, nullptr, list, list_stride,
-                                         slots, labels, e, cand, cost, stream);
+                                         slots, labels, e, cand, cost, kAlignE, stream);
   }
 }
 

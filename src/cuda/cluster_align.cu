@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kOfferThreads)
     align_offers_kernel(const std::int32_t* __restrict__ rem, const std::int32_t* __restrict__ offer_base,
                         const std::int32_t* __restrict__ offsets, const std::int32_t* __restrict__ perm,
                         std::int64_t tokens, int clusters, const std::int16_t* __restrict__ cand,
-                        const float* __restrict__ cost, void* scratch, std::int64_t cap) {
+                        const float* __restrict__ cost, int stride, void* scratch, std::int64_t cap) {
   __shared__ std::uint64_t key_s[kOfferCap];
   __shared__ std::uint64_t pick_s[kAlignMaxAlign / 2];  // want <= align / 2 keys picked
   __shared__ int hist[256];
@@ -102,16 +102,16 @@ __global__ void __launch_bounds__(kOfferThreads)
   if (want == 0) return;
   const std::int32_t* ph = perm + static_cast<std::int64_t>(head) * tokens;
   const std::int32_t* oh = offsets + static_cast<std::int64_t>(head) * (clusters + 1);
-  const std::int16_t* ch = cand + static_cast<std::int64_t>(head) * tokens * kAlignE;
-  const float* kh = cost + static_cast<std::int64_t>(head) * tokens * kAlignE;
+  const std::int16_t* ch = cand + static_cast<std::int64_t>(head) * tokens * stride;  // a row's first entry at i * stride
+  const float* kh = cost + static_cast<std::int64_t>(head) * tokens * stride;
   std::int32_t* out = offered_of(scratch, cap, head).row + offer_base[static_cast<std::int64_t>(head) * (clusters + 1) + j];
   const int b = oh[j], end = oh[j + 1];
   if (threadIdx.x == 0) listed = 0, nan_seen = 0, picked = 0, prefix_s = 0, k_s = want - 1;
   __syncthreads();
   for (int p = b + threadIdx.x; p < end; p += kOfferThreads) {
     const int i = ph[p];
-    if (ch[static_cast<std::int64_t>(i) * kAlignE] < 0) continue;
-    const float v = kh[static_cast<std::int64_t>(i) * kAlignE];
+    if (ch[static_cast<std::int64_t>(i) * stride] < 0) continue;
+    const float v = kh[static_cast<std::int64_t>(i) * stride];
     if (v != v) nan_seen = 1;
     const int at = atomicAdd(&listed, 1);
     if (at < kOfferCap) key_s[at] = offer_key(v, i);
@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kOfferThreads)
     } else {
       for (int p = b + threadIdx.x; p < end; p += kOfferThreads) {
         const int i = ph[p];
-        if (ch[static_cast<std::int64_t>(i) * kAlignE] >= 0) f(offer_key(kh[static_cast<std::int64_t>(i) * kAlignE], i));
+        if (ch[static_cast<std::int64_t>(i) * stride] >= 0) f(offer_key(kh[static_cast<std::int64_t>(i) * stride], i));
       }
     }
   };
@@ -179,8 +179,8 @@ __global__ void __launch_bounds__(kRoundThreads)
   __shared__ int any_offer;
   const int head = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   std::int32_t* lh = labels + static_cast<std::int64_t>(head) * tokens;
-  const std::int16_t* ch = cand + static_cast<std::int64_t>(head) * tokens * kAlignE;
-  const float* kh = cost + static_cast<std::int64_t>(head) * tokens * kAlignE;
+  const std::int16_t* ch = cand + static_cast<std::int64_t>(head) * cap * kAlignE;  // by offered slot
+  const float* kh = cost + static_cast<std::int64_t>(head) * cap * kAlignE;
   const Offered o = offered_of(scratch, cap, head);
   const int n = offer_base[static_cast<std::int64_t>(head) * (clusters + 1) + clusters];
 
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kRoundThreads)
       if (failed[home] || o.target[d] >= 0) continue;
       int k = o.option[d], c = -1;
       for (; k < e; ++k) {
-        c = ch[static_cast<std::int64_t>(i) * kAlignE + k];
+        c = ch[static_cast<std::int64_t>(d) * kAlignE + k];
         if (c >= 0 && room[c] > 0) break;
       }
       o.option[d] = k;
@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kRoundThreads)
         continue;
       }
       o.taker[d] = c;
-      o.cost[d] = kh[static_cast<std::int64_t>(i) * kAlignE + k];
+      o.cost[d] = kh[static_cast<std::int64_t>(d) * kAlignE + k];
     }
     __syncthreads();
     for (int j = threadIdx.x; j < clusters; j += kRoundThreads)
@@ -305,11 +305,13 @@ std::int64_t alignment_offered_stride(std::int64_t tokens, int clusters, int ali
 
 void launch_align_offers(const std::int32_t* rem, const std::int32_t* offer_base, const std::int32_t* offsets,
                          const std::int32_t* perm, int heads, std::int64_t tokens, int clusters, int align,
-                         const std::int16_t* cand, const float* cost, void* scratch, cudaStream_t stream) {
+                         const std::int16_t* first_cand, const float* first_cost, int first_stride, void* scratch,
+                         cudaStream_t stream) {
   if (heads == 0 || tokens == 0 || clusters == 0) return;
   const std::int64_t cap = offered_capacity(tokens, clusters, align);
   align_offers_kernel<<<dim3(static_cast<unsigned>(clusters), static_cast<unsigned>(heads)), kOfferThreads, 0,
-                        stream>>>(rem, offer_base, offsets, perm, tokens, clusters, cand, cost, scratch, cap);
+                        stream>>>(rem, offer_base, offsets, perm, tokens, clusters, first_cand, first_cost, first_stride,
+                                  scratch, cap);
 }
 
 void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* offer_base, int heads,

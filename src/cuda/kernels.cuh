@@ -56,28 +56,32 @@ void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, 
 // For each row of a shedding cluster (shed_base, offsets and perm: its compact index, the
 // clustering's offsets and permutation): its e (<= kAlignE) best taking clusters by the score of
 // launch_assign (x, m, bias as there), ties to the lowest j, and the costs (own score less theirs);
-// cand/cost [heads, tokens, kAlignE] by token, -1 pads; other rows' entries (and entries e and up)
-// untouched. e = 1 is the cheap case: what launch_align_offers reads.
+// -1 pads; entry q of token n at (h * tokens + n) * entry_stride + q (entry_stride kAlignE, or 1
+// with e = 1: the first-candidate arrays [heads, tokens] that launch_align_offers reads). Other
+// rows' entries (and entries e and up) untouched.
 void launch_align_candidates(const RowsView& x, const void* m, const float* bias, int clusters,
                              const std::uint8_t* takes, const std::int32_t* shed_base, const std::int32_t* offsets,
-                             const std::int32_t* perm, int e, std::int16_t* cand, float* cost, cudaStream_t stream);
+                             const std::int32_t* perm, int e, std::int16_t* cand, float* cost, int entry_stride,
+                             cudaStream_t stream);
 // The same lists for the tokens of list + h * list_stride (slots entries a head, of which the first
 // counts[h * (clusters + 1) + clusters] are read; -1 skipped), own clusters from labels [heads,
-// tokens]: launch_align_offers's offered rows (list = the rounds' scratch, list_stride =
-// alignment_offered_stride, counts = offer_base). Their first entries equal launch_align_candidates'
-// bit for bit (the same products and folds).
+// tokens], written by list slot: entry q of slot d at (h * slots + d) * kAlignE + q, what
+// launch_align_rounds reads (list = the rounds' scratch, list_stride = alignment_offered_stride,
+// slots = alignment_offered_slots, counts = offer_base). Their first entries equal
+// launch_align_candidates' bit for bit (the same products and folds).
 void launch_align_candidates_listed(const RowsView& x, const void* m, const float* bias, int clusters,
                                     const std::uint8_t* takes, const std::int32_t* labels, const std::int32_t* list,
                                     std::int64_t list_stride, std::int64_t slots, const std::int32_t* counts, int e,
                                     std::int16_t* cand, float* cost, cudaStream_t stream);
 // svoo::align_clusters in two launches. Offers: each shedding cluster's rem rows whose first
-// candidate (entry 0 of cand/cost) costs least, in (cost, row) order (a block each), into the head's
-// list in scratch at offer_base[j] (all -1 where a cluster cannot offer them); head h's list starts
-// at (int32*)scratch + h * alignment_offered_stride(...), at most offered_slots(...) entries. Rounds:
-// a block a head over those lists and the first e entries of their rows' candidates; labels
-// [heads, tokens] rewritten in place. sizes/offsets/perm are the clustering's (rows of cluster j at
-// perm[offsets[j] .. offsets[j + 1])); rem and offer_base from launch_alignment_roles. scratch:
-// alignment_rounds_scratch_bytes.
+// candidate (first_cand/first_cost of token n at (h * tokens + n) * first_stride) costs least, in
+// (cost, row) order (a block each), into the head's list in scratch at offer_base[j] (all -1 where
+// a cluster cannot offer them); head h's list starts at (int32*)scratch + h *
+// alignment_offered_stride(...), alignment_offered_slots(...) entries. Rounds: a block a head over
+// those lists and the first e entries of their rows' candidate lists, by list slot [heads, slots,
+// kAlignE] (launch_align_candidates_listed); labels [heads, tokens] rewritten in place.
+// sizes/offsets/perm are the clustering's (rows of cluster j at perm[offsets[j] .. offsets[j +
+// 1])); rem and offer_base from launch_alignment_roles. scratch: alignment_rounds_scratch_bytes.
 std::size_t alignment_rounds_scratch_bytes(int heads, std::int64_t tokens, int clusters, int align);
 std::int64_t alignment_offered_stride(std::int64_t tokens, int clusters, int align);
 inline std::int64_t alignment_offered_slots(std::int64_t tokens, int clusters, int align) {
@@ -85,7 +89,8 @@ inline std::int64_t alignment_offered_slots(std::int64_t tokens, int clusters, i
 }
 void launch_align_offers(const std::int32_t* rem, const std::int32_t* offer_base, const std::int32_t* offsets,
                          const std::int32_t* perm, int heads, std::int64_t tokens, int clusters, int align,
-                         const std::int16_t* cand, const float* cost, void* scratch, cudaStream_t stream);
+                         const std::int16_t* first_cand, const float* first_cost, int first_stride, void* scratch,
+                         cudaStream_t stream);
 void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* offer_base, int heads,
                          std::int64_t tokens, int clusters, int align, int e, const std::int16_t* cand,
                          const float* cost, void* scratch, cudaStream_t stream);

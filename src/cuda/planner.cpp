@@ -84,8 +84,8 @@ struct Planner::Scratch {
   std::size_t order_bytes;
   // Query-cluster alignment (only where shape.query_align > 1): the candidate moves of each row,
   // the clusters' roles and the rounds' scratch.
-  std::int16_t* align_cand;
-  float* align_cost;
+  std::int16_t *align_first_cand, *align_cand;
+  float *align_first_cost, *align_cost;
   std::uint8_t* align_takes;
   std::int32_t* align_rem;
   std::int32_t *align_offer_base, *align_shed_base;  // [heads, kq + 1] each
@@ -186,8 +186,12 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
     s.key_out = c.take<std::uint64_t>(order_items);
     s.order_temp = c.take<char>(s.order_bytes);
     const bool align = shape.query_align > 1;
-    s.align_cand = c.take<std::int16_t>(align ? H * Nq * detail::kAlignE : 0);
-    s.align_cost = c.take<float>(align ? H * Nq * detail::kAlignE : 0);
+    // First candidates of every query row; whole lists only for the offered rows (by list slot).
+    const std::int64_t slots = align ? detail::alignment_offered_slots(Nq, shape.kq, shape.query_align) : 0;
+    s.align_first_cand = c.take<std::int16_t>(align ? H * Nq : 0);
+    s.align_first_cost = c.take<float>(align ? H * Nq : 0);
+    s.align_cand = c.take<std::int16_t>(H * slots * detail::kAlignE);
+    s.align_cost = c.take<float>(H * slots * detail::kAlignE);
     s.align_takes = c.take<std::uint8_t>(align ? H * shape.kq : 0);
     s.align_rem = c.take<std::int32_t>(align ? H * shape.kq : 0);
     s.align_offer_base = c.take<std::int32_t>(align ? H * (shape.kq + 1) : 0);
@@ -278,9 +282,10 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
     // candidate lists of the offered rows only (3-8 % of the rows; the lists of every shedding row
     // cost 6.5 ms at Wan2.1-14B 720p, run165).
     detail::launch_align_candidates(qv, s_->m_half, bias, kq, s_->align_takes, s_->align_shed_base, plan_.q_offsets,
-                                    plan_.q_perm, 1, s_->align_cand, s_->align_cost, st);
+                                    plan_.q_perm, 1, s_->align_first_cand, s_->align_first_cost, 1, st);
     detail::launch_align_offers(s_->align_rem, s_->align_offer_base, plan_.q_offsets, plan_.q_perm, H, sh.q_tokens, kq,
-                                config.query_align, s_->align_cand, s_->align_cost, s_->align_rounds, st);
+                                config.query_align, s_->align_first_cand, s_->align_first_cost, 1, s_->align_rounds,
+                                st);
     detail::launch_align_candidates_listed(
         qv, s_->m_half, bias, kq, s_->align_takes, plan_.q_labels, static_cast<const std::int32_t*>(s_->align_rounds),
         detail::alignment_offered_stride(sh.q_tokens, kq, config.query_align),

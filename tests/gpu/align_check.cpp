@@ -101,7 +101,7 @@ void check_candidates(int heads, std::int64_t tokens, int clusters, DType dtype,
   const float ms = time_ms([&] {
     cuda::detail::launch_align_candidates(rows_view(dx, dtype, heads, tokens), dm.data(), bias ? db.data() : nullptr,
                                           clusters, dt.data(), dsb.data(), doff.data(), dp.data(), e, dc.data(),
-                                          dk.data(), nullptr);
+                                          dk.data(), kAlignE, nullptr);
   });
   test::cuda_ok(cudaDeviceSynchronize(), "align candidates");
   const auto gc = dc.download();
@@ -155,23 +155,23 @@ void check_candidates(int heads, std::int64_t tokens, int clusters, DType dtype,
   ACHECK(bad == 0, "%lld candidate entries wrong", (long long)bad);
   ACHECK(rows > 0, "no shedding rows: the case checks nothing");
 
-  // The planner's cheap pass (e = 1 on every shedding row) and its listed pass (every third
-  // shedding row, -1 gaps between them) against the lists above, bit for bit: entry 0 of the first,
-  // entries 0..e-1 of the second, nothing else written.
+  // The planner's cheap pass (e = 1 on every shedding row, into [heads, tokens] arrays) and its
+  // listed pass (every third shedding row, -1 gaps between them, written by list slot) against the
+  // lists above, bit for bit: entry 0 of the first, entries 0..e-1 of the second, nothing else
+  // written.
   const auto rx = rows_view(dx, dtype, heads, tokens);
-  DeviceBuffer<std::int16_t> dc1(poison_c), dcl(poison_c);
-  std::vector<float> poison_k(lists, -7.0f);
-  DeviceBuffer<float> dk1(poison_k), dkl(poison_k);
+  const std::size_t firsts = static_cast<std::size_t>(heads) * tokens;
+  DeviceBuffer<std::int16_t> dc1(std::vector<std::int16_t>(firsts, 12345)), dcl(poison_c);
+  DeviceBuffer<float> dk1(std::vector<float>(firsts, -7.0f)), dkl(std::vector<float>(lists, -7.0f));
   cuda::detail::launch_align_candidates(rx, dm.data(), bias ? db.data() : nullptr, clusters, dt.data(), dsb.data(),
-                                        doff.data(), dp.data(), 1, dc1.data(), dk1.data(), nullptr);
+                                        doff.data(), dp.data(), 1, dc1.data(), dk1.data(), 1, nullptr);
   const std::int64_t slots = tokens;
   std::vector<std::int32_t> list(static_cast<std::size_t>(heads) * slots, -1), counts(offsets.size(), 0);
-  std::vector<char> listed(labels.size(), 0);
   for (int h = 0; h < heads; ++h) {
     std::int64_t at = 0, seen = 0;
     for (std::int64_t n = 0; n < tokens; ++n) {
       if (rem[h * clusters + labels[h * tokens + n]] == 0 || seen++ % 3 != 0) continue;
-      list[h * slots + at] = static_cast<std::int32_t>(n), listed[h * tokens + n] = 1;
+      if (at < slots) list[h * slots + at] = static_cast<std::int32_t>(n);
       at += 2;  // a -1 gap after each
     }
     counts[h * (clusters + 1) + clusters] = static_cast<std::int32_t>(std::min(at, slots));
@@ -188,20 +188,21 @@ void check_candidates(int heads, std::int64_t tokens, int clusters, DType dtype,
   std::int64_t bad1 = 0, badl = 0, nlisted = 0;
   for (int h = 0; h < heads; ++h)
     for (std::int64_t n = 0; n < tokens; ++n) {
-      const std::size_t at = (static_cast<std::size_t>(h) * tokens + n) * kAlignE;
+      const std::size_t at = (static_cast<std::size_t>(h) * tokens + n) * kAlignE, f = h * tokens + n;
       const bool sheds = rem[h * clusters + labels[h * tokens + n]] != 0;
-      for (int q = 0; q < kAlignE; ++q) {
-        const bool first = sheds && q == 0;
-        bad1 += first ? (c1[at] != gc[at] || std::memcmp(&k1[at], &gk[at], 4) != 0) : (c1[at + q] != 12345);
-        const bool in = listed[h * tokens + n] != 0;
-        badl += in ? (cl[at + q] != gc[at + q] || std::memcmp(&kl[at + q], &gk[at + q], 4) != 0)
-                   : (cl[at + q] != 12345);
-      }
-      nlisted += listed[h * tokens + n];
+      bad1 += sheds ? (c1[f] != gc[at] || std::memcmp(&k1[f], &gk[at], 4) != 0) : (c1[f] != 12345);
+      const std::int32_t token = list[h * slots + n];  // slot n of head h
+      const std::size_t sl = (static_cast<std::size_t>(h) * slots + n) * kAlignE;
+      const bool in = n < counts[h * (clusters + 1) + clusters] && token >= 0;
+      const std::size_t ref = (static_cast<std::size_t>(h) * tokens + (in ? token : 0)) * kAlignE;
+      for (int q = 0; q < kAlignE; ++q)
+        badl += in ? (cl[sl + q] != gc[ref + q] || std::memcmp(&kl[sl + q], &gk[ref + q], 4) != 0)
+                   : (cl[sl + q] != 12345);
+      nlisted += in;
     }
   std::printf("    first candidates: %lld entries differ; %lld listed rows: %lld entries differ (%.3f ms)\n",
               (long long)bad1, (long long)nlisted, (long long)badl, ms_listed);
-  ACHECK(bad1 == 0, "e = 1 differs from entry 0 of the full lists (or wrote elsewhere) on %lld entries", (long long)bad1);
+  ACHECK(bad1 == 0, "e = 1 differs from entry 0 of the full lists (or wrote elsewhere) on %lld rows", (long long)bad1);
   ACHECK(badl == 0 && nlisted > 0, "the listed pass differs from the full lists on %lld entries (%lld rows listed)",
          (long long)badl, (long long)nlisted);
 }
@@ -257,9 +258,30 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
   cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, takes.data(), rem.data(), base.data(),
                                        shed.data(), nullptr);
   cuda::detail::launch_align_offers(rem.data(), base.data(), doff.data(), dp.data(), heads, tokens, clusters, align,
-                                    dc.data(), dk.data(), scratch.data(), nullptr);
-  cuda::detail::launch_align_rounds(dl.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dc.data(),
-                                    dk.data(), scratch.data(), nullptr);
+                                    dc.data(), dk.data(), kAlignE, scratch.data(), nullptr);
+  test::cuda_ok(cudaDeviceSynchronize(), "align offers");
+  // The offered rows' lists by list slot (what launch_align_candidates_listed writes for them).
+  const std::int64_t stride = cuda::detail::alignment_offered_stride(tokens, clusters, align),
+                     slots = cuda::detail::alignment_offered_slots(tokens, clusters, align);
+  const auto scratch_host = scratch.download();
+  const auto offer_base = base.download();
+  std::vector<std::int16_t> slot_cand(static_cast<std::size_t>(heads) * slots * kAlignE, -1);
+  std::vector<float> slot_cost(slot_cand.size(), 0.0f);
+  for (int h = 0; h < heads; ++h) {
+    const std::int32_t n = offer_base[h * (clusters + 1) + clusters];
+    for (std::int32_t d = 0; d < n; ++d) {
+      std::int32_t token;
+      std::memcpy(&token, scratch_host.data() + 4 * (h * stride + d), 4);
+      if (token < 0) continue;
+      for (int q = 0; q < kAlignE; ++q)
+        slot_cand[(h * slots + d) * kAlignE + q] = cand[(h * tokens + token) * kAlignE + q],
+        slot_cost[(h * slots + d) * kAlignE + q] = cost[(h * tokens + token) * kAlignE + q];
+    }
+  }
+  DeviceBuffer<std::int16_t> dsc(slot_cand);
+  DeviceBuffer<float> dsk(slot_cost);
+  cuda::detail::launch_align_rounds(dl.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dsc.data(),
+                                    dsk.data(), scratch.data(), nullptr);
   test::cuda_ok(cudaDeviceSynchronize(), "align rounds");
   const auto got = dl.download();
   // Timing only: the same rounds again on a copy of the labels.
@@ -268,9 +290,9 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
     cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, takes.data(), rem.data(), base.data(),
                                          shed.data(), nullptr);
     cuda::detail::launch_align_offers(rem.data(), base.data(), doff.data(), dp.data(), heads, tokens, clusters, align,
-                                      dc.data(), dk.data(), scratch.data(), nullptr);
-    cuda::detail::launch_align_rounds(dl2.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dc.data(),
-                                      dk.data(), scratch.data(), nullptr);
+                                      dc.data(), dk.data(), kAlignE, scratch.data(), nullptr);
+    cuda::detail::launch_align_rounds(dl2.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dsc.data(),
+                                      dsk.data(), scratch.data(), nullptr);
   });
   test::cuda_ok(cudaDeviceSynchronize(), "align rounds (timed)");
   std::int64_t moved = 0, differ = 0;
