@@ -16,6 +16,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -139,16 +140,22 @@ void breakdown(int H, std::int64_t N, int kq, int kk) {
   for (void* p : std::initializer_list<void*>{labels, perm, counts, keys_in, keys_out, vals, sizes, offsets, temp, cq, ck, g, mf, cent}) cudaFree(p);
 }
 
+// Random normal bf16 q and k [heads, tokens, dim] on the host.
+std::pair<svoo::HostTensor, svoo::HostTensor> random_qk(int H, std::int64_t N, int D, unsigned seed) {
+  svoo::HostTensor hq(svoo::DType::bf16, {H, N, D}), hk(svoo::DType::bf16, {H, N, D});
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, dist(rng));
+  return {std::move(hq), std::move(hk)};
+}
+
 // Times the parts of select() on a real clustering of random inputs: block scores (Cq Ck^T),
 // their size-weighted softmax, the selection kernel, and the layout (key ranges and work list).
 void select_breakdown(int H, std::int64_t N, int kq, int kk) {
   using namespace svoo;
   using namespace svoo::cuda::detail;
   const int D = 128;
-  HostTensor hq(DType::bf16, {H, N, D}), hk(DType::bf16, {H, N, D});
-  std::mt19937 rng(3);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, dist(rng));
+  const auto [hq, hk] = random_qk(H, N, D, 3);
   test::DeviceTensor q(hq), k(hk);
   cuda::Planner plan({H, N, N, D, kq, kk});
   ClusterConfig cc;
@@ -217,10 +224,7 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   using namespace svoo;
   using namespace svoo::cuda::detail;
   const int D = 128;
-  HostTensor hq(DType::bf16, {H, N, D}), hk(DType::bf16, {H, N, D});
-  std::mt19937 rng(4);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  for (std::int64_t i = 0; i < hq.numel(); ++i) hq.set(i, dist(rng)), hk.set(i, dist(rng));
+  const auto [hq, hk] = random_qk(H, N, D, 4);
   test::DeviceTensor q(hq), k(hk);
   RowsView qv{q.data(), Elem::bf16, H, N, D, N * D, D};
   cuda::Planner plan({H, N, N, D, kq, kk, align});

@@ -82,8 +82,9 @@ struct Planner::Scratch {
   std::uint64_t *key_in, *key_out;
   void* order_temp;
   std::size_t order_bytes;
-  // Query-cluster alignment (only where shape.query_align > 1): the candidate moves of each row,
-  // the clusters' roles and the rounds' scratch.
+  // Query-cluster alignment (only where shape.query_align > 1): each query row's first candidate
+  // move ([heads, tokens]), the offered rows' whole lists ([heads, offered slots, kAlignE]), the
+  // clusters' roles and the rounds' scratch (which holds the offered rows' list).
   std::int16_t *align_first_cand, *align_cand;
   float *align_first_cost, *align_cost;
   std::uint8_t* align_takes;
