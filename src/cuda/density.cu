@@ -395,7 +395,10 @@ void launch_tau_density(const DensityArgs& a, double* density, double* bound, st
   if (hopper_device() && !(path && std::string_view(path) == "mma")) {
     // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only).
     const char* env = std::getenv("SVOO_DENSITY_PASSES");
-    launch_density_wgmma_passes(a, env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3, stream);
+    const char* skip = std::getenv("SVOO_DENSITY_SKIP_MID");
+    DensityArgs b = a;
+    b.skip_mid = skip && skip[0] == '1';
+    launch_density_wgmma_passes(b, env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3, stream);
   } else if (a.q.elem == Elem::bf16) {
     launch_passes<true>(a, stream);
   } else {

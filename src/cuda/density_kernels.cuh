@@ -31,6 +31,8 @@ struct DensityArgs {
   // octaves [win_lo, win_hi).
   float *win_lo = nullptr, *win_hi = nullptr;
   float span = 0.f;                     // log2(k tokens / (1 - tau)); 0 for tau = 1
+  // Experiment (SVOO_DENSITY_SKIP_MID=1): pass 3 on pass 1's coarse window, without pass 2.
+  bool skip_mid = false;
   std::int32_t* nonfinite = nullptr;    // set where q (rows measured) or k holds a NaN or an infinity
 };
 

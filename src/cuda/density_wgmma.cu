@@ -401,6 +401,13 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
           if constexpr (kPass == 1) {
             const ds::Window w = ds::coarse_window(m, m[kSums - 1], a.tau, c[h], smax[h], sl2, a.span);
             a.row_ref[o] = c[h], a.row_peak[o] = smax[h], a.win_lo[o] = w.lo, a.win_hi[o] = w.hi;
+            // For pass 3 straight after this one (skip_mid): the mass below the window's top, a
+            // threshold of this pass (its top is theta(c - (k - 1) step), k = 1..kCoarse, or the
+            // last threshold where no k crossed), and the total.
+            if (a.skip_mid) {
+              const int k = static_cast<int>((c[h] - w.hi) / ds::kCoarseStep + 0.5f);  // thresholds above the top
+              a.row_above[o] = k == 0 ? m[kSums - 1] : m[k - 1], a.row_total[o] = m[kSums - 1];
+            }
           } else {
             const ds::Window w{a.win_lo[o], a.win_hi[o]};
             const ds::Fine f = ds::fine_window(m, m[kSums - 1], a.tau, w, c[h]);
@@ -477,8 +484,8 @@ void launch_all(const DensityArgs& a, unsigned grid, int passes, cudaStream_t st
     if (passes >= 2) launch_pass<kBf16, 3, true>(a, grid, stream);
     return;
   }
-  if (passes >= 2) launch_pass<kBf16, 2, false>(a, grid, stream);
-  if (passes >= 3) launch_pass<kBf16, 3, false>(a, grid, stream);
+  if (!a.skip_mid && passes >= 2) launch_pass<kBf16, 2, false>(a, grid, stream);
+  if (passes >= 3 || (a.skip_mid && passes >= 2)) launch_pass<kBf16, 3, false>(a, grid, stream);
 }
 
 }  // namespace
