@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "../src/cuda/kernels.cuh"
 #include "svoo/cuda.hpp"
 #include "svoo/error.hpp"
 
@@ -64,6 +65,19 @@ TEST(CudaValidation, PlannerRejectsUnsupportedShapesBeforeAllocating) {
                "query_align must be in [0, 256]");
   expect_error([] { cuda::Planner p({2, 10000, 100, 128, 5000, 16, 128}); }, ErrorKind::invalid_argument,
                "aligning needs kq <= 4096");
+}
+
+// The alignment's candidate launcher writes `e` entries a row `entry_stride` apart: one entry
+// only may be packed (the planner's first-candidate arrays).
+TEST(CudaValidation, AlignCandidatesRejectAnEntryStrideTheListsDoNotFit) {
+  cuda::detail::RowsView x{nullptr, cuda::detail::Elem::bf16, 1, 10, 128, 1280, 128};
+  auto launch = [&](int e, int stride) {
+    cuda::detail::launch_align_candidates(x, nullptr, nullptr, 4, nullptr, nullptr, nullptr, nullptr, e, nullptr,
+                                          nullptr, stride, nullptr);
+  };
+  expect_error([&] { launch(2, 1); }, ErrorKind::invalid_argument, "entry stride of 8");
+  expect_error([&] { launch(9, 8); }, ErrorKind::invalid_argument, "1 to 8 candidates");
+  expect_error([&] { launch(0, 8); }, ErrorKind::invalid_argument, "1 to 8 candidates");
 }
 
 TEST(CudaValidation, TauDensityRejectsBadArguments) {

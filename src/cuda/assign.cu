@@ -16,6 +16,7 @@
 
 #include "kernels.cuh"
 #include "ptx.cuh"
+#include "svoo/error.hpp"
 
 namespace svoo::cuda::detail {
 
@@ -538,6 +539,9 @@ void launch_align_candidates(const RowsView& x, const void* m, const float* bias
                              const std::uint8_t* takes, const std::int32_t* shed_base, const std::int32_t* offsets,
                              const std::int32_t* perm, int e, std::int16_t* cand, float* cost, int entry_stride,
                              cudaStream_t stream) {
+  require(e >= 1 && e <= kAlignE && (entry_stride == kAlignE || (entry_stride == 1 && e == 1)),
+          ErrorKind::invalid_argument,
+          "launch_align_candidates: 1 to 8 candidates a row, with an entry stride of 8 (or 1 for one candidate)");
   if (x.heads == 0 || x.tokens == 0 || clusters == 0) return;
   if (x.elem == Elem::bf16) {
     launch_align_candidates_typed<true>(x, m, bias, clusters, takes, shed_base, offsets, perm, nullptr, 0, x.tokens,
