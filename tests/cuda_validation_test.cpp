@@ -78,6 +78,12 @@ TEST(CudaValidation, AlignCandidatesRejectAnEntryStrideTheListsDoNotFit) {
   expect_error([&] { launch(2, 1); }, ErrorKind::invalid_argument, "entry stride of 8");
   expect_error([&] { launch(9, 8); }, ErrorKind::invalid_argument, "1 to 8 candidates");
   expect_error([&] { launch(0, 8); }, ErrorKind::invalid_argument, "1 to 8 candidates");
+  expect_error(
+      [&] {
+        cuda::detail::launch_align_candidates_listed(x, nullptr, nullptr, 4, nullptr, nullptr, nullptr, 10, 10, nullptr,
+                                                     9, nullptr, nullptr, nullptr);
+      },
+      ErrorKind::invalid_argument, "1 to 8 candidates");
 }
 
 TEST(CudaValidation, TauDensityRejectsBadArguments) {

@@ -556,6 +556,7 @@ void launch_align_candidates_listed(const RowsView& x, const void* m, const floa
                                     const std::uint8_t* takes, const std::int32_t* labels, const std::int32_t* list,
                                     std::int64_t list_stride, std::int64_t slots, const std::int32_t* counts, int e,
                                     std::int16_t* cand, float* cost, cudaStream_t stream) {
+  require(e >= 1 && e <= kAlignE, ErrorKind::invalid_argument, "launch_align_candidates_listed: 1 to 8 candidates a row");
   if (x.heads == 0 || x.tokens == 0 || clusters == 0 || slots == 0) return;
   if (x.elem == Elem::bf16) {
     launch_align_candidates_typed<true>(x, m, bias, clusters, takes, counts, nullptr, nullptr, list, list_stride, slots,
