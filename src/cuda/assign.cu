@@ -59,6 +59,23 @@ __device__ __forceinline__ void load_tile(std::uint16_t* dst, const std::uint16_
   }
 }
 
+// One block's view of a head: its rows of x, its centroids m and bias, and where this thread's
+// warp sits among the 8 (wm: 32-row slice, wn: column slice of kCols / kWarpsN centroids).
+struct HeadBlock {
+  const std::uint16_t* xh;
+  const std::uint16_t* mh;
+  const float* bh;
+  int warp, lane, wm, wn, tiles;
+};
+template <int kCols, int kWarpsN>
+__device__ __forceinline__ HeadBlock head_block(const std::uint16_t* x, std::int64_t head_stride,
+                                                const std::uint16_t* m, const float* bias, int clusters, int head) {
+  const int warp = threadIdx.x / 32;
+  return {x + head * head_stride, m + static_cast<std::int64_t>(head) * clusters * kDim,
+          bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr, warp, static_cast<int>(threadIdx.x % 32),
+          warp % (8 / kWarpsN), warp / (8 / kWarpsN), (clusters + kCols - 1) / kCols};
+}
+
 // acc (zeroed by the caller) += the warp's 32 rows (afrag: two m-tiles of 16) times kNt n-tiles of
 // 8 centroids from column `col0` of a shared tile.
 template <bool kBf16, int kNt>
@@ -140,12 +157,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 
   const int head = blockIdx.y;
   const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * kRows;
-  const std::uint16_t* xh = x + head * head_stride;
-  const std::uint16_t* mh = m + static_cast<std::int64_t>(head) * clusters * kDim;
-  const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = warp % (8 / kWarpsN), wn = warp / (8 / kWarpsN);
-  const int tiles = (clusters + kCols - 1) / kCols;
+  const auto [xh, mh, bh, warp, lane, wm, wn, tiles] =
+      head_block<kCols, kWarpsN>(x, head_stride, m, bias, clusters, head);
 
   // Prologue: the row block and the first two centroid tiles.
   load_rows<kRows>(sx, xh, row0, tokens, row_stride);
@@ -289,12 +302,8 @@ __global__ void __launch_bounds__(kThreads, kE == 1 ? 2 : 1)
   const int total = base_h[clusters];
   const int c0 = static_cast<int>(blockIdx.x) * kRows;
   if (c0 >= total) return;  // the grid covers every token (or every list slot); the rows scored are fewer
-  const std::uint16_t* xh = x + head * head_stride;
-  const std::uint16_t* mh = m + static_cast<std::int64_t>(head) * clusters * kDim;
-  const float* bh = bias ? bias + static_cast<std::int64_t>(head) * clusters : nullptr;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = warp % (8 / kWarpsN), wn = warp / (8 / kWarpsN);
-  const int tiles = (clusters + kCols - 1) / kCols;
+  const auto [xh, mh, bh, warp, lane, wm, wn, tiles] =
+      head_block<kCols, kWarpsN>(x, head_stride, m, bias, clusters, head);
   for (int j = threadIdx.x; j < clusters; j += kThreads) take_s[j] = takes[head * clusters + j];
   if constexpr (!kListed)
     for (int j = threadIdx.x; j <= clusters; j += kThreads) base[j] = base_h[j];

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../../src/cuda/kernels.cuh"
+#include "check_report.hpp"
 #include "device_buffer.hpp"
 #include "svoo/cpu.hpp"
 #include "svoo/cuda.hpp"
@@ -25,15 +26,7 @@ using test::DeviceBuffer;
 using test::DeviceTensor;
 
 int g_fail = 0;
-#define ACHECK(cond, ...)                                \
-  do {                                                   \
-    if (!(cond)) {                                       \
-      ++g_fail;                                          \
-      std::printf("  FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                          \
-      std::printf("\n");                                 \
-    }                                                    \
-  } while (0)
+#define ACHECK(cond, ...) SVOO_GPU_CHECK(g_fail, cond, __VA_ARGS__)
 
 // Milliseconds of one call of fn on the default stream (after a warm-up call).
 template <class F>

@@ -27,6 +27,7 @@
 #include "../../src/cuda/attention_kernel.cuh"
 #include "../../src/cuda/cluster_ops.cuh"
 #include "../../src/cuda/kernels.cuh"
+#include "check_report.hpp"
 #include "device_buffer.hpp"
 #include "svoo/cpu.hpp"
 #include "svoo/cuda.hpp"
@@ -40,15 +41,7 @@ int check_alignment(bool quick);  // align_check.cpp: failures
 namespace {
 
 int g_failures = 0;
-#define CHECK(cond, ...)                             \
-  do {                                               \
-    if (!(cond)) {                                   \
-      ++g_failures;                                  \
-      std::printf("  FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                      \
-      std::printf("\n");                             \
-    }                                                \
-  } while (0)
+#define CHECK(cond, ...) SVOO_GPU_CHECK(g_failures, cond, __VA_ARGS__)
 
 struct Case {
   std::string name;
