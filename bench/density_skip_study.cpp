@@ -63,18 +63,19 @@ int main(int argc, char** argv) {
   const int tiles = static_cast<int>((N + T - 1) / T), items = static_cast<int>((N + R - 1) / R);
   std::printf("%s data, tau %.3f, %lld tokens, every %d-th item of %d, %d key tiles an item\n", data.c_str(), tau,
               (long long)N, every, items, tiles);
-  std::printf("%-4s %-15s %9s %11s | %9s %9s | %9s %9s\n", "head", "kind", "depth", "deep rows", "p2 order", "p2 own 1st",
-              "p3 coarse", "p3 fine");
+  std::printf("%-4s %-15s %9s %11s | %9s %9s | %9s %9s | %9s %9s\n", "head", "kind", "depth", "deep rows", "p2 order",
+              "p2 own 1st", "p3 coarse", "p3 fine", "p3 window", "no lane");
   std::vector<float> s(static_cast<std::size_t>(R) * N);
-  double all2 = 0, all2r = 0, all3 = 0, all3f = 0, pairs_all = 0;
+  double all2 = 0, all2r = 0, all3 = 0, all3f = 0, pairs_all = 0, all_in = 0, all_scores = 0, all_ballots = 0, all_empty = 0;
   for (int h = 0; h < H; ++h) {
     double skip2 = 0, skip2r = 0, skip3 = 0, skip3f = 0, pairs = 0, depth_sum = 0, deep = 0, rows_seen = 0;
+    double in_window = 0, scores = 0, ballots = 0, empty_ballots = 0;
     for (int it = 0; it < items; it += every) {
       const std::int64_t row0 = static_cast<std::int64_t>(it) * R;
       const int nr = static_cast<int>(std::min<std::int64_t>(R, N - row0));
       cpu::gemm_nt(nr, N, D, 1.f, q.data() + (h * N + row0) * D, D, k.data() + h * N * D, D, 0.f, s.data(), N);
       std::vector<float> tmax(static_cast<std::size_t>(nr) * tiles, -INFINITY);
-      std::vector<float> c(nr), lo(nr), flo(nr);
+      std::vector<float> c(nr), lo(nr), flo(nr), fhi(nr);
       std::vector<char> deep_row(nr, 0);
       float max_depth = 0;
       for (int r = 0; r < nr; ++r) {
@@ -109,9 +110,33 @@ int main(int argc, char** argv) {
           for (int kk = 0; kk < ds::kMid; ++kk)
             if (sr[j] < mth[kk]) bm[kk] += p;
         }
-        flo[r] = ds::fine_window(bm, total, tau, w, c[r]).w.lo;
+        const ds::Window fw = ds::fine_window(bm, total, tau, w, c[r]).w;
+        flo[r] = fw.lo, fhi[r] = fw.hi;
         ++rows_seen;
       }
+      // Pass 3's queue: the share of scores in the fine window, and of the warp's ballots (one a
+      // score index: 16 rows of a warp, 8 a half, lanes l / 4, columns 8 (i / 4) + 2 (l % 4) + i % 2)
+      // that find no lane in the window (the ballot and its stores could then be skipped).
+      for (int r = 0; r < nr; ++r) {
+        const float* sr = s.data() + static_cast<std::size_t>(r) * N;
+        const float tlo = ds::theta(flo[r], sl2), thi = ds::theta(fhi[r], sl2);
+        for (std::int64_t j = 0; j < N; ++j) in_window += sr[j] >= tlo && sr[j] < thi;
+        scores += static_cast<double>(N);
+      }
+      for (int w0 = 0; w0 + 16 <= nr; w0 += 16)
+        for (int t = 0; t < tiles; ++t)
+          for (int i = 0; i < 64; ++i) {
+            const int hh = (i / 2) % 2;
+            bool any = false;
+            for (int l = 0; l < 32 && !any; ++l) {
+              const int r = w0 + hh * 8 + l / 4;
+              const std::int64_t j = static_cast<std::int64_t>(t) * T + 8 * (i / 4) + 2 * (l % 4) + i % 2;
+              if (j >= N) continue;
+              const float v = s[static_cast<std::size_t>(r) * N + j];
+              any = v >= ds::theta(flo[r], sl2) && v < ds::theta(fhi[r], sl2);
+            }
+            ballots += 1, empty_ballots += !any;
+          }
       const bool any_deep = std::any_of(deep_row.begin(), deep_row.end(), [](char d) { return d != 0; });
       // Pass 3: exact per row.
       for (int t = 0; t < tiles; ++t) {
@@ -139,12 +164,14 @@ int main(int argc, char** argv) {
       }
       pairs += tiles;
     }
-    std::printf("%-4d %-15s %9.2f %11.4f | %9.3f %9.3f | %9.3f %9.3f\n", h, head_kind_name(layer.kinds[h]),
-                depth_sum / rows_seen, deep / rows_seen, skip2 / pairs, skip2r / pairs, skip3 / pairs, skip3f / pairs);
+    std::printf("%-4d %-15s %9.2f %11.4f | %9.3f %9.3f | %9.3f %9.3f | %9.4f %9.3f\n", h, head_kind_name(layer.kinds[h]),
+                depth_sum / rows_seen, deep / rows_seen, skip2 / pairs, skip2r / pairs, skip3 / pairs, skip3f / pairs,
+                in_window / scores, empty_ballots / ballots);
+    all_in += in_window, all_scores += scores, all_ballots += ballots, all_empty += empty_ballots;
     std::fflush(stdout);
     all2 += skip2, all2r += skip2r, all3 += skip3, all3f += skip3f, pairs_all += pairs;
   }
-  std::printf("all  %-15s %9s %11s | %9.3f %9.3f | %9.3f %9.3f\n", "", "", "", all2 / pairs_all, all2r / pairs_all,
-              all3 / pairs_all, all3f / pairs_all);
+  std::printf("all  %-15s %9s %11s | %9.3f %9.3f | %9.3f %9.3f | %9.4f %9.3f\n", "", "", "", all2 / pairs_all,
+              all2r / pairs_all, all3 / pairs_all, all3f / pairs_all, all_in / all_scores, all_empty / all_ballots);
   return 0;
 }
