@@ -10,8 +10,10 @@
 //   - S = Q K^T with wgmma m64n128k16 (Q from registers, loaded once an item; K from shared
 //     memory, 128-byte swizzle), online softmax in fp32 on the accumulators, then O += P V with P
 //     from registers (A operand) and V read N-major from the same row layout (no transpose pass);
-//   - each consumer keeps S(t) and P(t-1) V(t-1) in flight together (the softmax of one tile runs
-//     under the products of the other), and the two consumers take turns issuing (ping-pong);
+//   - each consumer issues S(t) and P(t-1) V(t-1) together, and the two consumers take turns
+//     issuing (ping-pong), so one's softmax runs under the other's products. (The source softmaxes
+//     S(t) between the waits for S(t) and for P(t-1) V(t-1), but ptxas schedules the second wait
+//     before the softmax: run173's notes);
 //   - persistent: one block an SM takes work items from a counter; the producer prepares the next
 //     item (its ranges, Q rows and info into second buffers) while the current one streams, so an
 //     item's start waits on its first key tiles only, not on a chain of dependent reads;
@@ -492,9 +494,11 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     };
 
 
-    // Software pipeline (FlashAttention-3's intra-warpgroup overlap): while P(t-1) V(t-1) runs on
-    // the tensor cores, the softmax of S(t) runs on the CUDA cores. Stages and phases count the
-    // tiles of all items so far (gbase + t).
+    // Software pipeline after FlashAttention-3's intra-warpgroup overlap: S(t) and P(t-1) V(t-1)
+    // are issued together and S(t) is softmaxed between the two waits. (ptxas moves the wait for
+    // P(t-1) V(t-1) before the softmax, so the overlap the schedule gets is the other consumer's:
+    // see run173 in bench/results/2026-11-27-h100-notes.md.) Stages and phases count the tiles of
+    // all items so far (gbase + t).
     if (tiles > 0) {
       wait_full(0, gbase);
       wgmma::fence_async_shared();
