@@ -158,6 +158,16 @@ def run(items, seed, pingpong=True, alternate_turns=True):
                 empty[gbase & 1].arrive(count)
                 for t in range(1, tiles):
                     gt = gbase + t
+                    if solo:  # the lone consumer: S(t) waited on and released before V(t - 1) is waited on
+                        yield from wait_full(0, gt, t)
+                        assert kbuf[gt & 1] == (li, t), f"consumer {g}: wrong key tile"
+                        yield
+                        empty[gt & 1].arrive(count)
+                        yield from wait_full(1, gt - 1, t - 1)
+                        assert vbuf[(gt - 1) & 1] == (li, t - 1), f"consumer {g}: wrong value tile"
+                        yield
+                        empty[2 + ((gt - 1) & 1)].arrive(count)
+                        continue
                     yield from wait_full(0, gt, t)
                     yield from turn_begin()
                     assert kbuf[gt & 1] == (li, t), f"consumer {g}: wrong key tile"

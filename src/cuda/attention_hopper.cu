@@ -437,12 +437,16 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     };
     // Online softmax of tile t in s (element i: row 16*warp + 8*((i/2)%2) + lane/4, key column
     // 8*(i/4) + 2*(lane%4) + i%2): s becomes P, alpha the rescaling of the rows' running output.
-    auto softmax = [&](int t) {
+    // Keys past the item's end (its last tile) out of S(t).
+    auto mask_tail = [&](int t) {
       if ((t + 1) * kBN > L) {
   #pragma unroll
         for (int i = 0; i < 64; ++i)
           if (t * kBN + 8 * (i / 4) + 2 * (lane % 4) + (i % 2) >= L) s[i] = -FLT_MAX;
       }
+    };
+    auto softmax = [&](int t, bool masked = false) {
+      if (!masked) mask_tail(t);
       // Row maxima and sums as 4-way trees: serial chains of 32 dependent operations would stall
       // the two warps a scheduler has.
       float pm[2][4];
@@ -513,6 +517,37 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       pack_p();
       for (int t = 1; t < tiles; ++t) {
         const unsigned gt = gbase + t;
+        if (solo) {
+          // One consumer and no turns: S(t) alone, then P(t-1) V(t-1) with S(t)'s softmax under
+          // it, one group in flight. (With S(t) and P V in flight together ptxas schedules the wait
+          // for P V before the softmax, so a lone consumer left the tensor cores idle through each
+          // softmax: run174/175.)
+          wait_full(0, gt);
+          wgmma::fence_async_shared();
+          wgmma::fence_regs(o);
+          wgmma::fence_regs(pa);
+          wgmma::fence();
+          issue_s(gt);
+          wgmma::wait<0>();
+          wgmma::fence_regs(s);
+          wgmma::mbar_arrive(&empty[gt % kKS], arrivals);
+          mask_tail(t);  // before the issue: the softmax below is then one block with the wait
+          wait_full(1, gt - 1);
+          wgmma::fence_async_shared();
+          wgmma::fence();
+          issue_pv(gt - 1);
+          softmax(t, true);
+          wgmma::wait<0>();
+          wgmma::fence_regs(o);
+          wgmma::fence_regs(pa);
+          wgmma::mbar_arrive(&empty[kKS + ((gt - 1) & 1)], arrivals);
+          if (rescale) {
+#pragma unroll
+            for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
+          }
+          pack_p();
+          continue;
+        }
         wait_full(0, gt);
         wgmma::fence_async_shared();
         turn_begin();
