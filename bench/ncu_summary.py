@@ -1,31 +1,23 @@
 # Summarises an Nsight Compute source-page CSV (ncu -i REP --page source --csv --print-source sass):
 # stall samples and executed instructions by SASS opcode.  python3 bench/ncu_summary.py FILE.csv TITLE
-import csv, sys, re, collections
+import collections, os, re, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ncu_csv import column, number, source_page
 path, title = sys.argv[1], sys.argv[2]
-rows = list(csv.reader(open(path, newline='', errors='replace')))
-# find header row
-hi = next(i for i, r in enumerate(rows) if any('Source' == c.strip() for c in r))
-h = [c.strip() for c in rows[hi]]
-def col(pred):
-    for i, c in enumerate(h):
-        if pred(c): return i
-    return None
-src = col(lambda c: c == 'Source')
-ex = col(lambda c: c.startswith('Instructions Executed'))
-st = col(lambda c: c.startswith('Warp Stall Sampling (All'))
+h, data = source_page(path)
+src = column(h, lambda c: c == 'Source')
+ex = column(h, lambda c: c.startswith('Instructions Executed'))
+st = column(h, lambda c: c.startswith('Warp Stall Sampling (All'))
 reasons = [(i, c) for i, c in enumerate(h) if c.startswith('stall_') or c.startswith('Stall ')]
 S = collections.Counter(); E = collections.Counter(); R = collections.Counter()
-for r in rows[hi + 1:]:
+for r in data:
     if len(r) <= max(src, ex or 0, st or 0): continue
     m = re.match(r'\s*(@!?U?P\w+\s+)?([A-Z0-9_]+)', r[src])
     if not m: continue
     op = m.group(2)
-    def num(x):
-        try: return float(x.replace(',', ''))
-        except: return 0.0
-    if st is not None: S[op] += num(r[st])
-    if ex is not None: E[op] += num(r[ex])
-    for i, c in reasons: R[c] += num(r[i])
+    if st is not None: S[op] += number(r[st])
+    if ex is not None: E[op] += number(r[ex])
+    for i, c in reasons: R[c] += number(r[i])
 ts, te = sum(S.values()) or 1, sum(E.values()) or 1
 print(f'# {title}: warp instructions executed {te:.0f}, stall samples {ts:.0f}')
 if R:

@@ -515,6 +515,19 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       wgmma::mbar_arrive(&empty[gbase % kKS], arrivals);
       softmax(0);
       pack_p();
+      // A step's end: P(t-1) V(t-1) done, its V stage released, O rescaled to S(t)'s maxima, P(t)
+      // packed for the next step's P V.
+      auto finish_step = [&](unsigned gt) {
+        wgmma::wait<0>();
+        wgmma::fence_regs(o);
+        wgmma::fence_regs(pa);
+        wgmma::mbar_arrive(&empty[kKS + ((gt - 1) & 1)], arrivals);
+        if (rescale) {
+#pragma unroll
+          for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
+        }
+        pack_p();
+      };
       for (int t = 1; t < tiles; ++t) {
         const unsigned gt = gbase + t;
         if (solo) {
@@ -537,15 +550,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           wgmma::fence();
           issue_pv(gt - 1);
           softmax(t, true);
-          wgmma::wait<0>();
-          wgmma::fence_regs(o);
-          wgmma::fence_regs(pa);
-          wgmma::mbar_arrive(&empty[kKS + ((gt - 1) & 1)], arrivals);
-          if (rescale) {
-#pragma unroll
-            for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
-          }
-          pack_p();
+          finish_step(gt);
           continue;
         }
         wait_full(0, gt);
@@ -568,15 +573,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         wgmma::fence_regs(s);
         wgmma::mbar_arrive(&empty[gt % kKS], arrivals);
         softmax(t);
-        wgmma::wait<0>();
-        wgmma::fence_regs(o);
-        wgmma::fence_regs(pa);
-        wgmma::mbar_arrive(&empty[kKS + ((gt - 1) & 1)], arrivals);
-        if (rescale) {
-#pragma unroll
-          for (int i = 0; i < 64; ++i) o[i] *= alpha[(i / 2) % 2];
-        }
-        pack_p();
+        finish_step(gt);
       }
       const unsigned last = gbase + tiles - 1;
       wait_full(1, last);
