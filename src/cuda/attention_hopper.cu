@@ -435,8 +435,6 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       for (int kk = 0; kk < kBN / 16; ++kk) wgmma::m64n128k16_rs_mn<kBf16>(o, pa[kk], dv + ((kk * 16 * 128) >> 4));
       wgmma::commit();
     };
-    // Online softmax of tile t in s (element i: row 16*warp + 8*((i/2)%2) + lane/4, key column
-    // 8*(i/4) + 2*(lane%4) + i%2): s becomes P, alpha the rescaling of the rows' running output.
     // Keys past the item's end (its last tile) out of S(t).
     auto mask_tail = [&](int t) {
       if ((t + 1) * kBN > L) {
@@ -445,8 +443,11 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           if (t * kBN + 8 * (i / 4) + 2 * (lane % 4) + (i % 2) >= L) s[i] = -FLT_MAX;
       }
     };
-    auto softmax = [&](int t, bool masked = false) {
-      if (!masked) mask_tail(t);
+    // Online softmax of tile t in s (element i: row 16*warp + 8*((i/2)%2) + lane/4, key column
+    // 8*(i/4) + 2*(lane%4) + i%2): s becomes P, alpha the rescaling of the rows' running output.
+    // tail_masked: mask_tail(t) has run already.
+    auto softmax = [&](int t, bool tail_masked = false) {
+      if (!tail_masked) mask_tail(t);
       // Row maxima and sums as 4-way trees: serial chains of 32 dependent operations would stall
       // the two warps a scheduler has.
       float pm[2][4];
