@@ -165,6 +165,14 @@ TEST(AlignQueries, CpuClusteringWithAlignment) {
   EXPECT_THROW(cpu::align_queries(on_device, same, 32, 8), Error);
   cfg.align_candidates = 65;
   EXPECT_THROW(cpu::cluster(q.view(), k.view(), cfg), Error);
+  // An alignment past the kernel's largest item is named, not clamped.
+  cfg.align_candidates = 8, cfg.query_align = 257;
+  try {
+    cpu::cluster(q.view(), k.view(), cfg);
+    ADD_FAILURE() << "query_align 257 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("align in [0, 256]"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
