@@ -33,6 +33,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
+#include <vector>
 
 #include "attention_kernel.cuh"
 #include "device_info.hpp"
@@ -73,6 +75,25 @@ struct KvMaps {
 using ptx::ex2;
 [[maybe_unused]] __device__ __forceinline__ int swz(int r, int c16) { return wgmma::swizzled(r, c16, kChunk); }
 
+#if defined(SVOO_ATTN_TRACE)
+// Diagnostics builds only (-DSVOO_ATTN_TRACE): block 0's timeline in SM clocks, per tile (the
+// producer's K and V copies issued, each consumer past its waits for them) and per item (the
+// producer's preparation, each consumer's start and epilogue). attention_trace_print writes it.
+constexpr int kTraceTiles = 8192, kTraceItems = 2048;
+__device__ long long g_tr_kissue[kTraceTiles], g_tr_vissue[kTraceTiles], g_tr_kwait[2][kTraceTiles], g_tr_vwait[2][kTraceTiles];
+__device__ long long g_tr_prep0[kTraceItems], g_tr_prep1[kTraceItems], g_tr_item[2][kTraceItems], g_tr_epi0[2][kTraceItems],
+    g_tr_epi1[2][kTraceItems];
+#define SVOO_TR(arr, i)                                                                                      \
+  do {                                                                                                       \
+    if (blockIdx.x == 0 && static_cast<long long>(i) < static_cast<long long>(sizeof(arr) / sizeof(arr[0]))) \
+      arr[i] = clock64();                                                                                    \
+  } while (0)
+#else
+#define SVOO_TR(arr, i) \
+  do {                  \
+  } while (0)
+#endif
+
 // What the producer tells the consumers about an item (double-buffered with the Q tiles).
 struct ItemInfo {
   int head, rows, keys;  // rows < 0: no more items
@@ -106,6 +127,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
   __shared__ std::int32_t q_tok[2][kBM];
   __shared__ int warp_sum[4];
   __shared__ std::int64_t next_index;
+  // Sparse mode's piecewise preparation (below): words copied from global memory by one piece and
+  // read by the next (list entry, row, count, cluster end, range pointers), and the Q tokens.
+  __shared__ std::int32_t prep_w[10];
+  __shared__ std::int32_t prep_qt[kBM];
   const bool sparse = a.range_ptr != nullptr;
   // Dense mode with TMA: one thread issues each tile's two 64-column boxes, and the full barriers
   // wait for their bytes (FlashAttention-3's producer); otherwise every producer thread gathers.
@@ -195,11 +220,13 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     auto take_index = [&](std::int64_t prev) -> std::int64_t {
       return sparse ? static_cast<std::int64_t>(atomicAdd(a.work_counter, 1)) : prev + gridDim.x;
     };
-    // Item li's preparation, done while item li - 1 streams (from its third tile, when the
-    // consumers are surely past item li - 2, whose Q buffer and info this reuses): its index (taken
-    // an item ahead), its ranges scanned into range buffer li % 2, its Q rows and info published.
-    // Item li's start then waits only on its first key tiles, not on a chain of dependent reads.
-    auto prepare = [&](int li) {
+    // Item li's preparation (all of it at once: item 0's, and every item's in dense mode, whose
+    // items are long; sparse mode spreads it over four pieces, below): its index (taken an item
+    // ahead), its ranges scanned into range buffer li % 2, its Q rows and info published. Item li's
+    // start then waits only on its first key tiles, not on a chain of dependent reads. Returns
+    // this lane's key token of item li's first tile (row lane_row; -1 past its keys), read here so
+    // that its latency is not at the item's start.
+    auto prepare = [&](int li) -> std::int32_t {
       const int b = li & 1;
       std::int32_t* r_begin = ranges + b * kRangeInts;
       std::int32_t* r_cum = r_begin + kMaxRanges;
@@ -248,9 +275,144 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       wgmma::mbar_arrive_cp_async(&qfull[b]);
       wgmma::mbar_arrive(&qfull[b]);  // release: the info and tokens stored above
       wgmma::named_sync(6, 128);      // the ranges and info visible to every producer thread
+      if (kTma || lane_row >= L) return -1;
+      int r = 0;
+      while (r_cum[r + 1] <= lane_row) ++r;
+      const std::int64_t phys = r_begin[r] + (lane_row - r_cum[r]);
+      return sparse ? __ldg(a.k_perm + h * a.k.tokens + phys) : static_cast<std::int32_t>(phys);
+    };
+    // Sparse mode prepares item li + 1 in four pieces, after item li's tiles 0, 1, 2 and 3 (or
+    // together after its last), each reading what the one before copied into shared memory with
+    // asynchronous copies, so that no piece waits on a global read: done at once, the preparation
+    // held the producer for ~4,600-6,000 clocks an item, and the consumers waited that long for the
+    // key tile after it (run181/182's traces; an item's start and finish then cost ~4-5 key tiles'
+    // time). Only the next index, an atomic's result, is held in registers (thread 0, pieces B-D).
+    // A piece's cp.async.commit_group also takes the key tiles' copies issued since the last one
+    // (those are tracked by the ring's mbarriers, not by groups), so the next piece's wait_group
+    // waits for them too: they were issued a tile earlier and have landed by then. The barrier
+    // protocol with the consumers is the one-shot preparation's (piece D publishes Q and info).
+    auto word64 = [](std::int32_t lo, std::int32_t hi) {
+      return static_cast<std::int64_t>((static_cast<std::uint64_t>(static_cast<std::uint32_t>(hi)) << 32) |
+                                       static_cast<std::uint32_t>(lo));
+    };
+    auto copy_words = [&](std::int32_t* dst, const void* src, int words) {
+      for (int i = 0; i < words; ++i) ptx::cp_async4(dst + i, static_cast<const std::int32_t*>(src) + i, 4);
+    };
+    std::int64_t taken = 0;
+    // A: the list entry (zero past the list's capacity: indices run past the count) and the count.
+    auto piece_a = [&] {
+      if (tid == 0) {
+        const std::int64_t idx = next_index;
+        const bool in_list = idx < a.item_capacity;
+        ptx::cp_async4(&prep_w[0], a.item_w + (in_list ? idx : 0), in_list ? 4 : 0);
+        ptx::cp_async4(&prep_w[1], a.item_row + (in_list ? idx : 0), in_list ? 4 : 0);
+        copy_words(&prep_w[2], a.item_count, 2);
+        ptx::cp_async_commit();
+      }
+    };
+    // Whether the prepared item exists (pieces B-D, after a barrier that follows A's copies).
+    auto prepared_more = [&] { return next_index < word64(prep_w[2], prep_w[3]); };
+    // B: the cluster's end and range pointers, this lane's Q token, and the next index.
+    auto piece_b = [&] {
+      if (tid == 0) ptx::cp_async_wait<0>();
+      wgmma::named_sync(6, 128);
+      if (prepared_more()) {
+        const int w = prep_w[0], row0 = prep_w[1];
+        const std::int64_t h = w / a.kq, i = w % a.kq;
+        if (tid == 0) {
+          ptx::cp_async4(&prep_w[4], a.q_offsets + h * (a.kq + 1) + i + 1, 4);
+          copy_words(&prep_w[6], a.range_ptr + w, 4);  // range_ptr[w], range_ptr[w + 1]
+          taken = take_index(next_index);
+        }
+        const std::int64_t row = row0 + lane_row;  // a valid permuted row of the head, or zero-filled
+        ptx::cp_async4(&prep_qt[lane_row], a.q_perm + h * a.q.tokens + (row < a.q.tokens ? row : 0), row < a.q.tokens ? 4 : 0);
+      }
+      ptx::cp_async_commit();
+    };
+    // C: the ranges' starts and ends into range buffer li % 2 (the ends where their prefix sums go).
+    auto piece_c = [&](int li) {
+      ptx::cp_async_wait<0>();
+      wgmma::named_sync(6, 128);
+      if (prepared_more()) {
+        std::int32_t* r_begin = ranges + (li & 1) * kRangeInts;
+        std::int32_t* r_cum = r_begin + kMaxRanges;
+        const std::int64_t rb = word64(prep_w[6], prep_w[7]), nr = word64(prep_w[8], prep_w[9]) - rb;
+        constexpr int kPer = kMaxRanges / 128;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          const int j = tid * kPer + e;
+          if (j < nr) {
+            ptx::cp_async4(&r_begin[j], a.range_begin + rb + j, 4);
+            ptx::cp_async4(&r_cum[j], a.range_end + rb + j, 4);
+          }
+        }
+      }
+      ptx::cp_async_commit();
+    };
+    // D: the ranges scanned, the Q rows and info published (prepare's second half); returns this
+    // lane's first-tile key token of item li.
+    auto piece_d = [&](int li) -> std::int32_t {
+      const int b = li & 1;
+      std::int32_t* r_begin = ranges + b * kRangeInts;
+      std::int32_t* r_cum = r_begin + kMaxRanges;
+      ptx::cp_async_wait<0>();
+      wgmma::named_sync(6, 128);
+      const bool more = prepared_more();
+      const int w = prep_w[0], row0 = prep_w[1];
+      const std::int64_t h = more ? w / a.kq : 0;
+      const std::int64_t end = prep_w[4];
+      const int rows = more ? static_cast<int>(end - row0 < kBM ? end - row0 : kBM) : -1;
+      int L = 0;
+      if (more) {
+        const std::int64_t nr = word64(prep_w[8], prep_w[9]) - word64(prep_w[6], prep_w[7]);
+        constexpr int kPer = kMaxRanges / 128;
+        int len[kPer];
+        int run = 0;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          const int j = tid * kPer + e;
+          len[e] = j < nr ? r_cum[j] - r_begin[j] : 0;
+          run += len[e];
+        }
+        int incl = run;
+#pragma unroll
+        for (int d = 1; d < 32; d *= 2) {
+          const int v = __shfl_up_sync(0xffffffffu, incl, d);
+          if (lane >= d) incl += v;
+        }
+        if (lane == 31) warp_sum[warp] = incl;
+        wgmma::named_sync(6, 128);
+        int before = incl - run;
+        for (int w2 = 0; w2 < warp; ++w2) before += warp_sum[w2];
+        L = warp_sum[0] + warp_sum[1] + warp_sum[2] + warp_sum[3];
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          r_cum[tid * kPer + e] = before;
+          before += len[e];
+        }
+        if (tid == 0) r_cum[kMaxRanges] = L;
+        if (tid == 0) next_index = taken;  // every producer thread read it before the barrier above
+      }
+      if (li >= 2) wgmma::mbar_wait(&qempty[b], ((li >> 1) - 1) & 1);
+      if (tid == 0) info[b] = ItemInfo{static_cast<int>(h), rows, L};
+      if (more) {
+        const std::int32_t qt = lane_row < rows ? prep_qt[lane_row] : -1;
+        q_tok[b][lane_row] = qt < 0 ? 0 : qt;
+        copy_tile(ptx::smem_addr(sq) + b * kTile,
+                  reinterpret_cast<const unsigned char*>(static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride),
+                  a.q.row_stride * 2, qt, rows == kBM);
+      }
+      wgmma::mbar_arrive_cp_async(&qfull[b]);
+      wgmma::mbar_arrive(&qfull[b]);  // release: the info and tokens stored above
+      wgmma::named_sync(6, 128);      // the ranges and info visible to every producer thread
+      if (tid == 0) SVOO_TR(g_tr_prep1, li);
+      if (lane_row >= L) return -1;
+      int r = 0;
+      while (r_cum[r + 1] <= lane_row) ++r;
+      return __ldg(a.k_perm + h * a.k.tokens + r_begin[r] + (lane_row - r_cum[r]));
     };
     if (tid == 0) next_index = sparse ? take_index(0) : static_cast<std::int64_t>(blockIdx.x);
-    prepare(0);
+    std::int32_t first_tok = prepare(0);
     if constexpr (kTma) {
       // Dense mode by TMA: thread 0 issues each tile's K and V boxes (two of 64 columns each) at
       // the head's rows t * 128 ..; rows past the keys arrive as zeros. The other producer
@@ -308,7 +470,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           const std::int64_t phys = r_begin[cur] + (vt - r_cum[cur]);
           return sparse ? __ldg(kperm + phys) : static_cast<std::int32_t>(phys);
         };
-        std::int32_t tok = tiles > 0 ? token_of(0) : -1;
+        std::int32_t tok = first_tok;
         // Tiles [t0, t1); the item's stream is split around the next item's preparation, so that
         // the copies' loop holds none of its registers.
         auto stream = [&](int t0, int t1) {
@@ -325,6 +487,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
               if (gt >= 2) wgmma::mbar_wait(&empty[2 * which + st], ((gt >> 1) - 1) & 1);
               copy_rows((which == 0 ? sk_addr : sv_addr) + st * kTile, which == 0 ? kbase : vbase, o);
               wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
+              if (tid == 0) {
+                if (which == 0) SVOO_TR(g_tr_kissue, gt);
+                else SVOO_TR(g_tr_vissue, gt);
+              }
             }
             continue;
           }
@@ -333,12 +499,30 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
             copy_tile((which == 0 ? sk_addr : sv_addr) + st * kTile, which == 0 ? kbase : vbase,
                       which == 0 ? kstride : vstride, row_tok, full_tile);
             wgmma::mbar_arrive_cp_async(&full[2 * which + st]);
+            if (tid == 0) {
+              if (which == 0) SVOO_TR(g_tr_kissue, gt);
+              else SVOO_TR(g_tr_vissue, gt);
+            }
           }
         }
         };
-        stream(0, prep_at + 1);
-        prepare(li + 1);
-        stream(prep_at + 1, tiles);
+        if (sparse) {
+          auto upto = [&](int t) { return t < tiles ? t : tiles; };
+          stream(0, upto(1));
+          if (tid == 0) SVOO_TR(g_tr_prep0, li + 1);
+          piece_a();
+          stream(upto(1), upto(2));
+          piece_b();
+          stream(upto(2), upto(3));
+          piece_c(li + 1);
+          stream(upto(3), upto(4));
+          first_tok = piece_d(li + 1);
+          stream(upto(4), tiles);
+        } else {
+          stream(0, prep_at + 1);
+          first_tok = prepare(li + 1);
+          stream(prep_at + 1, tiles);
+        }
       }
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -383,6 +567,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       wgmma::mbar_arrive(&qempty[b]);
       continue;
     }
+    if (ctid == 0) SVOO_TR(g_tr_item[g], li);
     const unsigned arrivals = solo ? 2 : 1;
     wgmma::fence_async_shared();  // Q (cp.async, generic proxy) before the tensor cores read it
 
@@ -506,6 +691,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     // all items so far (gbase + t).
     if (tiles > 0) {
       wait_full(0, gbase);
+      if (ctid == 0) SVOO_TR(g_tr_kwait[g], gbase);
       wgmma::fence_async_shared();
       turn_begin();
       wgmma::fence();
@@ -537,6 +723,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           // for P V before the softmax, so a lone consumer left the tensor cores idle through each
           // softmax: run174/175.)
           wait_full(0, gt);
+          if (ctid == 0) SVOO_TR(g_tr_kwait[g], gt);
           wgmma::fence_async_shared();
           wgmma::fence_regs(o);
           wgmma::fence_regs(pa);
@@ -547,6 +734,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           wgmma::mbar_arrive(&empty[gt % kKS], arrivals);
           mask_tail(t);  // before the issue: the softmax below is then one block with the wait
           wait_full(1, gt - 1);
+          if (ctid == 0) SVOO_TR(g_tr_vwait[g], gt - 1);
           wgmma::fence_async_shared();
           wgmma::fence();
           issue_pv(gt - 1);
@@ -555,6 +743,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           continue;
         }
         wait_full(0, gt);
+        if (ctid == 0) SVOO_TR(g_tr_kwait[g], gt);
         wgmma::fence_async_shared();
         turn_begin();
         wgmma::fence_regs(o);
@@ -566,6 +755,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         // on the medians of four rounds, +0.2 or more at 14B; dense +1 %; run137-138). The explicit fence keeps ptxas from
         // injecting its own warpgroup.arrive around the wait's loop.
         wait_full(1, gt - 1);
+        if (ctid == 0) SVOO_TR(g_tr_vwait[g], gt - 1);
         wgmma::fence_async_shared();
         wgmma::fence();
         issue_pv(gt - 1);
@@ -578,6 +768,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       }
       const unsigned last = gbase + tiles - 1;
       wait_full(1, last);
+      if (ctid == 0) SVOO_TR(g_tr_vwait[g], last);
       wgmma::fence_async_shared();
       turn_begin();
       wgmma::fence_regs(o);
@@ -592,6 +783,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     if (pingpong && g == 0) wgmma::named_sync(turn_bar, 256);
     if (solo) wgmma::named_arrive(5 + 2 * b, 256);  // the other consumer may go on to the next item
     gbase += tiles;
+    if (ctid == 0) SVOO_TR(g_tr_epi0[g], li);
 
     // Normalise, stage the rows in this warpgroup's part of the Q tile, write through the permutation.
     float inv[2];
@@ -623,6 +815,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           *reinterpret_cast<const uint4*>(sq + b * kTile + swz(r, cc));
     }
     wgmma::mbar_arrive(&qempty[b]);  // this thread is done with Q buffer b, its info and tokens
+    if (ctid == 0) SVOO_TR(g_tr_epi1[g], li);
   }
 #endif
 }
@@ -679,6 +872,53 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
 }
 
 }  // namespace
+
+#if defined(SVOO_ATTN_TRACE)
+namespace {
+template <class T, std::size_t N>
+std::vector<long long> trace_read(const T (&sym)[N]) {
+  std::vector<long long> h(sizeof(sym) / sizeof(long long));
+  cudaMemcpyFromSymbol(h.data(), sym, sizeof(sym));
+  return h;
+}
+template <class T, std::size_t N>
+void trace_clear(const T (&sym)[N]) {
+  std::vector<unsigned char> z(sizeof(sym), 0);
+  cudaMemcpyToSymbol(sym, z.data(), sizeof(sym));
+}
+}  // namespace
+void attention_trace_reset() {
+  trace_clear(g_tr_kissue), trace_clear(g_tr_vissue), trace_clear(g_tr_kwait), trace_clear(g_tr_vwait);
+  trace_clear(g_tr_prep0), trace_clear(g_tr_prep1), trace_clear(g_tr_item), trace_clear(g_tr_epi0), trace_clear(g_tr_epi1);
+}
+// Lines "event index clock", clocks relative to the first recorded one; unrecorded slots skipped.
+void attention_trace_print(std::FILE* f) {
+  struct Ev {
+    const char* name;
+    std::vector<long long> v;
+    int n;
+  };
+  std::vector<Ev> evs = {{"kissue", trace_read(g_tr_kissue), kTraceTiles}, {"vissue", trace_read(g_tr_vissue), kTraceTiles},
+                         {"prep0", trace_read(g_tr_prep0), kTraceItems},   {"prep1", trace_read(g_tr_prep1), kTraceItems}};
+  const auto kw = trace_read(g_tr_kwait), vw = trace_read(g_tr_vwait), it = trace_read(g_tr_item), e0 = trace_read(g_tr_epi0),
+             e1 = trace_read(g_tr_epi1);
+  for (int g = 0; g < 2; ++g) {
+    static const char* names[2][5] = {{"kwait0", "vwait0", "item0", "epi0_0", "epi1_0"}, {"kwait1", "vwait1", "item1", "epi0_1", "epi1_1"}};
+    evs.push_back({names[g][0], std::vector<long long>(kw.begin() + g * kTraceTiles, kw.begin() + (g + 1) * kTraceTiles), kTraceTiles});
+    evs.push_back({names[g][1], std::vector<long long>(vw.begin() + g * kTraceTiles, vw.begin() + (g + 1) * kTraceTiles), kTraceTiles});
+    evs.push_back({names[g][2], std::vector<long long>(it.begin() + g * kTraceItems, it.begin() + (g + 1) * kTraceItems), kTraceItems});
+    evs.push_back({names[g][3], std::vector<long long>(e0.begin() + g * kTraceItems, e0.begin() + (g + 1) * kTraceItems), kTraceItems});
+    evs.push_back({names[g][4], std::vector<long long>(e1.begin() + g * kTraceItems, e1.begin() + (g + 1) * kTraceItems), kTraceItems});
+  }
+  long long t0 = 0;
+  for (const Ev& e : evs)
+    for (long long c : e.v)
+      if (c != 0 && (t0 == 0 || c < t0)) t0 = c;
+  for (const Ev& e : evs)
+    for (int i = 0; i < e.n; ++i)
+      if (e.v[i] != 0) std::fprintf(f, "%s %d %lld\n", e.name, i, e.v[i] - t0);
+}
+#endif
 
 bool attention_hopper_enabled() {
   static const bool on = [] {
