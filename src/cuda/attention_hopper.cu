@@ -220,6 +220,29 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     auto take_index = [&](std::int64_t prev) -> std::int64_t {
       return sparse ? static_cast<std::int64_t>(atomicAdd(a.work_counter, 1)) : prev + gridDim.x;
     };
+    // The item's ranges' lengths (a thread's kMaxRanges / 128 in a row, summing to run) into
+    // exclusive prefix sums in r_cum, by warp scans; returns their total (r_cum[kMaxRanges] too).
+    auto scan_ranges = [&](const int (&len)[kMaxRanges / 128], int run, std::int32_t* r_cum) {
+      constexpr int kPer = kMaxRanges / 128;
+      int incl = run;
+#pragma unroll
+      for (int d = 1; d < 32; d *= 2) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, d);
+        if (lane >= d) incl += v;
+      }
+      if (lane == 31) warp_sum[warp] = incl;
+      wgmma::named_sync(6, 128);
+      int before = incl - run;
+      for (int w = 0; w < warp; ++w) before += warp_sum[w];
+      const int total = warp_sum[0] + warp_sum[1] + warp_sum[2] + warp_sum[3];
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        r_cum[tid * kPer + e] = before;
+        before += len[e];
+      }
+      if (tid == 0) r_cum[kMaxRanges] = total;
+      return total;
+    };
     // Item li's preparation (all of it at once: item 0's, and every item's in dense mode, whose
     // items are long; sparse mode spreads it over four pieces, below): its index (taken an item
     // ahead), its ranges scanned into range buffer li % 2, its Q rows and info published. Item li's
@@ -240,23 +263,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
         constexpr int kPer = kMaxRanges / 128;
         int len[kPer];
         const int run = load_range_lengths(a, it, sparse, tid, r_begin, len);
-        int incl = run;
-#pragma unroll
-        for (int d = 1; d < 32; d *= 2) {
-          const int v = __shfl_up_sync(0xffffffffu, incl, d);
-          if (lane >= d) incl += v;
-        }
-        if (lane == 31) warp_sum[warp] = incl;
-        wgmma::named_sync(6, 128);
-        int before = incl - run;
-        for (int w = 0; w < warp; ++w) before += warp_sum[w];
-        L = warp_sum[0] + warp_sum[1] + warp_sum[2] + warp_sum[3];
-#pragma unroll
-        for (int e = 0; e < kPer; ++e) {
-          r_cum[tid * kPer + e] = before;
-          before += len[e];
-        }
-        if (tid == 0) r_cum[kMaxRanges] = L;
+        L = scan_ranges(len, run, r_cum);
         if (tid == 0) next_index = take_index(next_index);  // every producer thread read it before the barrier above
       }
       // Q buffer b: free once the consumers finished item li - 2.
@@ -374,23 +381,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
           len[e] = j < nr ? r_cum[j] - r_begin[j] : 0;
           run += len[e];
         }
-        int incl = run;
-#pragma unroll
-        for (int d = 1; d < 32; d *= 2) {
-          const int v = __shfl_up_sync(0xffffffffu, incl, d);
-          if (lane >= d) incl += v;
-        }
-        if (lane == 31) warp_sum[warp] = incl;
-        wgmma::named_sync(6, 128);
-        int before = incl - run;
-        for (int w2 = 0; w2 < warp; ++w2) before += warp_sum[w2];
-        L = warp_sum[0] + warp_sum[1] + warp_sum[2] + warp_sum[3];
-#pragma unroll
-        for (int e = 0; e < kPer; ++e) {
-          r_cum[tid * kPer + e] = before;
-          before += len[e];
-        }
-        if (tid == 0) r_cum[kMaxRanges] = L;
+        L = scan_ranges(len, run, r_cum);
         if (tid == 0) next_index = taken;  // every producer thread read it before the barrier above
       }
       if (li >= 2) wgmma::mbar_wait(&qempty[b], ((li >> 1) - 1) & 1);
