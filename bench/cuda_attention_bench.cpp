@@ -10,12 +10,13 @@
 // --profile-density D: two sparse calls at block density D on each picked shape and nothing timed,
 // for a profiler (Nsight Compute: bench/device_run.sh ncu with NCU_ARGS).
 // --uniform R (repeatable): instead, the kernel's cost model measured on made-up layouts: query
-// clusters of exactly R consecutive tokens, key clusters of 32, each query cluster keeping T random
+// clusters of exactly R consecutive tokens, key clusters of 32 (64 at 720p), each query cluster keeping T random
 // key clusters' worth of 128-key tiles (T = 2 .. 128). A line through the time of an item against T
 // gives the item's fixed cost (start and finish) and a key tile's, both against the dense call's tile.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <exception>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -49,8 +50,10 @@ double median_ms(const std::function<void()>& fn) { return svoo::bench::median_m
 void uniform_study(const svoo::bench::WanShape& s, const std::vector<int>& rows_list, std::vector<int> tiles_list,
                    std::string& json) {
   using namespace svoo;
-  constexpr int kKeyCluster = 32, kD = 128;
+  constexpr int kD = 128;
   const std::int64_t N = s.tokens(), H = s.heads;
+  // Key clusters of 32 keys, or 64 where 32 would make more than the kernel's 2,048 (720p).
+  const int kKeyCluster = (N + 31) / 32 <= 2048 ? 32 : 64;
   HostTensor hq(DType::bf16, {H, N, kD}), hk(DType::bf16, {H, N, kD}), hv(DType::bf16, {H, N, kD});
   std::uint64_t x = 0x9E3779B97F4A7C15ull;
   auto rnd = [&] {  // splitmix64
@@ -130,7 +133,7 @@ void uniform_study(const svoo::bench::WanShape& s, const std::vector<int>& rows_
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   using namespace svoo;
   std::string json_path;
   std::vector<std::string> only;
@@ -152,7 +155,7 @@ int main(int argc, char** argv) {
       ->excludes(dense_flag);
   std::vector<int> uniform, uniform_tiles;
   app.add_option("--uniform", uniform, "the per-item and per-tile costs on made-up layouts of clusters of this many rows")
-      ->check(CLI::Range(1, 4096));
+      ->check(CLI::Range(16, 4096));
   app.add_option("--uniform-tiles", uniform_tiles, "--uniform: only these key tiles an item (default 2 .. 128)")
       ->check(CLI::Range(1, 4096));
   CLI11_PARSE(app, argc, argv);
@@ -248,4 +251,13 @@ int main(int argc, char** argv) {
     }
   }
   return svoo::bench::write_json_rows(json_path, json) ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // e.g. a layout the kernel does not take
+    std::fprintf(stderr, "svoo_cuda_attention_bench: %s\n", e.what());
+    return 2;
+  }
 }
