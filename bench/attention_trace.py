@@ -5,15 +5,19 @@
 #   python3 bench/attention_trace.py TRACE.txt [TILES_PER_ITEM] [FIRST_ITEM] [ITEMS]
 import collections, statistics, sys
 
-path = sys.argv[1]
-tiles = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-first = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-count = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+try:
+    path = sys.argv[1]
+    tiles, first, count = (int(a) for a in (sys.argv[2:] + ['4', '4', '2'][len(sys.argv) - 2:])[:3])
+    lines = open(path).read().splitlines()
+except (IndexError, ValueError, OSError) as e:
+    sys.exit(f'usage: attention_trace.py TRACE.txt [TILES_PER_ITEM FIRST_ITEM ITEMS] (whole numbers): {e}')
 ev = collections.defaultdict(dict)
-for line in open(path):
+for line in lines:
     p = line.split()
     if len(p) == 3 and p[1].isdigit() and p[2].lstrip('-').isdigit():
         ev[p[0]][int(p[1])] = int(p[2])
+if not ev['item0']:
+    sys.exit(f'{path}: no timeline in it (a diagnostics build prints lines "event index clock")')
 for li in range(first, first + count):
     print(f"item {li}: start {ev['item0'].get(li, 0)}, next item's preparation {ev['prep0'].get(li + 1, 0)}-{ev['prep1'].get(li + 1, 0)}")
     for t in range(tiles):

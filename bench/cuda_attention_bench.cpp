@@ -142,22 +142,29 @@ int run(int argc, char** argv) {
   CLI::App app{"Benchmark of the CUDA sparse attention kernel (see the file's header)", "svoo_cuda_attention_bench"};
   bench::add_shape_options(app, json_path, only);
   int kq = 256, kk = 1024;  // the released defaults (stated at 720p)
-  app.add_option("--kq", kq, "query clusters per head")->check(CLI::Range(1, 1 << 16));
-  app.add_option("--kk", kk, "key clusters per head (at most 2048)")->check(CLI::Range(1, 2048));
+  auto* kq_opt = app.add_option("--kq", kq, "query clusters per head")->check(CLI::Range(1, 1 << 16));
+  auto* kk_opt = app.add_option("--kk", kk, "key clusters per head (at most 2048)")->check(CLI::Range(1, 2048));
   int align = 0, candidates = 8;
-  app.add_option("--align", align, "query-cluster alignment (ClusterConfig::query_align; 0: off)")
+  auto* align_opt = app.add_option("--align", align, "query-cluster alignment (ClusterConfig::query_align; 0: off)")
       ->check(CLI::Range(0, 256));
   app.add_option("--candidates", candidates, "alignment: taking clusters a moved row may try")->check(CLI::Range(1, 64));
   auto* dense_flag =
       app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
-  app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
+  auto* density_opt = app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
       ->check(CLI::Range(0.001, 1.0))
       ->excludes(dense_flag);
   std::vector<int> uniform, uniform_tiles;
-  app.add_option("--uniform", uniform, "the per-item and per-tile costs on made-up layouts of clusters of this many rows")
-      ->check(CLI::Range(16, 4096));
+  auto* uniform_opt =
+      app.add_option("--uniform", uniform, "the per-item and per-tile costs on made-up layouts of clusters of this many rows")
+          ->check(CLI::Range(16, 4096))
+          ->excludes(kq_opt)
+          ->excludes(kk_opt)
+          ->excludes(align_opt)
+          ->excludes(dense_flag)
+          ->excludes(density_opt);
   app.add_option("--uniform-tiles", uniform_tiles, "--uniform: only these key tiles an item (default 2 .. 128)")
-      ->check(CLI::Range(1, 4096));
+      ->check(CLI::Range(1, 4096))
+      ->needs(uniform_opt);
   CLI11_PARSE(app, argc, argv);
   if (profile_dense) {
     if (!cuda::available()) return 77;
