@@ -790,21 +790,30 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       }
     }
     // The products that read this Q buffer are done (wait<0> above): its rows take the output.
+    // (Through its shared address: sq, rounded up to 1024 bytes through an integer, has lost its
+    // address space, and dereferenced it made these generic stores and loads.)
+    const std::uint32_t sq_out = ptx::smem_addr(sq) + b * kTile;
 #pragma unroll
     for (int i = 0; i < 64; i += 2) {
       const int half = (i / 2) % 2;
       const int r = g * 64 + warp * 16 + half * 8 + lane / 4;
-      *reinterpret_cast<std::uint32_t*>(sq + b * kTile + swz(r, i / 4) + 4 * (lane % 4)) =
-          ptx::pack2<kBf16>(o[i] * inv[half], o[i + 1] * inv[half]);
+      ptx::st_shared_u32(sq_out + swz(r, i / 4) + 4 * (lane % 4), ptx::pack2<kBf16>(o[i] * inv[half], o[i + 1] * inv[half]));
     }
     wgmma::named_sync(1 + g, 128);
+    // A thread writes 16-byte piece cc of rows r0, r0 + 8, .. r0 + 56: every shared load first, then
+    // the stores, so that the loads' latencies overlap instead of each store waiting on its own.
     auto* obase = static_cast<std::uint16_t*>(a.out.data) + h * a.out.head_stride;
-    for (int e = ctid; e < 64 * 16; e += 128) {
-      const int r = g * 64 + e / 16, cc = e % 16;
-      if (r >= rows) continue;
-      *reinterpret_cast<uint4*>(obase + static_cast<std::int64_t>(q_tok[b][r]) * a.out.row_stride + cc * 8) =
-          *reinterpret_cast<const uint4*>(sq + b * kTile + swz(r, cc));
+    const int cc = ctid % 16, r0 = g * 64 + ctid / 16;
+    uint4 staged[8];
+    std::int32_t tok[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      staged[k] = ptx::ld_shared_v4(sq_out + swz(r0 + 8 * k, cc));
+      tok[k] = q_tok[b][r0 + 8 * k];
     }
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      ptx::st_global_v4_if(obase + static_cast<std::int64_t>(tok[k]) * a.out.row_stride + cc * 8, staged[k], r0 + 8 * k < rows);
     wgmma::mbar_arrive(&qempty[b]);  // this thread is done with Q buffer b, its info and tokens
     if (ctid == 0) SVOO_TR(g_tr_epi1[g], li);
   }

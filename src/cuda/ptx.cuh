@@ -14,6 +14,27 @@ __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// Shared-memory stores and loads at a shared address (from smem_addr). For a pointer that the
+// compiler no longer knows to be shared (one rounded up to an alignment through an integer), a
+// plain dereference compiles to a generic ST.E / LD.E instead of STS / LDS. Volatile, so that they
+// stay on their side of the named barriers around them.
+__device__ __forceinline__ void st_shared_u32(std::uint32_t addr, std::uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint4 ld_shared_v4(std::uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+// A 16-byte global store where ok, predicated rather than branched around, so that a run of them
+// stays one straight block (the compiler had sunk each one's loads into its own branch).
+__device__ __forceinline__ void st_global_v4_if(void* p, uint4 v, bool ok) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n @p st.global.v4.u32 [%0], {%1, %2, %3, %4};\n}\n" ::"l"(p),
+      "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(static_cast<int>(ok))
+      : "memory");
+}
+
 // The 64-bit product of 32-bit a and b (mul.wide.u32), so that an address base + a * b is one
 // IMAD.WIDE.U32. (Written as a 64-bit multiply in C++, in an experimental Hopper producer, the
 // compiler hoisted b's widening out of the loop and ptxas then added a zero high word to each
