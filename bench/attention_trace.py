@@ -5,6 +5,9 @@
 #     value (V) tile's copies were issued and when consumer 0 got past its wait for them, the
 #     producer's preparation of the next item, and consumer 0's epilogue; then the clocks an item and
 #     the preparation's span.
+#   python3 bench/attention_trace.py TRACE.txt --blocks
+#     every block's span (global timer, ns), key tiles and items: the call, how long the blocks that
+#     finished first sat idle at its end (the grid's tail), the spread of tiles a block, ns a tile.
 #   python3 bench/attention_trace.py TRACE.txt --items
 #     (any layout, e.g. --profile-density's real ones): consumer 0's items with their tiles (those it
 #     waited for between the item's start and the next's), whether consumer 1 sat it out (an item of
@@ -73,15 +76,32 @@ def items(ev):
               f'{sum(r[3] for r in solo) / total:.1%} of the time; a tile {statistics.median(r[4] for r in solo):.0f} clocks')
 
 
+def blocks(path):
+    rows = [[int(x) for x in line.split()[1:]] for line in open(path).read().splitlines() if line.startswith('block ')]
+    if not rows:
+        sys.exit(f'{path}: no "block" lines in it (a diagnostics build prints them)')
+    start = [r[1] for r in rows]
+    end = [r[2] for r in rows]
+    tiles = [r[3] for r in rows]
+    call = max(end) - min(start)
+    busy = sum(e - s for s, e in zip(start, end))
+    print(f'{len(rows)} blocks, call {call / 1e3:.1f} us; blocks end at {min(end) / 1e3:.1f} (first) / '
+          f'{statistics.median(end) / 1e3:.1f} (median) / {max(end) / 1e3:.1f} us; idle at the end {1 - busy / (len(rows) * call):.1%} '
+          f'of the blocks\' time')
+    print(f'key tiles a block {min(tiles)} / {statistics.median(tiles):.0f} / {max(tiles)} (min / median / max), '
+          f'{sum(tiles)} in all, {sum(r[4] for r in rows)} items; '
+          f'{statistics.median((e - s) / t for s, e, t in zip(start, end, tiles) if t):.0f} ns a tile (median)')
+
+
 if __name__ == '__main__':
     try:
         path = sys.argv[1]
-        if sys.argv[2:3] == ['--items']:
+        if sys.argv[2:3] in (['--items'], ['--blocks']):
             if len(sys.argv) > 3:
-                raise ValueError('--items takes no more arguments')
-            items(read(path))
+                raise ValueError(f'{sys.argv[2]} takes no more arguments')
+            items(read(path)) if sys.argv[2] == '--items' else blocks(path)
         else:
             tiles, first, count = (int(a) for a in (sys.argv[2:] + ['4', '4', '2'][len(sys.argv) - 2:])[:3])
             uniform(read(path), tiles, first, count)
     except (IndexError, ValueError, OSError) as e:
-        sys.exit(f'usage: attention_trace.py TRACE.txt [TILES_PER_ITEM FIRST_ITEM ITEMS] (whole numbers) | TRACE.txt --items: {e}')
+        sys.exit(f'usage: attention_trace.py TRACE.txt [TILES_PER_ITEM FIRST_ITEM ITEMS] (whole numbers) | TRACE.txt --items | TRACE.txt --blocks: {e}')

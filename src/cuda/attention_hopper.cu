@@ -83,6 +83,19 @@ constexpr int kTraceTiles = 8192, kTraceItems = 2048;
 __device__ long long g_tr_kissue[kTraceTiles], g_tr_vissue[kTraceTiles], g_tr_kwait[2][kTraceTiles], g_tr_vwait[2][kTraceTiles];
 __device__ long long g_tr_prep0[kTraceItems], g_tr_prep1[kTraceItems], g_tr_item[2][kTraceItems], g_tr_epi0[2][kTraceItems],
     g_tr_epi1[2][kTraceItems];
+// Every block's span in global-timer nanoseconds (from its start to consumer 0's last item), and
+// its count of key tiles and items: how evenly the work list spread, and the grid's tail.
+constexpr int kTraceBlocks = 1024;
+__device__ long long g_tr_block[kTraceBlocks][4];
+__device__ __forceinline__ long long trace_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define SVOO_TR_BLOCK(slot, value)                                                  \
+  do {                                                                              \
+    if (blockIdx.x < kTraceBlocks) g_tr_block[blockIdx.x][slot] = (value);          \
+  } while (0)
 #define SVOO_TR(arr, i)                                                                                      \
   do {                                                                                                       \
     if (blockIdx.x == 0 && static_cast<long long>(i) < static_cast<long long>(sizeof(arr) / sizeof(arr[0]))) \
@@ -91,6 +104,9 @@ __device__ long long g_tr_prep0[kTraceItems], g_tr_prep1[kTraceItems], g_tr_item
 #else
 #define SVOO_TR(arr, i) \
   do {                  \
+  } while (0)
+#define SVOO_TR_BLOCK(slot, value) \
+  do {                             \
   } while (0)
 #endif
 
@@ -146,6 +162,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
       wgmma::mbar_init(&qempty[b], 256);  // every consumer thread
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    SVOO_TR_BLOCK(0, trace_ns());
   }
   __syncthreads();
 
@@ -542,7 +559,14 @@ __global__ void __launch_bounds__(kThreads, 1) attention_hopper_kernel(Attention
     const int b = li & 1;
     wgmma::mbar_wait(&qfull[b], (li >> 1) & 1);
     const int rows = uniform(info[b].rows);
-    if (rows < 0) break;
+    if (rows < 0) {
+      if (g == 0 && ctid == 0) {
+        SVOO_TR_BLOCK(1, trace_ns());
+        SVOO_TR_BLOCK(2, gbase);
+        SVOO_TR_BLOCK(3, li);
+      }
+      break;
+    }
     const int L = uniform(info[b].keys), tiles = (L + kBN - 1) / kBN;
     const std::int64_t h = uniform(info[b].head);
     // An item of at most 64 rows needs one consumer. The other sleeps at named barrier 5 or 7 (by Q
@@ -890,6 +914,7 @@ void trace_clear(const T (&sym)[N]) {
 void attention_trace_reset() {
   trace_clear(g_tr_kissue), trace_clear(g_tr_vissue), trace_clear(g_tr_kwait), trace_clear(g_tr_vwait);
   trace_clear(g_tr_prep0), trace_clear(g_tr_prep1), trace_clear(g_tr_item), trace_clear(g_tr_epi0), trace_clear(g_tr_epi1);
+  trace_clear(g_tr_block);
 }
 // Lines "event index clock", clocks relative to the first recorded one; unrecorded slots skipped.
 void attention_trace_print(std::FILE* f) {
@@ -917,6 +942,15 @@ void attention_trace_print(std::FILE* f) {
   for (const Ev& e : evs)
     for (int i = 0; i < e.n; ++i)
       if (e.v[i] != 0) std::fprintf(f, "%s %d %lld\n", e.name, i, e.v[i] - t0);
+  // Lines "block i start_ns end_ns tiles items", times relative to the earliest block's start.
+  const auto blocks = trace_read(g_tr_block);
+  long long b0 = 0;
+  for (int i = 0; i < kTraceBlocks; ++i)
+    if (blocks[4 * i] != 0 && (b0 == 0 || blocks[4 * i] < b0)) b0 = blocks[4 * i];
+  for (int i = 0; i < kTraceBlocks; ++i)
+    if (blocks[4 * i] != 0)
+      std::fprintf(f, "block %d %lld %lld %lld %lld\n", i, blocks[4 * i] - b0, blocks[4 * i + 1] - b0, blocks[4 * i + 2],
+                   blocks[4 * i + 3]);
 }
 #endif
 
