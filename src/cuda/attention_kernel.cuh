@@ -25,10 +25,9 @@ void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offse
 
 // Largest items first within each head (work_order.cu): the items written to (w_in, row_in) in
 // (head, cluster) order are sorted by (head ascending, cost descending) into (item_w, item_row).
-// Done for layers of at least kOrderMinTokens query tokens (where it was measured to pay);
-// SVOO_ATTN_ORDER=head orders every layer, SVOO_ATTN_ORDER=cluster none (write_tiles then writes
-// the final arrays directly).
-inline constexpr std::int64_t kOrderMinTokens = 65536;
+// Done for every layer (small lists by one block, large ones by cub's device sort: work_order.cu);
+// SVOO_ATTN_ORDER=cluster orders none (write_tiles then writes the final arrays directly),
+// SVOO_ATTN_ORDER=head every one.
 bool order_items_largest_first(std::int64_t q_tokens);
 std::size_t order_items_temp_bytes(std::int64_t capacity, int heads);
 struct ItemOrderArgs {
