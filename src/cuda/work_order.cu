@@ -13,8 +13,10 @@
 // 6.8 % of the call in (head, cluster) order and 4.3 % ordered, and the kernel 1.3-2.9 % faster at
 // 5-30 % (run190, three interleaved rounds); but cub's device sort and its launches added 59 us to
 // the plan there, as much as the kernel gained. So a list of at most kBlockSortCapacity items (a
-// layer of up to ~30,000 query tokens at 12 heads) is sorted by one block (cub's BlockRadixSort,
-// one launch after the cost kernel's), larger ones by cub's device sort; every layer is ordered.
+// layer of up to ~38,000 query tokens at 12 heads and Kq 256) is sorted by one block (cub's
+// BlockRadixSort, one launch after the cost kernel's), larger ones by cub's device sort; every
+// layer is ordered. At 480p that costs the plan 33 us and saves the kernel 2.0-3.7 % at 10-30 %
+// (runs 191-192, six interleaved rounds).
 // SVOO_ATTN_ORDER=head or cluster forces either order.
 //
 // An item's cost is its key tiles plus ~3 tile times for its start and finish (the work study's
