@@ -28,7 +28,7 @@ void launch_write_tiles(const std::int32_t* q_sizes, const std::int32_t* q_offse
 // Done for every layer (small lists by one block, large ones by cub's device sort: work_order.cu);
 // SVOO_ATTN_ORDER=cluster orders none (write_tiles then writes the final arrays directly),
 // SVOO_ATTN_ORDER=head every one.
-bool order_items_largest_first(std::int64_t q_tokens);
+bool order_items_largest_first();
 std::size_t order_items_temp_bytes(std::int64_t capacity, int heads);
 struct ItemOrderArgs {
   const std::int32_t *w_in, *row_in;  // [capacity]: the list in (head, cluster) order

@@ -127,7 +127,7 @@ Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   s_->range_capacity = H * shape.kq * ((shape.kk + 1) / 2);
   s_->scan64_bytes = detail::scan64_temp_bytes(H * shape.kq + 1);
   const std::int64_t item_capacity = H * ((Nq + detail::kAttnRowsMin - 1) / detail::kAttnRowsMin + shape.kq);
-  s_->order = detail::order_items_largest_first(Nq);
+  s_->order = detail::order_items_largest_first();
   s_->order_bytes = s_->order ? detail::order_items_temp_bytes(item_capacity, static_cast<int>(H)) : 0;
 
   auto carve = [&](Carver& c) {

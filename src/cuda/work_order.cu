@@ -138,12 +138,12 @@ __global__ void gather_items_kernel(const std::int32_t* order, const std::int64_
 
 }  // namespace
 
-bool order_items_largest_first(std::int64_t q_tokens) {
-  static const int forced = [] {  // 1: always, 0: never, -1: by the layer's size
+bool order_items_largest_first() {
+  static const bool on = [] {  // SVOO_ATTN_ORDER=cluster: none (=head, the default, every layer)
     const char* e = std::getenv("SVOO_ATTN_ORDER");
-    return e && std::strcmp(e, "head") == 0 ? 1 : e && std::strcmp(e, "cluster") == 0 ? 0 : -1;
+    return !(e && std::strcmp(e, "cluster") == 0);
   }();
-  return forced >= 0 ? forced == 1 : q_tokens > 0;
+  return on;
 }
 
 std::size_t order_items_temp_bytes(std::int64_t capacity, int heads) {
@@ -160,12 +160,14 @@ std::size_t order_items_temp_bytes(std::int64_t capacity, int heads) {
 void launch_order_items(const ItemOrderArgs& a, cudaStream_t stream) {
   if (a.capacity == 0) return;
   const unsigned blocks = static_cast<unsigned>((a.capacity + 255) / 256);
-  item_cost_kernel<<<static_cast<unsigned>((a.capacity * 32 + 255) / 256), 256, 0, stream>>>(a.w_in, a.row_in, a.item_count, a.capacity, a.q_sizes, a.q_offsets,
-                                               a.range_ptr, a.range_begin, a.range_end, a.heads, a.kq,
-                                               attention_rows(), a.key_in, a.slot_in);
+  const unsigned warp_blocks = static_cast<unsigned>((a.capacity * 32 + 255) / 256);  // a warp a slot
+  item_cost_kernel<<<warp_blocks, 256, 0, stream>>>(a.w_in, a.row_in, a.item_count, a.capacity, a.q_sizes, a.q_offsets,
+                                                    a.range_ptr, a.range_begin, a.range_end, a.heads, a.kq,
+                                                    attention_rows(), a.key_in, a.slot_in);
   if (block_sorted(a.capacity, a.heads)) {
-    block_order_kernel<<<1, kBlockSortThreads, 0, stream>>>(a.key_in, a.item_count, a.capacity, order_end_bit(a.heads) - kCostBits,
-                                                            a.w_in, a.row_in, a.item_w, a.item_row);
+    const int head_bits = order_end_bit(a.heads) - kCostBits;
+    block_order_kernel<<<1, kBlockSortThreads, 0, stream>>>(a.key_in, a.item_count, a.capacity, head_bits, a.w_in,
+                                                            a.row_in, a.item_w, a.item_row);
     return;
   }
   std::size_t bytes = a.temp_bytes;

@@ -255,7 +255,7 @@ void check_work_order(const cuda::Planner& plan, const BlockLayout& gl) {
     test::cuda_ok(cudaMemcpy(got_row.data(), dp.item_row, sizeof(std::int32_t) * n, cudaMemcpyDeviceToHost), "copy");
   }
   const int R = cuda::detail::attention_rows();
-  const bool ordered = cuda::detail::order_items_largest_first(gl.q_tokens);
+  const bool ordered = cuda::detail::order_items_largest_first();
   struct Item {
     std::int32_t w, row;
     std::int64_t key;
