@@ -3,7 +3,8 @@
 // 10, 15, 20 and 30 % (every row keeps its top-scoring key clusters, as many as that takes). Reports ms,
 // the measured block density, effective TFLOP/s (4 * kept pairs * 128 / time) and our dense path.
 // Time cuDNN dense attention in the same run for the ratio (../shared/tools/dense_baseline.py).
-//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--kq Q --kk K] [--align A [--candidates R]]
+//   svoo_cuda_attention_bench [--json out.json] [--shape NAME]... [--kq Q --kk K] [--align A [--candidates R]
+//                             [--align-passes P]]
 //                             [--profile-dense] [--profile-density D] [--uniform R]...
 // --align A: the query clusters aligned to multiples of A rows by the planner (ClusterConfig::
 // query_align) before the densities are timed.
@@ -144,10 +145,11 @@ int run(int argc, char** argv) {
   int kq = 256, kk = 1024;  // the released defaults (stated at 720p)
   auto* kq_opt = app.add_option("--kq", kq, "query clusters per head")->check(CLI::Range(1, 1 << 16));
   auto* kk_opt = app.add_option("--kk", kk, "key clusters per head (at most 2048)")->check(CLI::Range(1, 2048));
-  int align = 0, candidates = 8;
+  int align = 0, candidates = 8, passes = ClusterConfig{}.align_passes;
   auto* align_opt = app.add_option("--align", align, "query-cluster alignment (ClusterConfig::query_align; 0: off)")
       ->check(CLI::Range(0, 256));
   app.add_option("--candidates", candidates, "alignment: taking clusters a moved row may try")->check(CLI::Range(1, 64));
+  app.add_option("--align-passes", passes, "alignment: passes (ClusterConfig::align_passes)")->check(CLI::Range(1, 4));
   auto* dense_flag =
       app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
   auto* density_opt = app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")
@@ -197,12 +199,13 @@ int run(int argc, char** argv) {
     cuda::Planner plan({s.heads, N, N, D, kq, kk, align});
     ClusterConfig cfg;
     cfg.kq = kq, cfg.kk = kk;
-    cfg.query_align = align, cfg.align_candidates = candidates;
+    cfg.query_align = align, cfg.align_candidates = candidates, cfg.align_passes = passes;
     const double cluster_ms = median_ms([&] { plan.cluster(q.view(), k.view(), cfg); });
     if (align > 1) {
       const Clustering c = plan.download_clustering();
-      std::printf("%s: query alignment %d (%d candidates): 64-row chunks empty %.2f %% of the rows, 128-row items %.2f %%\n",
-                  s.name, align, candidates, 100.0 * empty_chunk_rows(c.q_sizes, 64) / c.q_labels.size(),
+      std::printf("%s: query alignment %d (%d candidates, %d passes): 64-row chunks empty %.2f %% of the rows, 128-row "
+                  "items %.2f %%\n",
+                  s.name, align, candidates, passes, 100.0 * empty_chunk_rows(c.q_sizes, 64) / c.q_labels.size(),
                   100.0 * empty_chunk_rows(c.q_sizes, 128) / c.q_labels.size());
     }
     const std::vector<double> densities =

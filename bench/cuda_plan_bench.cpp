@@ -233,6 +233,9 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   const double plain = median_ms([&] { plan.cluster(q.view(), k.view(), cc); });
   cc.query_align = align;
   const double aligned = median_ms([&] { plan.cluster(q.view(), k.view(), cc); });
+  ClusterConfig one = cc;
+  one.align_passes = 1;
+  const double aligned1 = median_ms([&] { plan.cluster(q.view(), k.view(), one); });
   cc.query_align = 0;
   plan.cluster(q.view(), k.view(), cc);  // the state every stage starts from
   const cuda::DevicePlan dp = plan.device();
@@ -264,7 +267,7 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   ss.keys_in = keys_in, ss.keys_out = keys_out, ss.vals_in = vals, ss.counts = ncount > 0 ? counts : nullptr;
   ss.temp = temp, ss.temp_bytes = tb;
   const double t_proj = median_ms([&] { launch_project_rows(H, kq, kk, D, cent, dp.k_centroids, gram, mf, Elem::bf16, m_half, nullptr); });
-  const double t_roles = median_ms([&] { launch_alignment_roles(sizes, H, kq, align, takes, rem, offer, shed, nullptr); });
+  const double t_roles = median_ms([&] { launch_alignment_roles(sizes, H, kq, align, align / 2, takes, rem, offer, shed, nullptr); });
   const double t_cand = median_ms([&] {
     launch_align_candidates(qv, m_half, nullptr, kq, takes, shed, offsets, perm, 1, cand1, cost1, 1, nullptr);
   });
@@ -288,17 +291,18 @@ void align_breakdown(int H, std::int64_t N, int kq, int kk, int align) {
   const double t_copy = median_ms([&] { cudaMemcpyAsync(labels, labels0, 4 * n, cudaMemcpyDeviceToDevice, nullptr); });
   const double t_rounds = median_ms([&] {
     cudaMemcpyAsync(labels, labels0, 4 * n, cudaMemcpyDeviceToDevice, nullptr);
-    launch_align_rounds(labels, sizes, offer, H, N, kq, align, cc.align_candidates, cand, cost, rounds, nullptr);
+    launch_align_rounds(labels, sizes, offer, H, N, kq, align, align / 2, cc.align_candidates, cand, cost, rounds, nullptr);
   }) - t_copy;
   std::int32_t *sizes2, *offsets2, *perm2;
   cudaMalloc(&sizes2, 4 * nc), cudaMalloc(&offsets2, 4 * (nc + H)), cudaMalloc(&perm2, 4 * n);
   const double t_update = median_ms([&] { launch_update_side(&qv, labels, H, N, kq, ss, sizes2, offsets2, perm2, cent, nullptr); });
   cuda_ok(cudaGetLastError(), "alignment breakdown");
   std::printf("alignment %d x %lld (Kq %d, Kk %d, align %d, %d candidates): co-clustering T=2 %.3f ms, with the "
-              "alignment %.3f ms (+%.3f); stages: projection %.3f, roles %.3f, first candidates %.3f, offers %.3f, "
+              "alignment %.3f ms (+%.3f; %d passes, one pass +%.3f); the first pass's stages: projection %.3f, roles %.3f, first candidates %.3f, offers %.3f, "
               "offered rows' candidates %.3f, rounds %.3f, query update %.3f ms (sum %.3f); every shedding row's "
               "whole list (the old way) %.3f ms\n",
-              H, (long long)N, kq, kk, align, cc.align_candidates, plain, aligned, aligned - plain, t_proj, t_roles,
+              H, (long long)N, kq, kk, align, cc.align_candidates, plain, aligned, aligned - plain, cc.align_passes,
+              aligned1 - plain, t_proj, t_roles,
               t_cand, t_offers, t_listed, t_rounds, t_update,
               t_proj + t_roles + t_cand + t_offers + t_listed + t_rounds + t_update, t_all);
   for (void* p : std::initializer_list<void*>{labels, labels0, sizes, offsets, perm, rem, offer, shed, keys_in, keys_out,

@@ -249,6 +249,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 256));
   app.add_option("--candidates", cfg.align_candidates, "alignment: taking clusters a moved row may try")
       ->check(CLI::Range(1, 64));
+  app.add_option("--align-passes", cfg.align_passes, "alignment: passes (ClusterConfig::align_passes)")
+      ->check(CLI::Range(1, 4));
   std::int64_t recall_rows = 0;
   app.add_option("--recall-rows", recall_rows, "also the attention recall on this many sampled rows a head (0: not)")
       ->check(CLI::Range(0, 1 << 30));
@@ -267,9 +269,9 @@ int main(int argc, char** argv) {
     const Clustering c0 = cfg.query_align > 1 ? cpu::cluster(layer.q.view(), layer.k.view(), plain) : c;
     std::int64_t moved = 0;
     for (std::size_t i = 0; i < c.q_labels.size(); ++i) moved += c.q_labels[i] != c0.q_labels[i];
-    std::printf("query alignment %d (%d candidates): %.2f %% of the rows in another cluster than without; empty rows "
+    std::printf("query alignment %d (%d candidates, %d passes): %.2f %% of the rows in another cluster than without; empty rows "
                 "of 64-row chunks %.2f %% -> %.2f %%, of 128-row items %.2f %% -> %.2f %%\n",
-                cfg.query_align, cfg.align_candidates, 100.0 * moved / c.q_labels.size(),
+                cfg.query_align, cfg.align_candidates, cfg.align_passes, 100.0 * moved / c.q_labels.size(),
                 100.0 * empty_chunk_rows(c0.q_sizes, 64) / c.q_labels.size(),
                 100.0 * empty_chunk_rows(c.q_sizes, 64) / c.q_labels.size(),
                 100.0 * empty_chunk_rows(c0.q_sizes, 128) / c.q_labels.size(),

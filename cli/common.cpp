@@ -22,6 +22,9 @@ void ClusterOptions::add_to(CLI::App& app) {
       ->check(CLI::Range(0, 256));
   app.add_option("--align-candidates", align_candidates, "taking clusters a moved row may try: its best N")
       ->check(CLI::Range(1, 64));
+  app.add_option("--align-passes", align_passes,
+                 "alignment passes, each with a lower bar for taking rows (1: the first only)")
+      ->check(CLI::Range(1, 4));
 }
 
 ClusterConfig ClusterOptions::resolve(std::int64_t q_tokens, std::int64_t k_tokens) const {
@@ -32,6 +35,7 @@ ClusterConfig ClusterOptions::resolve(std::int64_t q_tokens, std::int64_t k_toke
   c.seed = seed;
   c.query_align = align_queries;
   c.align_candidates = align_candidates;
+  c.align_passes = align_passes;
   c.method = method == "kmeans" ? ClusterMethod::kmeans : ClusterMethod::coclustering;
   return c;
 }

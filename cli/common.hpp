@@ -25,7 +25,7 @@ inline constexpr int kExitUsage = 2;  // command-line syntax
 // Clustering options (--kq, --kk, --iterations, --seed, --method). kq/kk 0 = scale with tokens.
 struct ClusterOptions {
   int kq = 0, kk = 0, iterations = 2;
-  int align_queries = 0, align_candidates = 8;
+  int align_queries = 0, align_candidates = 8, align_passes = ClusterConfig{}.align_passes;
   std::uint64_t seed = 0;
   std::string method = "coclustering";
   void add_to(CLI::App& app);

@@ -33,7 +33,7 @@ struct Lists {
 
 TEST(AlignClusters, TakersAreClustersMoreThanHalfFull) {
   // align 4: remainders 0, 1, 2 shed (or are aligned); 3 takes.
-  EXPECT_EQ(alignment_takers(std::vector<std::int32_t>{4, 5, 6, 7, 3, 0, 1}, 4),
+  EXPECT_EQ(alignment_takers(std::vector<std::int32_t>{4, 5, 6, 7, 3, 0, 1}, 4, 2),
             (std::vector<std::uint8_t>{0, 0, 0, 1, 1, 0, 0}));
 }
 
@@ -43,7 +43,7 @@ TEST(AlignClusters, CheapestRowMovesToTheClusterWithRoom) {
   Lists l(labels.size(), 2);
   for (int i = 0; i < 5; ++i) l.set(i, {{1, 1.0f + i}});
   l.set(3, {{1, 0.25f}});  // the cheapest
-  EXPECT_EQ(align_clusters(labels, 2, 4, l.e, l.cand, l.cost), 1);
+  EXPECT_EQ(align_clusters(labels, 2, 4, l.e, l.cand, l.cost, 2), 1);
   EXPECT_EQ(labels, (std::vector<std::int32_t>{0, 0, 0, 1, 0, 1, 1, 1}));
 }
 
@@ -54,7 +54,7 @@ TEST(AlignClusters, AClusterThatCannotPlaceEveryRowKeepsThemAll) {
   Lists l(labels.size(), 2);
   for (int i = 0; i < 10; ++i) l.set(i, {{1, 0.5f}});
   const auto before = labels;
-  EXPECT_EQ(align_clusters(labels, 2, 8, l.e, l.cand, l.cost), 0);
+  EXPECT_EQ(align_clusters(labels, 2, 8, l.e, l.cand, l.cost, 4), 0);
   EXPECT_EQ(labels, before);
 }
 
@@ -67,7 +67,7 @@ TEST(AlignClusters, TheRefusedTryTheirNextCandidateAndTiesGoToTheLowerRow) {
   for (int i = 0; i < 10; ++i) l.set(i, {{2, 5.0f}, {3, 6.0f}});
   l.set(1, {{2, 0.5f}, {3, 0.6f}});
   l.set(7, {{2, 0.5f}, {3, 0.9f}});
-  EXPECT_EQ(align_clusters(labels, 4, 4, l.e, l.cand, l.cost), 2);
+  EXPECT_EQ(align_clusters(labels, 4, 4, l.e, l.cand, l.cost, 2), 2);
   EXPECT_EQ(labels[1], 2);
   EXPECT_EQ(labels[7], 3);
   for (auto s : sizes_of(labels, 4)) EXPECT_EQ(s % 4, 0);
@@ -83,7 +83,7 @@ TEST(AlignClusters, AFailedClusterTakesBackTheRowsAlreadyAccepted) {
   l.set(0, {{2, 0.1f}});
   l.set(1, {{2, 0.2f}});
   l.set(6, {{2, 0.9f}, {3, 0.95f}});
-  EXPECT_EQ(align_clusters(labels, 4, 4, l.e, l.cand, l.cost), 1);
+  EXPECT_EQ(align_clusters(labels, 4, 4, l.e, l.cand, l.cost, 2), 1);
   EXPECT_EQ(labels[0], 0);
   EXPECT_EQ(labels[1], 0);
   EXPECT_EQ(labels[6], 3);
@@ -94,17 +94,48 @@ TEST(AlignClusters, CandidatesThatDoNotTakeRowsAreSkipped) {
   std::vector<std::int32_t> labels{0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2};
   Lists l(labels.size(), 2);
   l.set(0, {{1, 0.1f}, {2, 0.3f}});
-  EXPECT_EQ(align_clusters(labels, 3, 4, l.e, l.cand, l.cost), 1);
+  EXPECT_EQ(align_clusters(labels, 3, 4, l.e, l.cand, l.cost, 2), 1);
   EXPECT_EQ(labels[0], 2);
+}
+
+TEST(AlignClusters, LaterPassesLowerTheBarForTaking) {
+  EXPECT_EQ(alignment_take_above(128, 0), 64);
+  EXPECT_EQ(alignment_take_above(128, 1), 48);
+  EXPECT_EQ(alignment_take_above(128, 2), 32);
+  EXPECT_EQ(alignment_take_above(128, 3), 16);
+  EXPECT_EQ(alignment_take_above(4, 3), 2);  // align / 8 = 0: the bar stays
+  EXPECT_EQ(alignment_take_above(2, 0), 1);
+  // align 8, bar 2: remainders 3 and up take.
+  EXPECT_EQ(alignment_takers(std::vector<std::int32_t>{8, 9, 10, 11, 12, 15}, 8, 2),
+            (std::vector<std::uint8_t>{0, 0, 0, 1, 1, 1}));
+}
+
+TEST(AlignClusters, ALowerBarAlignsWhatTheFirstPassCouldNot) {
+  // align 8. Cluster 0 holds 3 rows, cluster 1 holds 2: both shed at the first pass's bar (4) and
+  // nothing takes, so nothing moves. At bar 2, cluster 0 takes (room 5) and cluster 1's two rows
+  // move there: one partly filled item instead of two.
+  std::vector<std::int32_t> labels{0, 0, 0, 1, 1};
+  Lists l(labels.size(), 1);
+  l.set(3, {{0, 0.5f}});
+  l.set(4, {{0, 0.25f}});
+  const auto before = labels;
+  EXPECT_EQ(align_clusters(labels, 2, 8, l.e, l.cand, l.cost, alignment_take_above(8, 0)), 0);
+  EXPECT_EQ(labels, before);
+  EXPECT_EQ(align_clusters(labels, 2, 8, l.e, l.cand, l.cost, 2), 2);
+  EXPECT_EQ(labels, (std::vector<std::int32_t>{0, 0, 0, 0, 0}));
+  // A bar outside [1, align / 2] is named.
+  EXPECT_THROW(align_clusters(labels, 2, 8, l.e, l.cand, l.cost, 5), Error);
+  EXPECT_THROW(align_clusters(labels, 2, 8, l.e, l.cand, l.cost, 0), Error);
+  EXPECT_THROW(alignment_takers(std::vector<std::int32_t>{3}, 8, 5), Error);
 }
 
 TEST(AlignClusters, RejectsBadInput) {
   std::vector<std::int32_t> labels{0, 1, 2};
   Lists l(labels.size(), 2);
-  EXPECT_THROW(align_clusters(labels, 2, 4, l.e, l.cand, l.cost), Error);  // label 2 out of range
+  EXPECT_THROW(align_clusters(labels, 2, 4, l.e, l.cand, l.cost, 2), Error);  // label 2 out of range
   labels = {0, 1, 1};
-  EXPECT_THROW(align_clusters(labels, 2, 1, l.e, l.cand, l.cost), Error);  // align below 2
-  EXPECT_THROW(align_clusters(labels, 2, 4, 3, l.cand, l.cost), Error);    // lists of 2, e = 3
+  EXPECT_THROW(align_clusters(labels, 2, 1, l.e, l.cand, l.cost, 1), Error);  // align below 2
+  EXPECT_THROW(align_clusters(labels, 2, 4, 3, l.cand, l.cost, 2), Error);    // lists of 2, e = 3
   EXPECT_THROW(empty_chunk_rows(std::vector<std::int32_t>{1}, 0), Error);
 }
 
@@ -141,6 +172,16 @@ TEST(AlignQueries, CpuClusteringWithAlignment) {
     for (std::int64_t d = 0; d < D; ++d)
       EXPECT_NEAR(aligned.q_centroids[j * D + d], mean[d] / aligned.q_sizes[j], 1e-4);
   }
+  // More passes leave fewer empty rows than one (ClusterConfig::align_passes), and the post-pass
+  // with the same passes gives the same labels.
+  ClusterConfig one = cfg;
+  one.align_passes = 1;
+  const Clustering single = cpu::cluster(q.view(), k.view(), one);
+  EXPECT_LE(after, empty_chunk_rows(single.q_sizes, 32));
+  EXPECT_LT(empty_chunk_rows(single.q_sizes, 32), before);
+  Clustering post1 = plain;
+  cpu::align_queries(q.view(), post1, 32, cfg.align_candidates, ClusterMethod::coclustering, 1);
+  EXPECT_EQ(post1.q_labels, single.q_labels);
   // The post-pass on a clustering made without it gives the same labels.
   Clustering post = plain;
   cpu::align_queries(q.view(), post, 32, cfg.align_candidates);
@@ -165,6 +206,18 @@ TEST(AlignQueries, CpuClusteringWithAlignment) {
   EXPECT_THROW(cpu::align_queries(on_device, same, 32, 8), Error);
   cfg.align_candidates = 65;
   EXPECT_THROW(cpu::cluster(q.view(), k.view(), cfg), Error);
+  cfg.align_candidates = 8;
+  for (const int passes : {0, 5}) {
+    cfg.align_passes = passes;
+    try {
+      cpu::cluster(q.view(), k.view(), cfg);
+      ADD_FAILURE() << passes << " alignment passes were accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("1 to 4 passes"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(cpu::align_queries(q.view(), same, 32, 8, ClusterMethod::coclustering, passes), Error);
+  }
+  cfg.align_passes = 3;
   // An alignment past the kernel's largest item is named, not clamped.
   cfg.align_candidates = 8, cfg.query_align = 257;
   try {

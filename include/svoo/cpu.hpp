@@ -23,9 +23,10 @@ std::vector<float> block_scores(const Clustering& clustering);
 // The query-cluster alignment post-pass (ClusterConfig::query_align, which cluster() applies
 // itself) on a clustering made elsewhere, e.g. by the CUDA planner: scores of q against the
 // clustering's final centroids by `method`'s assignment score, align_clusters on each head, then
-// the query centroids and sizes recomputed. align 0 or 1: nothing changes.
+// the query centroids and sizes recomputed, `passes` times (ClusterConfig::align_passes). align 0
+// or 1: nothing changes.
 void align_queries(const TensorView& q, Clustering& clustering, int align, int candidates,
-                   ClusterMethod method = ClusterMethod::coclustering);
+                   ClusterMethod method = ClusterMethod::coclustering, int passes = 3);
 
 // plan: clustering (fresh, or a cached one to reuse) -> scores -> selection -> layout.
 struct Plan {

@@ -173,10 +173,11 @@ void cluster_head(const float* q, std::int64_t nq, const float* k, std::int64_t 
 
 // The alignment post-pass of one head: scores of the queries against the final centroids (the
 // score the next query assignment would use, with m rounded to the queries' element type as the
-// tensor cores see it), each shedding row's candidate moves, the moves, then the query centroids
-// and sizes.
+// tensor cores see it), then per pass each shedding row's candidate moves, the moves, the query
+// centroids and sizes.
 void align_head(const float* q, DType elem, std::int64_t nq, std::int64_t dim, const float* ck, int kk,
-                ClusterMethod method, int align, int e, std::int32_t* lq, float* cq, std::int32_t* sq, int kq) {
+                ClusterMethod method, int align, int e, int passes, std::int32_t* lq, float* cq, std::int32_t* sq,
+                int kq) {
   if (align < 2) return;
   std::vector<float> m(static_cast<std::size_t>(kq) * dim), bias;
   if (method == ClusterMethod::coclustering) {
@@ -187,16 +188,21 @@ void align_head(const float* q, DType elem, std::int64_t nq, std::int64_t dim, c
     half_norm_bias(cq, kq, dim, bias.data());
   }
   for (float& v : m) v = round_to(elem, v);
-  std::vector<std::int32_t> size(sq, sq + kq);
-  const std::vector<std::uint8_t> takes = alignment_takers(size, align);
-  std::vector<int> rem(static_cast<std::size_t>(kq));
-  for (int j = 0; j < kq; ++j) rem[j] = size[j] % align <= align / 2 ? size[j] % align : 0;
+  // Every pass scores against the same centroids (those the alignment started from); its roles and
+  // candidates come from the sizes the pass before left.
   std::vector<std::int32_t> cand(static_cast<std::size_t>(nq) * e);
   std::vector<float> cost(cand.size());
-  alignment_candidates(q, nq, dim, m.data(), bias.empty() ? nullptr : bias.data(), kq, lq, takes.data(), rem.data(), e,
-                       cand.data(), cost.data());
-  align_clusters(std::span<std::int32_t>(lq, static_cast<std::size_t>(nq)), kq, align, e, cand, cost);
-  update_centroids(q, nq, dim, lq, kq, cq, sq);
+  for (int pass = 0; pass < passes; ++pass) {
+    const int take_above = alignment_take_above(align, pass);
+    const std::vector<std::int32_t> size(sq, sq + kq);
+    const std::vector<std::uint8_t> takes = alignment_takers(size, align, take_above);
+    std::vector<int> rem(static_cast<std::size_t>(kq));
+    for (int j = 0; j < kq; ++j) rem[j] = size[j] % align <= take_above ? size[j] % align : 0;
+    alignment_candidates(q, nq, dim, m.data(), bias.empty() ? nullptr : bias.data(), kq, lq, takes.data(), rem.data(),
+                         e, cand.data(), cost.data());
+    align_clusters(std::span<std::int32_t>(lq, static_cast<std::size_t>(nq)), kq, align, e, cand, cost, take_above);
+    update_centroids(q, nq, dim, lq, kq, cq, sq);
+  }
 }
 
 }  // namespace
@@ -206,10 +212,11 @@ Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig
   require(config.kq >= 1 && config.kk >= 1, ErrorKind::invalid_argument,
           "cluster counts must be >= 1, got kq " + std::to_string(config.kq) + ", kk " + std::to_string(config.kk));
   require(config.query_align >= 0 && config.query_align <= 256 && config.align_candidates >= 1 &&
-              config.align_candidates <= 64,
+              config.align_candidates <= 64 && config.align_passes >= 1 && config.align_passes <= 4,
           ErrorKind::invalid_argument,
-          "query alignment needs align in [0, 256] and 1 to 64 candidates a row, got " +
-              std::to_string(config.query_align) + " and " + std::to_string(config.align_candidates));
+          "query alignment needs align in [0, 256], 1 to 64 candidates a row and 1 to 4 passes, got " +
+              std::to_string(config.query_align) + ", " + std::to_string(config.align_candidates) + " and " +
+              std::to_string(config.align_passes));
   require(config.iterations >= 1, ErrorKind::invalid_argument,
           "co-clustering needs at least one iteration to assign labels, got " + std::to_string(config.iterations));
   Anchors drawn;
@@ -243,26 +250,27 @@ Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig
                  c.k_sizes.data() + h * config.kk);
     if (config.query_align > 1)
       align_head(qh.data(), q.dtype, s.q_tokens, s.dim, c.k_centroids.data() + h * config.kk * s.dim, config.kk, config.method,
-                 config.query_align, config.align_candidates, c.q_labels.data() + h * s.q_tokens,
+                 config.query_align, config.align_candidates, config.align_passes, c.q_labels.data() + h * s.q_tokens,
                  c.q_centroids.data() + h * config.kq * s.dim, c.q_sizes.data() + h * config.kq, config.kq);
   }
   return c;
 }
 
-void align_queries(const TensorView& q, Clustering& c, int align, int candidates, ClusterMethod method) {
+void align_queries(const TensorView& q, Clustering& c, int align, int candidates, ClusterMethod method, int passes) {
   check_clustering(c);
   check_qkv(q, q, nullptr, Device::cpu, "cpu::align_queries");  // rank, floating dtype, host memory, strides
   require(q.shape[0] == c.heads && q.shape[1] == c.q_tokens && q.shape[2] == c.dim, ErrorKind::shape,
           "cpu::align_queries: q must be [heads, q_tokens, dim] = [" + std::to_string(c.heads) + ", " +
               std::to_string(c.q_tokens) + ", " + std::to_string(c.dim) + "] of the clustering, got " + q.describe());
-  require(align >= 0 && align <= 256 && candidates >= 1 && candidates <= 64, ErrorKind::invalid_argument,
-          "cpu::align_queries: align must be in [0, 256] with 1 to 64 candidates a row, got " + std::to_string(align) +
-              " and " + std::to_string(candidates));
+  require(align >= 0 && align <= 256 && candidates >= 1 && candidates <= 64 && passes >= 1 && passes <= 4,
+          ErrorKind::invalid_argument,
+          "cpu::align_queries: align must be in [0, 256] with 1 to 64 candidates a row and 1 to 4 passes, got " +
+              std::to_string(align) + ", " + std::to_string(candidates) + " and " + std::to_string(passes));
   std::vector<float> qh(static_cast<std::size_t>(c.q_tokens * c.dim));
   for (std::int64_t h = 0; h < c.heads; ++h) {
     gather_head(q, h, qh.data(), "q");
     align_head(qh.data(), q.dtype, c.q_tokens, c.dim, c.k_centroids.data() + h * c.kk * c.dim, c.kk, method, align, candidates,
-               c.q_labels.data() + h * c.q_tokens, c.q_centroids.data() + h * c.kq * c.dim,
+               passes, c.q_labels.data() + h * c.q_tokens, c.q_centroids.data() + h * c.kq * c.dim,
                c.q_sizes.data() + h * c.kq, c.kq);
   }
 }

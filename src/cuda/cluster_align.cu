@@ -16,6 +16,7 @@
 #include <cub/cub.cuh>
 
 #include "kernels.cuh"
+#include "svoo/error.hpp"
 
 namespace svoo::cuda::detail {
 namespace {
@@ -29,7 +30,7 @@ constexpr int kRoleThreads = 256;
 // head's shedding rows (shed_base, an exclusive scan of the shedding clusters' sizes); the totals
 // at index `clusters`.
 __global__ void __launch_bounds__(kRoleThreads)
-    alignment_roles_kernel(const std::int32_t* __restrict__ sizes, int clusters, int align,
+    alignment_roles_kernel(const std::int32_t* __restrict__ sizes, int clusters, int align, int take_above,
                            std::uint8_t* __restrict__ takes, std::int32_t* __restrict__ rem,
                            std::int32_t* __restrict__ offer_base, std::int32_t* __restrict__ shed_base) {
   using Scan = cub::BlockScan<int2, kRoleThreads>;
@@ -40,8 +41,8 @@ __global__ void __launch_bounds__(kRoleThreads)
   int2 sum = make_int2(0, 0);
   for (int j = j0; j < j1; ++j) {
     const int size = sizes[h0 + j], r = size % align;
-    const int sheds = r > align / 2 ? 0 : r;
-    takes[h0 + j] = r > align / 2 ? 1 : 0;
+    const int sheds = r > take_above ? 0 : r;
+    takes[h0 + j] = r > take_above ? 1 : 0;
     rem[h0 + j] = sheds;
     sum.x += sheds, sum.y += sheds > 0 ? size : 0;
   }
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(kOfferThreads)
 __global__ void __launch_bounds__(kRoundThreads)
     align_rounds_kernel(std::int32_t* __restrict__ labels, const std::int32_t* __restrict__ sizes,
                         const std::int32_t* __restrict__ offer_base, std::int64_t tokens, int clusters, int align,
-                        int e, const std::int16_t* __restrict__ cand, const float* __restrict__ cost, void* scratch,
+                        int take_above, int e, const std::int16_t* __restrict__ cand, const float* __restrict__ cost, void* scratch,
                         std::int64_t cap) {
   extern __shared__ int tables[];
   int* room = tables;              // rows a taking cluster may still accept
@@ -186,7 +187,7 @@ __global__ void __launch_bounds__(kRoundThreads)
 
   for (int j = threadIdx.x; j < clusters; j += kRoundThreads) {
     const int r = sizes[static_cast<std::int64_t>(head) * clusters + j] % align;
-    room[j] = r > align / 2 ? align - r : 0;
+    room[j] = r > take_above ? align - r : 0;
     failed[j] = 0, fails_now[j] = 0;
   }
   for (int d = threadIdx.x; d < n; d += kRoundThreads) o.option[d] = 0, o.target[d] = -1;
@@ -289,10 +290,14 @@ std::int64_t offered_capacity(std::int64_t tokens, int clusters, int align) {
 
 }  // namespace
 
-void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, int align, std::uint8_t* takes,
-                            std::int32_t* rem, std::int32_t* offer_base, std::int32_t* shed_base, cudaStream_t stream) {
+void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, int align, int take_above,
+                            std::uint8_t* takes, std::int32_t* rem, std::int32_t* offer_base, std::int32_t* shed_base,
+                            cudaStream_t stream) {
   if (heads == 0 || clusters == 0) return;
-  alignment_roles_kernel<<<heads, kRoleThreads, 0, stream>>>(sizes, clusters, align, takes, rem, offer_base, shed_base);
+  require(align >= 2 && align <= kAlignMaxAlign && take_above >= 1 && take_above <= align / 2,
+          ErrorKind::invalid_argument, "launch_alignment_roles: align in [2, 256] and a taking bar in [1, align / 2]");
+  alignment_roles_kernel<<<heads, kRoleThreads, 0, stream>>>(sizes, clusters, align, take_above, takes, rem, offer_base,
+                                                             shed_base);
 }
 
 std::size_t alignment_rounds_scratch_bytes(int heads, std::int64_t tokens, int clusters, int align) {
@@ -315,14 +320,16 @@ void launch_align_offers(const std::int32_t* rem, const std::int32_t* offer_base
 }
 
 void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* offer_base, int heads,
-                         std::int64_t tokens, int clusters, int align, int e, const std::int16_t* cand,
-                         const float* cost, void* scratch, cudaStream_t stream) {
+                         std::int64_t tokens, int clusters, int align, int take_above, int e,
+                         const std::int16_t* cand, const float* cost, void* scratch, cudaStream_t stream) {
   if (heads == 0 || tokens == 0 || clusters == 0) return;
+  require(align >= 2 && align <= kAlignMaxAlign && take_above >= 1 && take_above <= align / 2,
+          ErrorKind::invalid_argument, "launch_align_rounds: align in [2, 256] and a taking bar in [1, align / 2]");
   const std::int64_t cap = offered_capacity(tokens, clusters, align);
   const int smem = 6 * clusters * static_cast<int>(sizeof(int));
   cudaFuncSetAttribute(align_rounds_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  align_rounds_kernel<<<heads, kRoundThreads, smem, stream>>>(labels, sizes, offer_base, tokens, clusters, align, e,
-                                                              cand, cost, scratch, cap);
+  align_rounds_kernel<<<heads, kRoundThreads, smem, stream>>>(labels, sizes, offer_base, tokens, clusters, align,
+                                                              take_above, e, cand, cost, scratch, cap);
 }
 
 }  // namespace svoo::cuda::detail

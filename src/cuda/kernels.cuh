@@ -46,13 +46,15 @@ bool assign_variant_runs(int variant);
 constexpr int kAlignE = 8;                // candidate moves a row (ClusterConfig::align_candidates <= 8)
 constexpr int kAlignMaxClusters = 4096;   // query clusters a head (shared-memory tables)
 constexpr int kAlignMaxAlign = 256;       // ClusterConfig::query_align at most (as on the CPU)
-// Per (head, cluster) from the sizes: takes[h, j] = 1 where size mod align > align / 2, rem[h, j] =
-// size mod align where that is <= align / 2 (rows it sheds), else 0; offer_base [heads, clusters +
+// Per (head, cluster) from the sizes: takes[h, j] = 1 where size mod align > take_above (align / 2
+// in the first pass: svoo::alignment_take_above), rem[h, j] = size mod align where that is <=
+// take_above (rows it sheds), else 0; offer_base [heads, clusters +
 // 1] the exclusive scan of rem in each head (where each cluster's offered rows go), shed_base the
 // exclusive scan of the shedding clusters' sizes (where their rows start among the head's
 // shedding rows); the totals last.
-void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, int align, std::uint8_t* takes,
-                            std::int32_t* rem, std::int32_t* offer_base, std::int32_t* shed_base, cudaStream_t stream);
+void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, int align, int take_above,
+                            std::uint8_t* takes, std::int32_t* rem, std::int32_t* offer_base, std::int32_t* shed_base,
+                            cudaStream_t stream);
 // For each row of a shedding cluster (shed_base, offsets and perm: its compact index, the
 // clustering's offsets and permutation): its e (<= kAlignE) best taking clusters by the score of
 // launch_assign (x, m, bias as there), ties to the lowest j, and the costs (own score less theirs);
@@ -92,8 +94,8 @@ void launch_align_offers(const std::int32_t* rem, const std::int32_t* offer_base
                          const std::int16_t* first_cand, const float* first_cost, int first_stride, void* scratch,
                          cudaStream_t stream);
 void launch_align_rounds(std::int32_t* labels, const std::int32_t* sizes, const std::int32_t* offer_base, int heads,
-                         std::int64_t tokens, int clusters, int align, int e, const std::int16_t* cand,
-                         const float* cost, void* scratch, cudaStream_t stream);
+                         std::int64_t tokens, int clusters, int align, int take_above, int e,
+                         const std::int16_t* cand, const float* cost, void* scratch, cudaStream_t stream);
 
 // c[h] = alpha * a[h] * b[h]^T (+ beta c[h]) for per-head row-major fp32 matrices:
 // a [heads, ma, k], b [heads, nb, k], c [heads, ma, nb]. fp32 accuracy on either path:

@@ -226,12 +226,13 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
               ") differ from the plan's (" + std::to_string(sh.kq) + ", " + std::to_string(sh.kk) + ")");
   require(config.iterations >= 1, ErrorKind::invalid_argument, "co-clustering needs at least one iteration");
   require(config.query_align < 2 || (config.query_align <= sh.query_align && config.align_candidates >= 1 &&
-                                      config.align_candidates <= detail::kAlignE),
+                                      config.align_candidates <= detail::kAlignE && config.align_passes >= 1 &&
+                                      config.align_passes <= 4),
           ErrorKind::invalid_argument,
           "cuda::Planner::cluster: query alignment " + std::to_string(config.query_align) + " with " +
-              std::to_string(config.align_candidates) + " candidates needs a plan shape with query_align >= it (this "
-              "one reserves " + std::to_string(sh.query_align) + ") and 1 to " + std::to_string(detail::kAlignE) +
-              " candidates");
+              std::to_string(config.align_candidates) + " candidates and " + std::to_string(config.align_passes) +
+              " passes needs a plan shape with query_align >= it (this one reserves " + std::to_string(sh.query_align) +
+              "), 1 to " + std::to_string(detail::kAlignE) + " candidates and 1 to 4 passes");
   require((q_anchors == nullptr) == (k_anchors == nullptr), ErrorKind::invalid_argument,
           "cuda::Planner::cluster: give both anchor arrays or neither");
   const cudaStream_t st = as_cuda(stream);
@@ -266,8 +267,7 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
   }
   if (config.query_align > 1) {
     // Alignment (svoo::align_clusters): the queries' scores against the final centroids, as the
-    // next assignment would compute them, the candidate moves, the offers and the rounds,
-    // then the query side's sizes, offsets, permutation and centroids again.
+    // next assignment would compute them, then the passes below.
     const float* bias = nullptr;
     if (config.method == ClusterMethod::coclustering) {
       detail::launch_project_rows(H, kq, kk, D, plan_.q_centroids, plan_.k_centroids, s_->gram, s_->m, qv.elem,
@@ -277,26 +277,31 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
       detail::launch_round(plan_.q_centroids, static_cast<std::int64_t>(H) * kq * D, qv.elem, s_->m_half, st);
       bias = s_->bias;
     }
-    detail::launch_alignment_roles(plan_.q_sizes, H, kq, config.query_align, s_->align_takes, s_->align_rem,
-                                   s_->align_offer_base, s_->align_shed_base, st);
-    // Every shedding row's first candidate (what the offers rank), the offers, then the whole
-    // candidate lists of the offered rows only (3-8 % of the rows; the lists of every shedding row
-    // cost 6.5 ms at Wan2.1-14B 720p, run165).
-    detail::launch_align_candidates(qv, s_->m_half, bias, kq, s_->align_takes, s_->align_shed_base, plan_.q_offsets,
-                                    plan_.q_perm, 1, s_->align_first_cand, s_->align_first_cost, 1, st);
-    detail::launch_align_offers(s_->align_rem, s_->align_offer_base, plan_.q_offsets, plan_.q_perm, H, sh.q_tokens, kq,
-                                config.query_align, s_->align_first_cand, s_->align_first_cost, 1, s_->align_rounds,
-                                st);
-    detail::launch_align_candidates_listed(
-        qv, s_->m_half, bias, kq, s_->align_takes, plan_.q_labels, static_cast<const std::int32_t*>(s_->align_rounds),
-        detail::alignment_offered_stride(sh.q_tokens, kq, config.query_align),
-        detail::alignment_offered_slots(sh.q_tokens, kq, config.query_align), s_->align_offer_base,
-        config.align_candidates, s_->align_cand, s_->align_cost, st);
-    detail::launch_align_rounds(plan_.q_labels, plan_.q_sizes, s_->align_offer_base, H, sh.q_tokens, kq,
-                                config.query_align, config.align_candidates, s_->align_cand, s_->align_cost,
-                                s_->align_rounds, st);
-    detail::launch_update_side(&qv, plan_.q_labels, H, qv.tokens, kq, s_->q_sort, plan_.q_sizes, plan_.q_offsets,
-                               plan_.q_perm, plan_.q_centroids, st);
+    // Per pass (svoo::alignment_take_above), on the sizes the pass before left, against the same
+    // scores: the roles, every shedding row's first candidate (what the offers rank), the offers,
+    // then the whole candidate lists of the offered rows only (3-8 % of the rows; the lists of
+    // every shedding row cost 6.5 ms at Wan2.1-14B 720p, run165), the rounds, and the query side's
+    // sizes, offsets, permutation and centroids.
+    for (int pass = 0; pass < config.align_passes; ++pass) {
+      const int take_above = alignment_take_above(config.query_align, pass);
+      detail::launch_alignment_roles(plan_.q_sizes, H, kq, config.query_align, take_above, s_->align_takes,
+                                     s_->align_rem, s_->align_offer_base, s_->align_shed_base, st);
+      detail::launch_align_candidates(qv, s_->m_half, bias, kq, s_->align_takes, s_->align_shed_base, plan_.q_offsets,
+                                      plan_.q_perm, 1, s_->align_first_cand, s_->align_first_cost, 1, st);
+      detail::launch_align_offers(s_->align_rem, s_->align_offer_base, plan_.q_offsets, plan_.q_perm, H, sh.q_tokens,
+                                  kq, config.query_align, s_->align_first_cand, s_->align_first_cost, 1,
+                                  s_->align_rounds, st);
+      detail::launch_align_candidates_listed(
+          qv, s_->m_half, bias, kq, s_->align_takes, plan_.q_labels, static_cast<const std::int32_t*>(s_->align_rounds),
+          detail::alignment_offered_stride(sh.q_tokens, kq, config.query_align),
+          detail::alignment_offered_slots(sh.q_tokens, kq, config.query_align), s_->align_offer_base,
+          config.align_candidates, s_->align_cand, s_->align_cost, st);
+      detail::launch_align_rounds(plan_.q_labels, plan_.q_sizes, s_->align_offer_base, H, sh.q_tokens, kq,
+                                  config.query_align, take_above, config.align_candidates, s_->align_cand,
+                                  s_->align_cost, s_->align_rounds, st);
+      detail::launch_update_side(&qv, plan_.q_labels, H, qv.tokens, kq, s_->q_sort, plan_.q_sizes, plan_.q_offsets,
+                                 plan_.q_perm, plan_.q_centroids, st);
+    }
   }
   check_launch("cuda::Planner::cluster");
 }

@@ -202,7 +202,8 @@ void check_candidates(int heads, std::int64_t tokens, int clusters, DType dtype,
 
 // launch_align_rounds against align_clusters on the same random lists (ties in the costs included).
 void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e, std::uint32_t seed,
-                  bool expect_moves = true) {
+                  bool expect_moves = true, int take_above = 0) {
+  if (take_above == 0) take_above = align / 2;
   std::mt19937 rng(seed);
   std::vector<std::int32_t> labels(static_cast<std::size_t>(heads) * tokens);
   std::vector<std::int32_t> sizes(static_cast<std::size_t>(heads) * clusters, 0), offsets, perm(labels.size());
@@ -224,7 +225,7 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
   std::vector<float> cost(cand.size(), 0.0f);
   for (int h = 0; h < heads; ++h) {
     std::vector<std::int32_t> h_sizes(sizes.begin() + h * clusters, sizes.begin() + (h + 1) * clusters);
-    const auto takes = alignment_takers(h_sizes, align);
+    const auto takes = alignment_takers(h_sizes, align, take_above);
     std::vector<int> takers;
     for (int j = 0; j < clusters; ++j)
       if (takes[j]) takers.push_back(j);
@@ -248,7 +249,7 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
   DeviceBuffer<std::int32_t> rem(sizes.size()), base(static_cast<std::size_t>(heads) * (clusters + 1)),
       shed(static_cast<std::size_t>(heads) * (clusters + 1));
   DeviceBuffer<char> scratch(cuda::detail::alignment_rounds_scratch_bytes(heads, tokens, clusters, align));
-  cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, takes.data(), rem.data(), base.data(),
+  cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, take_above, takes.data(), rem.data(), base.data(),
                                        shed.data(), nullptr);
   cuda::detail::launch_align_offers(rem.data(), base.data(), doff.data(), dp.data(), heads, tokens, clusters, align,
                                     dc.data(), dk.data(), kAlignE, scratch.data(), nullptr);
@@ -273,18 +274,18 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
   }
   DeviceBuffer<std::int16_t> dsc(slot_cand);
   DeviceBuffer<float> dsk(slot_cost);
-  cuda::detail::launch_align_rounds(dl.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dsc.data(),
+  cuda::detail::launch_align_rounds(dl.data(), ds.data(), base.data(), heads, tokens, clusters, align, take_above, e, dsc.data(),
                                     dsk.data(), scratch.data(), nullptr);
   test::cuda_ok(cudaDeviceSynchronize(), "align rounds");
   const auto got = dl.download();
   // Timing only: the same rounds again on a copy of the labels.
   DeviceBuffer<std::int32_t> dl2(labels);
   const float ms = time_ms([&] {
-    cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, takes.data(), rem.data(), base.data(),
+    cuda::detail::launch_alignment_roles(ds.data(), heads, clusters, align, take_above, takes.data(), rem.data(), base.data(),
                                          shed.data(), nullptr);
     cuda::detail::launch_align_offers(rem.data(), base.data(), doff.data(), dp.data(), heads, tokens, clusters, align,
                                       dc.data(), dk.data(), kAlignE, scratch.data(), nullptr);
-    cuda::detail::launch_align_rounds(dl2.data(), ds.data(), base.data(), heads, tokens, clusters, align, e, dsc.data(),
+    cuda::detail::launch_align_rounds(dl2.data(), ds.data(), base.data(), heads, tokens, clusters, align, take_above, e, dsc.data(),
                                       dsk.data(), scratch.data(), nullptr);
   });
   test::cuda_ok(cudaDeviceSynchronize(), "align rounds (timed)");
@@ -296,19 +297,19 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
     for (std::int64_t n = 0; n < tokens; ++n)
       for (int q = 0; q < e; ++q)
         c32[n * e + q] = cand[(h * tokens + n) * kAlignE + q], k32[n * e + q] = cost[(h * tokens + n) * kAlignE + q];
-    moved += align_clusters(ref, clusters, align, e, c32, k32);
+    moved += align_clusters(ref, clusters, align, e, c32, k32, take_above);
     for (std::int64_t n = 0; n < tokens; ++n) differ += ref[n] != got[h * tokens + n];
   }
-  std::printf("  rounds %d x %lld, %d clusters, align %d, e %d: %lld rows moved, %lld labels differ from the CPU's "
-              "(%.3f ms)\n",
-              heads, (long long)tokens, clusters, align, e, (long long)moved, (long long)differ, ms);
+  std::printf("  rounds %d x %lld, %d clusters, align %d (taking above %d), e %d: %lld rows moved, %lld labels differ "
+              "from the CPU's (%.3f ms)\n",
+              heads, (long long)tokens, clusters, align, take_above, e, (long long)moved, (long long)differ, ms);
   ACHECK(differ == 0, "the rounds differ from align_clusters on %lld rows", (long long)differ);
   ACHECK(moved > 0 || !expect_moves, "nothing moved: the case checks nothing");
 }
 
 // The planner's alignment against cpu::align_queries applied to the planner's own clustering.
 void check_planner(int heads, std::int64_t tokens, int kq, int kk, int align, ClusterMethod method, DType dtype,
-                   std::uint32_t seed) {
+                   std::uint32_t seed, int passes = 3) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.f, 1.f);
   HostTensor hq(dtype, {heads, tokens, 128}), hk(dtype, {heads, tokens, 128});
@@ -316,10 +317,10 @@ void check_planner(int heads, std::int64_t tokens, int kq, int kk, int align, Cl
   DeviceTensor q(hq), k(hk);
   cuda::Planner plan({heads, tokens, tokens, 128, kq, kk, align});
   ClusterConfig cfg;
-  cfg.kq = kq, cfg.kk = kk, cfg.seed = seed, cfg.method = method;
+  cfg.kq = kq, cfg.kk = kk, cfg.seed = seed, cfg.method = method, cfg.align_passes = passes;
   const float plain_ms = time_ms([&] { plan.cluster(q.view(), k.view(), cfg); });
   Clustering ref = plan.download_clustering();
-  cpu::align_queries(hq.view(), ref, align, cfg.align_candidates, method);
+  cpu::align_queries(hq.view(), ref, align, cfg.align_candidates, method, cfg.align_passes);
   cfg.query_align = align;
   const float aligned_ms = time_ms([&] { plan.cluster(q.view(), k.view(), cfg); });
   const Clustering got = plan.download_clustering();
@@ -334,9 +335,9 @@ void check_planner(int heads, std::int64_t tokens, int kq, int kk, int align, Cl
   for (std::size_t i = 0; i < got.q_labels.size(); ++i) differ += got.q_labels[i] != ref.q_labels[i];
   const double n = static_cast<double>(got.q_labels.size());
   const double empty_got = empty_chunk_rows(got.q_sizes, align) / n, empty_ref = empty_chunk_rows(ref.q_sizes, align) / n;
-  std::printf("  planner %d x %lld, Kq/Kk %d/%d, align %d, %s, %s: empty rows %.2f %% (CPU %.2f %%), labels differ from "
+  std::printf("  planner %d x %lld, Kq/Kk %d/%d, align %d (%d passes), %s, %s: empty rows %.2f %% (CPU %.2f %%), labels differ from "
               "the CPU's on %.3f %% of the rows; clustering %.2f ms, aligned %.2f ms\n",
-              heads, (long long)tokens, kq, kk, align, cluster_method_name(method), dtype_name(dtype), 100 * empty_got,
+              heads, (long long)tokens, kq, kk, align, passes, cluster_method_name(method), dtype_name(dtype), 100 * empty_got,
               100 * empty_ref, 100.0 * differ / n, plain_ms, aligned_ms);
   ACHECK(consistent, "the aligned clustering's sizes, offsets or centroids do not fit its labels");
   // The CPU's scores round differently (fp32 sums in another order, its own projected
@@ -364,12 +365,16 @@ int check_alignment(bool quick) {
   check_rounds(2, 5000, 40, 128, 3, 4);
   check_rounds(1, 3000, 500, 16, 8, 5);
   check_rounds(2, 20000, 3, 64, 8, 11, false);  // clusters of more than 4096 listed rows (the slow path)
+  check_rounds(3, 20000, 300, 64, 8, 12, true, alignment_take_above(64, 2));  // later passes' bars
+  check_rounds(2, 5000, 40, 128, 3, 13, true, alignment_take_above(128, 1));
   check_planner(2, 12000, 64, 256, 128, ClusterMethod::coclustering, DType::bf16, 6);
+  check_planner(2, 12000, 64, 256, 128, ClusterMethod::coclustering, DType::bf16, 6, 1);
   if (!quick) {
     check_candidates(3, 20000, 1000, DType::bf16, true, 8, 7);
     check_rounds(40, 75600, 256, 128, 8, 8);
     check_planner(3, 30000, 128, 512, 64, ClusterMethod::kmeans, DType::f16, 9);
     check_planner(12, 75600, 256, 1024, 128, ClusterMethod::coclustering, DType::bf16, 10);
+    check_planner(12, 32760, 256, 1024, 128, ClusterMethod::coclustering, DType::bf16, 14);  // 480p
   }
   return g_fail;
 }
