@@ -149,7 +149,8 @@ int run(int argc, char** argv) {
   auto* align_opt = app.add_option("--align", align, "query-cluster alignment (ClusterConfig::query_align; 0: off)")
       ->check(CLI::Range(0, 256));
   app.add_option("--candidates", candidates, "alignment: taking clusters a moved row may try")->check(CLI::Range(1, 64));
-  app.add_option("--align-passes", passes, "alignment: passes (ClusterConfig::align_passes)")->check(CLI::Range(1, 4));
+  app.add_option("--align-passes", passes, "alignment: passes (ClusterConfig::align_passes)")
+      ->check(CLI::Range(1, kMaxAlignPasses));
   auto* dense_flag =
       app.add_flag("--profile-dense", profile_dense, "two dense calls on random data, for a profiler, and nothing else");
   auto* density_opt = app.add_option("--profile-density", profile_density, "two sparse calls at this block density, for a profiler")

@@ -250,7 +250,7 @@ int main(int argc, char** argv) {
   app.add_option("--candidates", cfg.align_candidates, "alignment: taking clusters a moved row may try")
       ->check(CLI::Range(1, 64));
   app.add_option("--align-passes", cfg.align_passes, "alignment: passes (ClusterConfig::align_passes)")
-      ->check(CLI::Range(1, 4));
+      ->check(CLI::Range(1, kMaxAlignPasses));
   std::int64_t recall_rows = 0;
   app.add_option("--recall-rows", recall_rows, "also the attention recall on this many sampled rows a head (0: not)")
       ->check(CLI::Range(0, 1 << 30));

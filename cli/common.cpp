@@ -24,7 +24,7 @@ void ClusterOptions::add_to(CLI::App& app) {
       ->check(CLI::Range(1, 64));
   app.add_option("--align-passes", align_passes,
                  "alignment passes, each with a lower bar for taking rows (1: the first only)")
-      ->check(CLI::Range(1, 4));
+      ->check(CLI::Range(1, kMaxAlignPasses));
 }
 
 ClusterConfig ClusterOptions::resolve(std::int64_t q_tokens, std::int64_t k_tokens) const {

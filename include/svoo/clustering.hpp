@@ -15,6 +15,8 @@ enum class ClusterMethod {
 };
 const char* cluster_method_name(ClusterMethod method) noexcept;
 
+inline constexpr int kMaxAlignPasses = 4;  // ClusterConfig::align_passes at most
+
 struct ClusterConfig {
   int kq = 256;        // query clusters per head
   int kk = 1024;       // key clusters per head
@@ -28,9 +30,9 @@ struct ClusterConfig {
   // is partly empty work; 128 is the kernel's item.
   int query_align = 0;
   int align_candidates = 8;
-  // Passes of alignment (1 to 4), each on the sizes the one before left, with a lower bar for
-  // taking rows (alignment_take_above): the first leaves clusters that could not shed their
-  // remainder, and the later ones let the fuller of those take from the rest. At Wan2.1-1.3B
+  // Passes of alignment (1 to kMaxAlignPasses), each on the sizes the one before left, with a
+  // lower bar for taking rows (alignment_take_above): the first leaves clusters that could not
+  // shed their remainder, and the later ones let the fuller of those take from the rest. At Wan2.1-1.3B
   // 480p (svoo_work_study, Kq 256) three passes leave 5.9 % of the 128-row items' rows empty
   // instead of 17.7 %, for 10.2 % of the rows moved instead of 7.6 % and the same attention
   // recall (0.6841 against 0.6845 at 10 % block density).
@@ -108,10 +110,10 @@ struct BlockLayout {
 // Query-cluster alignment of one head (the option ClusterConfig::query_align), given each row's
 // candidate moves. A cluster holding rem = size mod `align` rows with 0 < rem <= take_above sheds
 // rem rows ("shedding"); one with rem > take_above takes up to align - rem rows ("taking"); see
-// alignment_takers. take_above is align / 2 in the first pass (alignment_take_above). `candidates` and `costs` [n, e]: for a row of a shedding cluster, its e best
-// taking clusters by the assignment's score (best first, ties lowest index; -1 pads a short list)
-// and what moving there costs (its own cluster's score less that one's); other rows' entries are
-// ignored. Each shedding cluster offers the rem rows whose first taking candidate costs least (ties:
+// alignment_takers. take_above is the pass's bar (alignment_take_above: align / 2 in the first).
+// `candidates` and `costs` [n, e]: for a row of a shedding cluster, its e best taking clusters
+// by the assignment's score (best first, ties lowest index; -1 pads a short list) and what
+// moving there costs (its own cluster's score less that one's); other rows' entries are ignored. Each shedding cluster offers the rem rows whose first taking candidate costs least (ties:
 // lowest row); in rounds (at most e + 2) every offered row tries its next candidate that still
 // has room, and every taking cluster accepts the cheapest offers (cost, then row) up to its room.
 // A cluster that cannot place all its offered rows, or whose costs include NaN, keeps them all (a

@@ -26,7 +26,7 @@ std::vector<float> block_scores(const Clustering& clustering);
 // the query centroids and sizes recomputed, `passes` times (ClusterConfig::align_passes). align 0
 // or 1: nothing changes.
 void align_queries(const TensorView& q, Clustering& clustering, int align, int candidates,
-                   ClusterMethod method = ClusterMethod::coclustering, int passes = 3);
+                   ClusterMethod method = ClusterMethod::coclustering, int passes = ClusterConfig{}.align_passes);
 
 // plan: clustering (fresh, or a cached one to reuse) -> scores -> selection -> layout.
 struct Plan {

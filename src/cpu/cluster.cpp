@@ -212,9 +212,11 @@ Clustering cluster(const TensorView& q, const TensorView& k, const ClusterConfig
   require(config.kq >= 1 && config.kk >= 1, ErrorKind::invalid_argument,
           "cluster counts must be >= 1, got kq " + std::to_string(config.kq) + ", kk " + std::to_string(config.kk));
   require(config.query_align >= 0 && config.query_align <= 256 && config.align_candidates >= 1 &&
-              config.align_candidates <= 64 && config.align_passes >= 1 && config.align_passes <= 4,
+              config.align_candidates <= 64 && config.align_passes >= 1 &&
+              config.align_passes <= kMaxAlignPasses,
           ErrorKind::invalid_argument,
-          "query alignment needs align in [0, 256], 1 to 64 candidates a row and 1 to 4 passes, got " +
+          "query alignment needs align in [0, 256], 1 to 64 candidates a row and 1 to " +
+              std::to_string(kMaxAlignPasses) + " passes, got " +
               std::to_string(config.query_align) + ", " + std::to_string(config.align_candidates) + " and " +
               std::to_string(config.align_passes));
   require(config.iterations >= 1, ErrorKind::invalid_argument,
@@ -262,9 +264,11 @@ void align_queries(const TensorView& q, Clustering& c, int align, int candidates
   require(q.shape[0] == c.heads && q.shape[1] == c.q_tokens && q.shape[2] == c.dim, ErrorKind::shape,
           "cpu::align_queries: q must be [heads, q_tokens, dim] = [" + std::to_string(c.heads) + ", " +
               std::to_string(c.q_tokens) + ", " + std::to_string(c.dim) + "] of the clustering, got " + q.describe());
-  require(align >= 0 && align <= 256 && candidates >= 1 && candidates <= 64 && passes >= 1 && passes <= 4,
+  require(align >= 0 && align <= 256 && candidates >= 1 && candidates <= 64 && passes >= 1 &&
+              passes <= kMaxAlignPasses,
           ErrorKind::invalid_argument,
-          "cpu::align_queries: align must be in [0, 256] with 1 to 64 candidates a row and 1 to 4 passes, got " +
+          "cpu::align_queries: align must be in [0, 256] with 1 to 64 candidates a row and 1 to " +
+              std::to_string(kMaxAlignPasses) + " passes, got " +
               std::to_string(align) + ", " + std::to_string(candidates) + " and " + std::to_string(passes));
   std::vector<float> qh(static_cast<std::size_t>(c.q_tokens * c.dim));
   for (std::int64_t h = 0; h < c.heads; ++h) {

@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kOfferThreads)
 __global__ void __launch_bounds__(kRoundThreads)
     align_rounds_kernel(std::int32_t* __restrict__ labels, const std::int32_t* __restrict__ sizes,
                         const std::int32_t* __restrict__ offer_base, std::int64_t tokens, int clusters, int align,
-                        int take_above, int e, const std::int16_t* __restrict__ cand, const float* __restrict__ cost, void* scratch,
-                        std::int64_t cap) {
+                        int take_above, int e, const std::int16_t* __restrict__ cand, const float* __restrict__ cost,
+                        void* scratch, std::int64_t cap) {
   extern __shared__ int tables[];
   int* room = tables;              // rows a taking cluster may still accept
   int* failed = room + clusters;   // 1: keeps its rows

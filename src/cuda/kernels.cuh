@@ -46,12 +46,11 @@ bool assign_variant_runs(int variant);
 constexpr int kAlignE = 8;                // candidate moves a row (ClusterConfig::align_candidates <= 8)
 constexpr int kAlignMaxClusters = 4096;   // query clusters a head (shared-memory tables)
 constexpr int kAlignMaxAlign = 256;       // ClusterConfig::query_align at most (as on the CPU)
-// Per (head, cluster) from the sizes: takes[h, j] = 1 where size mod align > take_above (align / 2
-// in the first pass: svoo::alignment_take_above), rem[h, j] = size mod align where that is <=
-// take_above (rows it sheds), else 0; offer_base [heads, clusters +
-// 1] the exclusive scan of rem in each head (where each cluster's offered rows go), shed_base the
-// exclusive scan of the shedding clusters' sizes (where their rows start among the head's
-// shedding rows); the totals last.
+// Per (head, cluster) from the sizes: takes[h, j] = 1 where size mod align > take_above (the
+// pass's bar, svoo::alignment_take_above), rem[h, j] = size mod align where that is <= take_above
+// (rows it sheds), else 0; offer_base [heads, clusters + 1] the exclusive scan of rem in each head
+// (where each cluster's offered rows go), shed_base the exclusive scan of the shedding clusters'
+// sizes (where their rows start among the head's shedding rows); the totals last.
 void launch_alignment_roles(const std::int32_t* sizes, int heads, int clusters, int align, int take_above,
                             std::uint8_t* takes, std::int32_t* rem, std::int32_t* offer_base, std::int32_t* shed_base,
                             cudaStream_t stream);

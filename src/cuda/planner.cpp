@@ -227,12 +227,13 @@ void Planner::cluster(const TensorView& q, const TensorView& k, const ClusterCon
   require(config.iterations >= 1, ErrorKind::invalid_argument, "co-clustering needs at least one iteration");
   require(config.query_align < 2 || (config.query_align <= sh.query_align && config.align_candidates >= 1 &&
                                       config.align_candidates <= detail::kAlignE && config.align_passes >= 1 &&
-                                      config.align_passes <= 4),
+                                      config.align_passes <= kMaxAlignPasses),
           ErrorKind::invalid_argument,
           "cuda::Planner::cluster: query alignment " + std::to_string(config.query_align) + " with " +
               std::to_string(config.align_candidates) + " candidates and " + std::to_string(config.align_passes) +
               " passes needs a plan shape with query_align >= it (this one reserves " + std::to_string(sh.query_align) +
-              "), 1 to " + std::to_string(detail::kAlignE) + " candidates and 1 to 4 passes");
+              "), 1 to " + std::to_string(detail::kAlignE) + " candidates and 1 to " +
+              std::to_string(kMaxAlignPasses) + " passes");
   require((q_anchors == nullptr) == (k_anchors == nullptr), ErrorKind::invalid_argument,
           "cuda::Planner::cluster: give both anchor arrays or neither");
   const cudaStream_t st = as_cuda(stream);
