@@ -86,6 +86,24 @@ TEST(CudaValidation, AlignCandidatesRejectAnEntryStrideTheListsDoNotFit) {
       ErrorKind::invalid_argument, "1 to 8 candidates");
 }
 
+// The roles and rounds of a pass take its bar for taking rows (svoo::alignment_take_above): one
+// outside [1, align / 2] is named before anything launches.
+TEST(CudaValidation, AlignmentPassesRejectABarOutsideTheirRange) {
+  for (const int bar : {0, 65}) {
+    expect_error(
+        [bar] {
+          cuda::detail::launch_alignment_roles(nullptr, 2, 8, 128, bar, nullptr, nullptr, nullptr, nullptr, nullptr);
+        },
+        ErrorKind::invalid_argument, "taking bar in [1, align / 2]");
+  }
+  expect_error(
+      [] {
+        cuda::detail::launch_align_rounds(nullptr, nullptr, nullptr, 2, 100, 8, 64, 33, 8, nullptr, nullptr, nullptr,
+                                          nullptr);
+      },
+      ErrorKind::invalid_argument, "taking bar in [1, align / 2]");
+}
+
 TEST(CudaValidation, TauDensityRejectsBadArguments) {
   const TensorView q = device_view(DType::bf16, 1, 1, 128);
   cuda::DensityOutputs o;
