@@ -406,10 +406,12 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
     run. `dense_kernel`: what Wan's dense calls run, "auto" (svoo's dense kernel on compute
     capability 9.0, torch's SDPA elsewhere), "svoo" or "sdpa". `align_queries`: 128, the default,
     moves a few query rows per cluster after the spec's co-clustering so that query clusters fill
-    the sparse kernel's 128-row items (about 3 % of the rows at 720p, 8 % at 480p; sparse calls
-    about 10 % faster at 720p and 15-19 % at 480p at 10-30 % density on an H200, at nearly equal
-    attention recall: see the README's "Query-cluster alignment"); 0 keeps the spec's clustering
-    exactly. Returns the shared state (its `log` records every decision)."""
+    the sparse kernel's 128-row items, in three passes (about 4 % of the rows at 720p, 10 % at
+    480p; the sparse kernel then runs at 100-114 % of cuDNN's throughput at 720p and 89-103 % at
+    480p at 10-30 % density on an H200, against 84-98 % and 62-78 % with the spec's clustering,
+    at attention recall within 0.1 point at equal density: see the README's "Query-cluster
+    alignment"); 0 keeps the spec's clustering exactly. Returns the shared state (its `log`
+    records every decision)."""
     if not isinstance(align_queries, int) or not (align_queries == 0 or 2 <= align_queries <= 256):
         raise ValueError(f"align_queries must be 0 or in [2, 256], not {align_queries!r}")
     if dense_kernel not in ("auto", "svoo", "sdpa"):
