@@ -120,14 +120,16 @@ void* plan_array(const A& a, bool u8, std::vector<std::int64_t> shape, const cha
   return const_cast<void*>(static_cast<const void*>(a.data()));
 }
 
-// A CUDA buffer of at least `bytes` bytes (any dtype, contiguous); returns its data pointer.
+// A clustering buffer: a CUDA tensor or a page-locked CPU tensor (the planner refuses pageable
+// memory), contiguous 1-d, of at least `bytes` bytes.
 template <class A>
-void* device_buffer(const A& a, std::size_t bytes, const char* name) {
-  require(a.device_type() == nb::device::cuda::value, ErrorKind::device, std::string(name) + " must be a CUDA tensor");
-  require(a.ndim() == 1 && a.stride(0) == 1, ErrorKind::shape, std::string(name) + " must be a contiguous 1-d tensor");
+void* clustering_buffer(const A& a, std::size_t bytes) {
+  require(a.device_type() == nb::device::cuda::value || a.device_type() == nb::device::cpu::value ||
+              a.device_type() == nb::device::cuda_host::value,
+          ErrorKind::device, "buf must be a CUDA tensor or a page-locked CPU tensor");
+  require(a.ndim() == 1 && a.stride(0) == 1, ErrorKind::shape, "buf must be a contiguous 1-d tensor");
   require(a.nbytes() >= bytes, ErrorKind::shape,
-          std::string(name) + " holds " + std::to_string(a.nbytes()) + " bytes; the clustering needs " +
-              std::to_string(bytes));
+          "buf holds " + std::to_string(a.nbytes()) + " bytes; the clustering needs " + std::to_string(bytes));
   return const_cast<void*>(static_cast<const void*>(a.data()));
 }
 #endif
@@ -450,17 +452,18 @@ NB_MODULE(_svoo, m) {
       .def(
           "save_clustering",
           [](const cuda::Planner& p, MutArray buf, std::uintptr_t stream) {
-            p.save_clustering(device_buffer(buf, p.clustering_bytes(), "buf"), reinterpret_cast<cuda::Stream>(stream));
+            p.save_clustering(clustering_buffer(buf, p.clustering_bytes()), reinterpret_cast<cuda::Stream>(stream));
           },
           nb::arg("buf"), nb::arg("stream") = 0,
-          "Copies the clustering (labels, centroids, sizes, offsets, permutations) into a CUDA uint8 buffer of "
-          "clustering_bytes.")
+          "Copies the clustering (centroids, sizes, offsets, permutations) into a buffer of clustering_bytes: a "
+          "CUDA tensor, or a page-locked CPU tensor (pin_memory=True), copied asynchronously on `stream`.")
       .def(
           "load_clustering",
           [](cuda::Planner& p, Array buf, std::uintptr_t stream) {
-            p.load_clustering(device_buffer(buf, p.clustering_bytes(), "buf"), reinterpret_cast<cuda::Stream>(stream));
+            p.load_clustering(clustering_buffer(buf, p.clustering_bytes()), reinterpret_cast<cuda::Stream>(stream));
           },
-          nb::arg("buf"), nb::arg("stream") = 0, "Restores a clustering saved by save_clustering; run select next.")
+          nb::arg("buf"), nb::arg("stream") = 0,
+          "Restores a clustering saved by save_clustering (a CUDA or page-locked CPU buffer); run select next.")
       .def(
           "copy_plan",
           [](const cuda::Planner& p, MutArray q_labels, MutArray k_labels, MutArray keep, std::uintptr_t stream) {

@@ -13,9 +13,11 @@ CPU tensors run the C++ CPU backend. CUDA tensors (float16/bfloat16, head_dim 12
 HunyuanVideo run) run the CUDA backend on torch's current stream: one shared `svoo.CudaPlanner`
 per shape clusters, selects and lays out on the device, and `sparse_attention` reads q, k, v
 through [H, S, D] views of the [B, S, H, D] activations (no copies). Each (branch, expert, layer,
-batch element) keeps its clustering in a device buffer (`CudaPlanner.clustering_bytes`: centroids,
-sizes, offsets and permutations, the labels rebuilt on load; about 11 MB per slot at Wan2.1-1.3B
-480p, 15 MB at 720p) that reuse steps load back; nothing is downloaded to the host.
+batch element) keeps its clustering (`CudaPlanner.clustering_bytes`: centroids, sizes, offsets
+and permutations, the labels rebuilt on load; about 11 MB per slot at Wan2.1-1.3B 480p, 15 MB at
+720p) for the reuse steps, in page-locked host memory by default, each slot uploaded on a side
+stream while the layer before it runs (`enable(clustering_cache="device")` keeps every slot on the
+device instead; clustering_cache.py).
 HunyuanVideo's text pseudo-clusters on CUDA: the video tokens are planned on the device, the two
 text clusters are appended to the labels and keep there, and the kernel runs on the layout
 rebuilt from them (one extra sort per call). Wan's dense calls (warm-up steps, dense layers) run
@@ -42,6 +44,7 @@ import svoo.torch  # noqa: F401  (the CUDA planners)
 from svoo.torch import _dl
 
 from . import _svoo
+from .clustering_cache import ClusteringCache
 
 __all__ = ["enable", "disable", "set_step", "profile", "save_capture", "SvooState"]
 
@@ -91,7 +94,9 @@ class SvooState(_StepRule):
     branch: int = -1
     last_timestep: Optional[float] = None
     # (branch, expert, layer, batch element) -> (step of the clustering, CpuPlan or CUDA buffer[, shape])
-    cache: Dict[Tuple[int, int, int, int], Tuple[Any, ...]] = field(default_factory=dict)
+    cache: Dict[Tuple[int, int, int, int], Tuple[Any, ...]] = field(default_factory=dict)  # the CPU path's plans
+    # the CUDA path's clusterings, same keys (in page-locked host memory by default: clustering_cache.py)
+    clusterings: ClusteringCache = field(default_factory=ClusteringCache)
     log: List[Tuple[int, int, int, int, str]] = field(default_factory=list)  # (step, branch, expert, layer, mode)
     densities: Dict[Tuple[str, Tuple[float, ...]], torch.Tensor] = field(default_factory=dict)
     warned: set = field(default_factory=set)
@@ -144,27 +149,28 @@ class SvooState(_StepRule):
         is reclustered)."""
         o = self.options["gpu"]
         shape = (planner.heads, planner.q_tokens, planner.k_tokens, planner.kq, planner.kk)
-        cached = self.cache.get(slot)
-        if mode == "reuse" and (cached is None or len(cached) < 3 or cached[2] != shape):
+        if mode == "reuse" and not self.clusterings.usable(slot, shape):
             mode = "recluster"
         if mode == "reuse":
-            planner.load_clustering(_dl(cached[1]), stream)
+            self.clusterings.load(slot, planner, q.device, stream)
         else:
             planner.cluster(_dl(q), _dl(k), o["iterations"], o["seed"], "coclustering", stream, o["align"])
-            buf = cached[1] if cached is not None and len(cached) == 3 and cached[2] == shape else None
-            if buf is None or buf.device != q.device:
-                buf = torch.empty(planner.clustering_bytes, dtype=torch.uint8, device=q.device)
-            planner.save_clustering(_dl(buf), stream)
-            self.cache[slot] = (step, buf, shape)
+            self.clusterings.save(slot, step, planner, shape, q.device, stream)
         planner.select_device(o["top_p"], o["floor_lo"], o["floor_hi"], None, "released",
                               _dl(self.device_density(density, q.device)), stream)
         return mode
 
     def cached_at(self, keys) -> Optional[int]:
         """The step of the oldest cached clustering among `keys` (None if any is missing)."""
-        if not all(k in self.cache for k in keys):
-            return None
-        return min(self.cache[k][0] for k in keys)
+        steps = []
+        for k in keys:
+            s = self.clusterings.step_of(k)
+            if s is None and k in self.cache:
+                s = self.cache[k][0]
+            if s is None:
+                return None
+            steps.append(s)
+        return min(steps)
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -399,7 +405,8 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
            num_inference_steps: Optional[int] = None, kq: Optional[int] = None, kk: Optional[int] = None,
            top_p: Optional[float] = None, floor_lo: Optional[float] = None, floor_hi: Optional[float] = None,
            warmup_steps: Optional[int] = None, dense_layers: Optional[int] = None,
-           reuse_interval: Optional[int] = None, dense_kernel: str = "auto", align_queries: int = 128) -> SvooState:
+           reuse_interval: Optional[int] = None, dense_kernel: str = "auto", align_queries: int = 128,
+           clustering_cache: str = "host") -> SvooState:
     """Makes the video self-attention of `pipe` (or of one WanTransformer3DModel) sparse.
     `profile`: a profile CSV path, or None for the preset's fallback density. Unset options take
     the preset's released defaults; `num_inference_steps` rescales the warm-up to the steps you
@@ -410,10 +417,16 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
     480p; the sparse kernel then runs at 100-114 % of cuDNN's throughput at 720p and 89-103 % at
     480p at 10-30 % density on an H200, against 84-98 % and 62-78 % with the spec's clustering,
     at attention recall within 0.1 point at equal density: see the README's "Query-cluster
-    alignment"); 0 keeps the spec's clustering exactly. Returns the shared state (its `log`
-    records every decision)."""
+    alignment"); 0 keeps the spec's clustering exactly. `clustering_cache`: where the CUDA path
+    keeps each slot's clustering between its recluster and reuse steps, "host" (the default:
+    page-locked host memory, each slot uploaded on a side stream while the layer before it runs,
+    so the device holds two slots at a time) or "device" (every slot on the device: ~11-51 MB a
+    slot and layer and CFG branch, 15-18 % of a Wan2.1-1.3B generation's peak). Returns the shared
+    state (its `log` records every decision)."""
     if not isinstance(align_queries, int) or not (align_queries == 0 or 2 <= align_queries <= 256):
         raise ValueError(f"align_queries must be 0 or in [2, 256], not {align_queries!r}")
+    if clustering_cache not in ("host", "device"):
+        raise ValueError(f"clustering_cache must be 'host' or 'device', not {clustering_cache!r}")
     if dense_kernel not in ("auto", "svoo", "sdpa"):
         raise ValueError(f"dense_kernel must be 'auto', 'svoo' or 'sdpa', not {dense_kernel!r}")
     d = svoo.preset(preset)
@@ -429,7 +442,8 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
     gpu_opts = dict(kq=d["kq"], kk=d["kk"], iterations=d["iterations"], seed=0, top_p=d["top_p"],
                     floor_lo=d["floor_lo"], floor_hi=d["floor_hi"], align=0)
     gpu_opts.update(plan_opts)
-    state = SvooState(controller, d, {"plan": plan_opts, "gpu": gpu_opts}, dense_kernel=dense_kernel)
+    state = SvooState(controller, d, {"plan": plan_opts, "gpu": gpu_opts}, dense_kernel=dense_kernel,
+                      clusterings=ClusteringCache(clustering_cache))
     for expert, model in enumerate(models):
         if getattr(model, "_svoo_state", None) is not None:
             raise ValueError("svoo is already enabled on this model; call svoo.diffusers.disable first")

@@ -103,6 +103,8 @@ def test_sparse_output_is_close_to_dense_and_errors_are_clear():
         sd.enable(model, dense_kernel="cudnn")
     with pytest.raises(ValueError, match="align_queries must be"):
         sd.enable(model, align_queries=1)
+    with pytest.raises(ValueError, match="clustering_cache must be"):
+        sd.enable(model, clustering_cache="disk")
     # Aligned query clusters: still close to dense, and not the same plan as without.
     state = sd.enable(model, preset="wan2.1-t2v-14b", num_inference_steps=2, warmup_steps=0, dense_layers=0, kq=4,
                       kk=12, align_queries=16)
@@ -148,6 +150,40 @@ def test_sparse_cuda_path_copies_rows_it_cannot_address():
     for bad in (base[..., 1:129], torch.randn(4, 2, 131)[..., :128], torch.randn(4, 128, 2).transpose(-1, -2)):
         fixed = sd._addressable(bad)
         assert fixed is not bad and sd._rows_aligned(fixed) and torch.equal(fixed, bad)
+
+
+class _FakePlanner:
+    """The part of svoo.CudaPlanner the clustering cache calls, on CPU tensors: its clustering is
+    a byte string that save/load copy."""
+
+    def __init__(self, nbytes=64):
+        self.clustering_bytes, self.state = nbytes, torch.zeros(nbytes, dtype=torch.uint8)
+
+    def save_clustering(self, buf, stream):
+        torch.from_dlpack(buf).copy_(self.state)
+
+    def load_clustering(self, buf, stream):
+        self.state.copy_(torch.from_dlpack(buf))
+
+
+def test_clustering_cache_keeps_each_slot_and_its_step():
+    from svoo.clustering_cache import ClusteringCache
+    with pytest.raises(ValueError, match="clustering_cache must be one of"):
+        ClusteringCache("disk")
+    cache, p, cpu = ClusteringCache("device"), _FakePlanner(), torch.device("cpu")
+    shape = (2, 108, 108, 4, 12)
+    for slot, fill in (("a", 1), ("b", 2)):
+        p.state.fill_(fill)
+        cache.save(slot, 3, p, shape, cpu, 0)
+    p.state.fill_(5)
+    cache.save("a", 6, p, shape, cpu, 0)  # a recluster overwrites its slot in place
+    assert cache.step_of("a") == 6 and cache.step_of("b") == 3 and cache.step_of("c") is None
+    assert cache.usable("a", shape) and not cache.usable("a", (2, 108, 108, 4, 16)) and not cache.usable("c", shape)
+    cache.load("b", p, cpu, 0)
+    assert torch.equal(p.state, torch.full((64,), 2, dtype=torch.uint8))
+    cache.load("a", p, cpu, 0)
+    assert torch.equal(p.state, torch.full((64,), 5, dtype=torch.uint8))
+    assert len(cache.entries) == 2 and cache.host_bytes() == 128 and cache.device_bytes() == 0  # CPU tensors here
 
 
 def tiny_hunyuan():

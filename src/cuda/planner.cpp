@@ -534,16 +534,31 @@ std::size_t Planner::clustering_bytes() const noexcept {
                                   reinterpret_cast<const char*>(plan_.q_centroids));
 }
 
+namespace {
+// A caller's clustering buffer is device memory or page-locked host memory: a copy from or to
+// pageable memory would wait for the device (and cannot be captured in a CUDA graph).
+void require_copyable_buffer(const void* p, const char* where) {
+  require(p != nullptr, ErrorKind::invalid_argument, std::string(where) + ": no buffer");
+  cudaPointerAttributes attr{};
+  const cudaError_t e = cudaPointerGetAttributes(&attr, p);
+  if (e != cudaSuccess) cudaGetLastError();  // clear it: the error below says what is wrong
+  require(e == cudaSuccess && attr.type != cudaMemoryTypeUnregistered, ErrorKind::device,
+          std::string(where) +
+              ": the buffer is pageable host memory; pass device memory or page-locked host memory "
+              "(torch: pin_memory=True)");
+}
+}  // namespace
+
 void Planner::save_clustering(void* dst, Stream stream) const {
-  require(dst != nullptr, ErrorKind::invalid_argument, "cuda::Planner::save_clustering: no buffer");
-  check_cuda(cudaMemcpyAsync(dst, plan_.q_centroids, clustering_bytes(), cudaMemcpyDeviceToDevice, as_cuda(stream)),
+  require_copyable_buffer(dst, "cuda::Planner::save_clustering");
+  check_cuda(cudaMemcpyAsync(dst, plan_.q_centroids, clustering_bytes(), cudaMemcpyDefault, as_cuda(stream)),
              "cuda::Planner::save_clustering");
 }
 
 void Planner::load_clustering(const void* src, Stream stream) {
-  require(src != nullptr, ErrorKind::invalid_argument, "cuda::Planner::load_clustering: no buffer");
+  require_copyable_buffer(src, "cuda::Planner::load_clustering");
   const cudaStream_t st = as_cuda(stream);
-  check_cuda(cudaMemcpyAsync(plan_.q_centroids, src, clustering_bytes(), cudaMemcpyDeviceToDevice, st),
+  check_cuda(cudaMemcpyAsync(plan_.q_centroids, src, clustering_bytes(), cudaMemcpyDefault, st),
              "cuda::Planner::load_clustering");
   const PlanShape& sh = shape_;
   detail::launch_labels_from_layout(plan_.q_perm, plan_.q_offsets, sh.heads, sh.q_tokens, sh.kq, plan_.q_labels, st);
