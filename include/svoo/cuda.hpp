@@ -28,6 +28,11 @@ using Stream = CUstream_st*;
 // True when this build has the CUDA backend and a CUDA device is visible.
 bool available() noexcept;
 
+// A new non-blocking stream on the current device, for callers that want one stream without their
+// framework's pool (torch's first pool stream creates the whole pool: 70 MiB of device memory on
+// an H200, run204). It lives until the process ends.
+Stream create_stream();
+
 struct PlanShape {
   std::int64_t heads = 0, q_tokens = 0, k_tokens = 0;
   std::int64_t dim = 128;  // the only head dim built

@@ -20,6 +20,7 @@ from typing import Any, Dict, Hashable, Optional, Tuple
 
 import torch
 
+from svoo import _svoo
 from svoo.torch import _dl
 
 WHERE = ("host", "device")
@@ -109,8 +110,10 @@ class ClusteringCache:
             return
         self._pending.clear()  # a prefetch that was not used (the order changed): its buffer goes back
         side = self._side.get(device.index)
-        if side is None:
-            side = self._side[device.index] = torch.cuda.Stream(device)
+        if side is None:  # one stream of its own (torch.cuda.Stream() would create torch's whole pool)
+            with torch.cuda.device(device):
+                side = torch.cuda.ExternalStream(_svoo.cuda_create_stream(), device=device)
+            self._side[device.index] = side
         saved = self._saved.get(slot)
         if saved is not None:
             side.wait_event(saved)

@@ -98,6 +98,12 @@ bool available() noexcept {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+Stream create_stream() {
+  cudaStream_t s = nullptr;
+  check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cuda::create_stream");
+  return reinterpret_cast<Stream>(s);
+}
+
 Planner::Planner(const PlanShape& shape) : shape_(shape), s_(new Scratch{}) {
   // A constructor that throws runs no destructor: the scratch is released here until the end.
   std::unique_ptr<Scratch> owned(s_);
