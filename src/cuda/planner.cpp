@@ -550,8 +550,8 @@ void require_copyable_buffer(const void* p, const char* where) {
   if (e != cudaSuccess) cudaGetLastError();  // clear it: the error below says what is wrong
   require(e == cudaSuccess && attr.type != cudaMemoryTypeUnregistered, ErrorKind::device,
           std::string(where) +
-              ": the buffer is pageable host memory; pass device memory or page-locked host memory "
-              "(torch: pin_memory=True)");
+              ": the buffer is neither device memory nor page-locked host memory (pageable host memory "
+              "cannot be copied asynchronously); pass one of those (torch: pin_memory=True)");
 }
 }  // namespace
 
