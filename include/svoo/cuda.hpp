@@ -110,7 +110,7 @@ class Planner {
   // Copies the clustering state to / from a caller buffer of clustering_bytes() (16-byte aligned):
   // one asynchronous copy (and, on load, one kernel that rebuilds the labels). The buffer is device
   // memory or page-locked host memory (a host cache of many slots costs the device nothing; the
-  // copy then crosses the bus, ~0.2 ms for a Wan2.1-1.3B 480p slot); pageable host memory is refused,
+  // copy then crosses the bus: 11 MB a Wan2.1-1.3B 480p slot); pageable host memory is refused,
   // since a copy from it would wait for the device. A loaded clustering serves select(),
   // sparse_attention, copy_plan and recall exactly as if cluster() had just produced it (the reuse
   // steps of spec 2.5 keep one such buffer per slot).
