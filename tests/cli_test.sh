@@ -66,7 +66,7 @@ check demo 0 "recall at equal block density" -- "$svoo" demo --frames 2 --height
 check demo-aligned 0 "query clusters aligned to 8 rows" -- "$svoo" demo --frames 2 --height 8 --width 8 --heads 4 --dim 32 --kq 4 --kk 16 --align-queries 8 --quiet
 check demo-align-range 2 "" -- "$svoo" demo --align-queries 1000
 check demo-align-passes 0 "query clusters aligned to 8 rows" -- "$svoo" demo --frames 2 --height 8 --width 8 --heads 4 --dim 32 --kq 4 --kk 16 --align-queries 8 --align-passes 1 --quiet
-check demo-align-passes-range 2 "" -- "$svoo" demo --align-queries 8 --align-passes 5
+check demo-align-passes-range 2 "" -- "$svoo" demo --align-queries 8 --align-passes 9
 # Offline profiler: captures of two seeds, profile, resume, compare, report, and bad input.
 check synth-capture 0 "wrote" -- "$svoo" synth-capture -o "$tmp/cap1.safetensors" --steps 2 --layers 2 --heads 2 --frames 2 --height 4 --width 6 --dim 16 --seed 1
 check synth-capture-2 0 "wrote" -- "$svoo" synth-capture -o "$tmp/cap2.safetensors" --steps 2 --layers 2 --heads 2 --frames 2 --height 4 --width 6 --dim 16 --seed 2

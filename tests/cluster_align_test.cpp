@@ -100,10 +100,11 @@ TEST(AlignClusters, CandidatesThatDoNotTakeRowsAreSkipped) {
 
 TEST(AlignClusters, LaterPassesLowerTheBarForTaking) {
   EXPECT_EQ(alignment_take_above(128, 0), 64);
-  EXPECT_EQ(alignment_take_above(128, 1), 48);
-  EXPECT_EQ(alignment_take_above(128, 2), 32);
-  EXPECT_EQ(alignment_take_above(128, 3), 16);
-  EXPECT_EQ(alignment_take_above(4, 3), 2);  // align / 8 = 0: the bar stays
+  EXPECT_EQ(alignment_take_above(128, 1), 56);
+  EXPECT_EQ(alignment_take_above(128, 4), 32);
+  EXPECT_EQ(alignment_take_above(128, 7), 8);
+  EXPECT_EQ(alignment_take_above(32, 3), 10);
+  EXPECT_EQ(alignment_take_above(8, 3), 4);  // align / 16 = 0: the bar stays
   EXPECT_EQ(alignment_take_above(2, 0), 1);
   // align 8, bar 2: remainders 3 and up take.
   EXPECT_EQ(alignment_takers(std::vector<std::int32_t>{8, 9, 10, 11, 12, 15}, 8, 2),
@@ -207,17 +208,17 @@ TEST(AlignQueries, CpuClusteringWithAlignment) {
   cfg.align_candidates = 65;
   EXPECT_THROW(cpu::cluster(q.view(), k.view(), cfg), Error);
   cfg.align_candidates = 8;
-  for (const int passes : {0, 5}) {
+  for (const int passes : {0, 9}) {
     cfg.align_passes = passes;
     try {
       cpu::cluster(q.view(), k.view(), cfg);
       ADD_FAILURE() << passes << " alignment passes were accepted";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("1 to 4 passes"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("1 to 8 passes"), std::string::npos) << e.what();
     }
     EXPECT_THROW(cpu::align_queries(q.view(), same, 32, 8, ClusterMethod::coclustering, passes), Error);
   }
-  cfg.align_passes = 3;
+  cfg.align_passes = 5;
   // An alignment past the kernel's largest item is named, not clamped.
   cfg.align_candidates = 8, cfg.query_align = 257;
   try {

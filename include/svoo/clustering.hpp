@@ -15,7 +15,7 @@ enum class ClusterMethod {
 };
 const char* cluster_method_name(ClusterMethod method) noexcept;
 
-inline constexpr int kMaxAlignPasses = 4;  // ClusterConfig::align_passes at most
+inline constexpr int kMaxAlignPasses = 8;  // ClusterConfig::align_passes at most
 
 struct ClusterConfig {
   int kq = 256;        // query clusters per head
@@ -31,12 +31,13 @@ struct ClusterConfig {
   int query_align = 0;
   int align_candidates = 8;
   // Passes of alignment (1 to kMaxAlignPasses), each on the sizes the one before left, with a
-  // lower bar for taking rows (alignment_take_above): the first leaves clusters that could not
-  // shed their remainder, and the later ones let the fuller of those take from the rest. At Wan2.1-1.3B
-  // 480p (svoo_work_study, Kq 256) three passes leave 5.9 % of the 128-row items' rows empty
-  // instead of 17.7 %, for 10.2 % of the rows moved instead of 7.6 % and the same attention
-  // recall (0.6841 against 0.6845 at 10 % block density).
-  int align_passes = 3;
+  // lower bar for taking rows (alignment_take_above: 64, 56, 48, 40, 32 at align 128): the first
+  // leaves clusters that could not shed their remainder, and the later ones let the fuller of
+  // those take from the rest. At Wan2.1-1.3B 480p (svoo_work_study, Kq 256) five passes leave
+  // 4.8 % of the 128-row items' rows empty instead of 17.7 %, for 10.7 % of the rows moved
+  // instead of 7.6 % and nearly the same attention recall (0.6836 against 0.6845 at 10 % block
+  // density).
+  int align_passes = 5;
 };
 
 // Initial centroids, as row indices into each head's own Q and K.
@@ -126,8 +127,8 @@ std::int64_t align_clusters(std::span<std::int32_t> labels, int clusters, int al
 // Per cluster, 1 where a cluster of that size takes rows (size mod align > take_above).
 std::vector<std::uint8_t> alignment_takers(std::span<const std::int32_t> sizes, int align, int take_above);
 
-// The bar of pass `pass` (0-based) of ClusterConfig::align_passes: align / 2 - pass * (align / 8)
-// (64, 48, 32, 16 at align 128), at least 1.
+// The bar of pass `pass` (0-based) of ClusterConfig::align_passes: align / 2 - pass * (align / 16)
+// (64, 56, 48, 40, 32, 24, 16, 8 at align 128), at least 1.
 int alignment_take_above(int align, int pass);
 
 // Rows an alignment leaves empty: sum over clusters of ceil(size / align) * align - size.

@@ -30,7 +30,7 @@ std::int64_t empty_chunk_rows(std::span<const std::int32_t> sizes, int align) {
   return empty;
 }
 
-int alignment_take_above(int align, int pass) { return std::max(1, align / 2 - pass * (align / 8)); }
+int alignment_take_above(int align, int pass) { return std::max(1, align / 2 - pass * (align / 16)); }
 
 std::vector<std::uint8_t> alignment_takers(std::span<const std::int32_t> sizes, int align, int take_above) {
   require(align >= 2 && take_above >= 1 && take_above <= align / 2, ErrorKind::invalid_argument,

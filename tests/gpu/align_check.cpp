@@ -309,7 +309,7 @@ void check_rounds(int heads, std::int64_t tokens, int clusters, int align, int e
 
 // The planner's alignment against cpu::align_queries applied to the planner's own clustering.
 void check_planner(int heads, std::int64_t tokens, int kq, int kk, int align, ClusterMethod method, DType dtype,
-                   std::uint32_t seed, int passes = 3) {
+                   std::uint32_t seed, int passes = ClusterConfig{}.align_passes) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.f, 1.f);
   HostTensor hq(dtype, {heads, tokens, 128}), hk(dtype, {heads, tokens, 128});
@@ -365,8 +365,8 @@ int check_alignment(bool quick) {
   check_rounds(2, 5000, 40, 128, 3, 4);
   check_rounds(1, 3000, 500, 16, 8, 5);
   check_rounds(2, 20000, 3, 64, 8, 11, false);  // clusters of more than 4096 listed rows (the slow path)
-  check_rounds(3, 20000, 300, 64, 8, 12, true, alignment_take_above(64, 2));  // later passes' bars
-  check_rounds(2, 5000, 40, 128, 3, 13, true, alignment_take_above(128, 1));
+  check_rounds(3, 20000, 300, 64, 8, 12, true, alignment_take_above(64, 4));  // later passes' bars
+  check_rounds(2, 5000, 40, 128, 3, 13, true, alignment_take_above(128, 2));
   check_planner(2, 12000, 64, 256, 128, ClusterMethod::coclustering, DType::bf16, 6);
   check_planner(2, 12000, 64, 256, 128, ClusterMethod::coclustering, DType::bf16, 6, 1);
   if (!quick) {
