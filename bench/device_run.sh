@@ -7,7 +7,11 @@
 # ab: a change timed against the code before it, interleaved on the same card: AB_BINS names the
 #   binaries in .carry/bin (e.g. "svoo_cuda_attention_bench svoo_cuda_attention_bench_base", the
 #   second built before the change), AB_ROUNDS the rounds (2), AB_ARGS the benchmark's options
-#   (e.g. "--shape wan14b-720p"); SVOO_* variables pass through (SVOO_ATTN_KERNEL=sm80 ...).
+#   (e.g. "--shape wan14b-720p"); SVOO_* variables pass through (SVOO_ATTN_KERNEL=sm80 ...). The
+#   binaries' order alternates from round to round. AB_CUDNN=HEADSxTOKENS (e.g. 12x32760) follows
+#   each round with cuDNN at that shape, and bench/rounds_summary.py then rates every binary
+#   against cuDNN's mean over the rounds (its rate moves by up to 10 % within a run) and times
+#   the others against the last of AB_BINS (the base).
 # ncu: Nsight Compute on one dense attention call (`--profile-dense`, 12 x 32,760) of each attention
 #   benchmark binary NCU_BINS names (default svoo_cuda_attention_bench), kernel regex NCU_KERNEL
 #   (attention_hopper): speed of light, scheduler and warp-state statistics, and the stall samples
@@ -40,13 +44,21 @@ for s in $steps; do
       timeout 200 .carry/bin/svoo_cuda_density_bench --heads 12 --heads 40 --json "$out/density_bench.json" 2>&1 |
         tee "$out/density_bench.log" ;;
     ab)
+      bins=${AB_BINS:?ab: AB_BINS names the binaries to compare}
       for r in $(seq "${AB_ROUNDS:-2}"); do
-        for b in ${AB_BINS:?ab: AB_BINS names the binaries to compare}; do
+        order=$bins
+        [ $((r % 2)) -eq 0 ] && order=$(echo "$bins" | tr ' ' '\n' | tac | tr '\n' ' ')
+        for b in $order; do
           timeout 200 ".carry/bin/$b" ${AB_ARGS:-} --json "$out/ab_${b}_$r.json" >"$out/ab_${b}_$r.log" 2>&1
           echo "$b, round $r: exit $?"
           grep -v '^#' "$out/ab_${b}_$r.log" | head -12
         done
-      done ;;
+        if [ -n "${AB_CUDNN:-}" ]; then
+          timeout 120 python3 .carry/dense_baseline.py --shape "$AB_CUDNN" --json "$out/ab_dense_$r.json" >"$out/ab_dense_$r.log" 2>&1
+          grep CUDNN "$out/ab_dense_$r.log"
+        fi
+      done
+      python3 bench/rounds_summary.py "$out" --base "$(echo "$bins" | awk '{print $NF}')" | tee "$out/ab_summary.txt" ;;
     ncu)
       ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
       [ -n "$ncu" ] || { echo "ncu: Nsight Compute not found on this machine"; continue; }
