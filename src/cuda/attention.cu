@@ -224,23 +224,36 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(AttentionArgs a,
 
   AttentionItem it;
   if (!attention_item<kBM>(a, it)) return;
+
+  // 16 consecutive lanes fetch the 16 chunks of one 256-byte row: whole sectors from global memory
+  // and conflict-free wavefronts into shared memory. The rows' tokens are copied into q_tok
+  // asynchronously before the ranges are staged, so that they fly with the ranges' loads instead
+  // of after the ranges' scan: an item's start is a chain of dependent global reads (item, ranges,
+  // scan, key tokens, key tile), and this takes one link out of it. (Read into registers instead,
+  // the tokens raised the sm_80 code's spills from 16 to 56 bytes.)
+  const int crow = tid / 16, cc = (tid % 16) * 8;
+  if (cc == 0) {
+    const std::int32_t* qperm = sparse ? a.q_perm + static_cast<std::int64_t>(it.h) * a.q.tokens : nullptr;
+#pragma unroll
+    for (int i = 0; i < kBM / 8; ++i) {
+      const int r = crow + 8 * i;
+      const bool ok = r < it.rows;
+      if (sparse) ptx::cp_async4(&q_tok[r], qperm + (ok ? it.row0 + r : 0), ok ? 4 : 0);  // 0 past the rows
+      else q_tok[r] = ok ? static_cast<std::int32_t>(it.row0 + r) : 0;
+    }
+  }
+  commit();
   const int L = stage_ranges(a, it, sparse, r_begin, r_cum);
+  wait_groups<0>();
+  __syncthreads();  // every row's token landed
   const std::int64_t h = it.h;
   const auto* qbase = static_cast<const std::uint16_t*>(a.q.data) + h * a.q.head_stride;
   const auto* kbase = static_cast<const std::uint16_t*>(a.k.data) + h * a.k.head_stride;
   const auto* vbase = static_cast<const std::uint16_t*>(a.v.data) + h * a.v.head_stride;
-  const std::int32_t* qperm = sparse ? a.q_perm + h * a.q.tokens : nullptr;
-
-  // 16 consecutive lanes fetch the 16 chunks of one 256-byte row: whole sectors from global memory
-  // and conflict-free wavefronts into shared memory.
-  const int crow = tid / 16, cc = (tid % 16) * 8;
 #pragma unroll
   for (int i = 0; i < kBM / 8; ++i) {
     const int r = crow + 8 * i;
-    const bool ok = r < it.rows;
-    const std::int64_t tok = ok ? (sparse ? qperm[it.row0 + r] : it.row0 + r) : 0;
-    cp_async16(sq + r * kPitch + cc, qbase + tok * a.q.row_stride + cc, ok ? 16 : 0);
-    if (cc == 0) q_tok[r] = static_cast<std::int32_t>(tok);  // block barriers below order it before its reads
+    cp_async16(sq + r * kPitch + cc, qbase + static_cast<std::int64_t>(q_tok[r]) * a.q.row_stride + cc, r < it.rows ? 16 : 0);
   }
   commit();
   const int tiles = (L + kBN - 1) / kBN;
