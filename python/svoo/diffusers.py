@@ -414,7 +414,7 @@ def enable(pipe, preset: str = "wan2.1-t2v-1.3b", profile: Optional[str] = None,
     capability 9.0, torch's SDPA elsewhere), "svoo" or "sdpa". `align_queries`: 128, the default,
     moves a few query rows per cluster after the spec's co-clustering so that query clusters fill
     the sparse kernel's 128-row items, in five passes (about 4 % of the rows at 720p, 11 % at
-    480p; the sparse kernel then runs at 100-114 % of cuDNN's throughput at 720p and 89-103 % at
+    480p; the sparse kernel then runs at 100-114 % of cuDNN's throughput at 720p and 90-107 % at
     480p at 10-30 % density on an H200, against 84-98 % and 62-78 % with the spec's clustering,
     at attention recall within 0.1 point at equal density: see the README's "Query-cluster
     alignment"); 0 keeps the spec's clustering exactly. `clustering_cache`: where the CUDA path
