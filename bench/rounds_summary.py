@@ -26,10 +26,20 @@ def load_rounds(directory):
         if not m:
             continue
         name, rnd = m.group(1), int(m.group(2))
-        with open(path) as f:
-            rows = json.load(f)
+        try:
+            with open(path) as f:
+                rows = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e}); a round cut short by its timeout?") from None
+        need = ("backend", "tflops") if name == "dense" else ("target_density", "effective_tflops", "sparse_ms")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: expected a list of result rows")
+        for r in rows:
+            missing = [k for k in need if k not in r]
+            if missing:
+                raise ValueError(f"{path}: a row lacks {', '.join(missing)}")
         if name == "dense":
-            rates = [r["tflops"] for r in rows if r.get("backend") == "CUDNN_ATTENTION"]
+            rates = [r["tflops"] for r in rows if r["backend"] == "CUDNN_ATTENTION"]
             if len(rates) != 1:
                 raise ValueError(f"{path}: expected one cuDNN row (one AB_CUDNN shape), found {len(rates)}")
             cudnn[rnd] = rates[0]
@@ -83,7 +93,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         print("\n".join(summarise(*load_rounds(args.directory), base=args.base)))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError) as e:
         print(f"rounds_summary: {e}", file=sys.stderr)
         return 1
     return 0

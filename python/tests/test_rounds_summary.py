@@ -51,3 +51,19 @@ def test_rounds_without_cudnn_and_bad_dense_file(tmp_path):
     with pytest.raises(ValueError, match="expected one cuDNN row"):
         rounds_summary.load_rounds(d)
     assert rounds_summary.main([str(tmp_path / "empty")]) == 1
+
+
+def test_corrupt_or_incomplete_files_are_named(tmp_path):
+    d = str(tmp_path)
+    with open(os.path.join(d, "ab_cut_1.json"), "w") as f:
+        f.write('[{"target_density": 0.1, ')  # a round killed mid-write
+    with pytest.raises(ValueError, match=r"ab_cut_1\.json: not JSON"):
+        rounds_summary.load_rounds(d)
+    os.remove(os.path.join(d, "ab_cut_1.json"))
+    write(d, "ab_old_1.json", [{"target_density": 0.1, "effective_tflops": 500.0}])
+    with pytest.raises(ValueError, match=r"ab_old_1\.json: a row lacks sparse_ms"):
+        rounds_summary.load_rounds(d)
+    write(d, "ab_old_1.json", {"target_density": 0.1})
+    with pytest.raises(ValueError, match="expected a list of result rows"):
+        rounds_summary.load_rounds(d)
+    assert rounds_summary.main([d]) == 1
