@@ -84,16 +84,20 @@ int main(int argc, char** argv) {
       power.stop();
       double ms1 = 0, ms2 = 0;
       if (breakdown) {
-        // SVOO_DENSITY_PASSES=n stops after pass n (the Hopper search has three, density.cu's
-        // mma.sync passes two: there "2" is the whole).
+        // SVOO_DENSITY_PASSES=n stops after stage n. The Hopper search's stages: pass 1, pass 3 on
+        // the interpolated windows, the second round (passes 2 and 3 on the rows it missed, with
+        // the list's construction); with SVOO_DENSITY_SEARCH=three pass 1, 2 and 3. density.cu's
+        // mma.sync passes are two: there "2" is the whole.
         auto run = [&] { cuda::tau_density(q.view(), k.view(), tau, nullptr, N, work, ws, o); };
         setenv("SVOO_DENSITY_PASSES", "1", 1);
         ms1 = bench::median_ms(run, 3);
         setenv("SVOO_DENSITY_PASSES", "2", 1);
         ms2 = bench::median_ms(run, 3);
         unsetenv("SVOO_DENSITY_PASSES");
-        std::printf("   breakdown: pass 1 %.2f ms, pass 2 %.2f ms, pass 3 %.2f ms (0 on the mma.sync path)\n", ms1,
-                    ms2 - ms1, ms - ms2);
+        const char* search = std::getenv("SVOO_DENSITY_SEARCH");
+        const bool three = search && std::string(search) == "three";
+        std::printf("   breakdown: pass 1 %.2f ms, %s %.2f ms, %s %.2f ms (0 on the mma.sync path)\n", ms1,
+                    three ? "pass 2" : "pass 3", ms2 - ms1, three ? "pass 3" : "second round", ms - ms2);
         run();  // valid results again
       }
       std::vector<double> dens(2 * H);

@@ -24,6 +24,7 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -393,11 +394,19 @@ void launch_tau_density(const DensityArgs& a, double* density, double* bound, st
   nonfinite_kernel<<<264, 256, 0, stream>>>(a.k, nullptr, a.k.tokens, mask, a.nonfinite);
   const char* path = std::getenv("SVOO_DENSITY_PATH");
   if (hopper_device() && !(path && std::string_view(path) == "mma")) {
-    // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only).
+    // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only). SVOO_DENSITY_SEARCH=three
+    // runs the three passes on every row instead of the default (density_search.hpp,
+    // interp_window); SVOO_DENSITY_WIDTH its window's width in octaves (experiments: a multiple of
+    // 1/16 in (0, 4)).
     const char* env = std::getenv("SVOO_DENSITY_PASSES");
-    const char* skip = std::getenv("SVOO_DENSITY_SKIP_MID");
+    const char* search = std::getenv("SVOO_DENSITY_SEARCH");
+    const char* width = std::getenv("SVOO_DENSITY_WIDTH");
     DensityArgs b = a;
-    b.skip_mid = skip && skip[0] == '1';
+    b.interp = !(search && std::string_view(search) == "three");
+    if (width) {
+      const float w = std::strtof(width, nullptr);
+      if (w > 0.f && w < 4.f && std::floor(w * 16.f) == w * 16.f) b.interp_width = w;
+    }
     launch_density_wgmma_passes(b, env && (env[0] == '1' || env[0] == '2') ? env[0] - '0' : 3, stream);
   } else if (a.q.elem == Elem::bf16) {
     launch_passes<true>(a, stream);

@@ -35,6 +35,8 @@ struct Layout {
   std::size_t row_above, row_total, row_error, row_count_above;  // pass 1's walk (fp64 masses)
   std::size_t bstar, fb_lo, fb_hi, counts, lo, hi, fallback;
   std::size_t win_lo, win_hi;                                 // the Hopper search's windows
+  std::size_t row_b_hi, row_b_lo;                             // its pass 1's masses at the coarse ends
+  std::size_t list, list_head, list_items, head_count, head_item0;  // its later rounds' rows
   std::size_t nonfinite;                                      // one int: the inputs' check
   std::size_t total;
 };
@@ -53,6 +55,11 @@ Layout layout(std::int64_t heads, std::int64_t nrows) {
   l.counts = take(4 * n), l.lo = take(4 * n), l.hi = take(4 * n);
   l.fallback = take(n);
   l.win_lo = take(4 * n), l.win_hi = take(4 * n);
+  l.row_b_hi = take(8 * n), l.row_b_lo = take(8 * n);
+  // At most every row again: per head its rows padded to whole items of 128.
+  const auto items = static_cast<std::size_t>(heads * ((nrows + 127) / 128));
+  l.list = take(4 * 128 * items), l.list_head = take(4 * items), l.list_items = take(4);
+  l.head_count = take(4 * static_cast<std::size_t>(heads)), l.head_item0 = take(4 * static_cast<std::size_t>(heads));
   l.nonfinite = take(4);
   l.total = off;
   return l;
@@ -124,6 +131,13 @@ void tau_density(const TensorView& q, const TensorView& k, double tau, const std
   a.fallback = reinterpret_cast<std::uint8_t*>(base + l.fallback);
   a.win_lo = reinterpret_cast<float*>(base + l.win_lo);
   a.win_hi = reinterpret_cast<float*>(base + l.win_hi);
+  a.row_b_hi = reinterpret_cast<double*>(base + l.row_b_hi);
+  a.row_b_lo = reinterpret_cast<double*>(base + l.row_b_lo);
+  a.list_out = reinterpret_cast<std::int32_t*>(base + l.list);
+  a.list_head_out = reinterpret_cast<std::int32_t*>(base + l.list_head);
+  a.list_items_out = reinterpret_cast<std::int32_t*>(base + l.list_items);
+  a.head_count = reinterpret_cast<std::int32_t*>(base + l.head_count);
+  a.head_item0 = reinterpret_cast<std::int32_t*>(base + l.head_item0);
   a.nonfinite = reinterpret_cast<std::int32_t*>(base + l.nonfinite);
   a.span = tau < 1.0 ? static_cast<float>(std::log2(static_cast<double>(kv.tokens) / (1.0 - tau))) : 0.f;
   detail::require_supported_device("cuda::tau_density");

@@ -31,8 +31,25 @@ struct DensityArgs {
   // octaves [win_lo, win_hi).
   float *win_lo = nullptr, *win_hi = nullptr;
   float span = 0.f;                     // log2(k tokens / (1 - tau)); 0 for tau = 1
-  // Experiment (SVOO_DENSITY_SKIP_MID=1): pass 3 on pass 1's coarse window, without pass 2.
-  bool skip_mid = false;
+  // The default search (density_search.hpp, interp_window): pass 1 places pass 3's window by
+  // interpolation (and keeps the masses below its coarse window's ends, row_b_hi / row_b_lo), and
+  // pass 3 marks in `fallback` the rows of a later round: 1, pass 3 again on the window
+  // reinterp_window places (round 2); 2, passes 2 and 3 on the coarse window (round 3). round: pass
+  // 3's round (1, 2; 0 the last, whose fallback flags are the results'). interp == false
+  // (SVOO_DENSITY_SEARCH=three): passes 1, 2 and 3 on every row.
+  bool interp = false;
+  int round = 0;
+  float interp_width = 0.5f;            // the windows' least width in octaves (SVOO_DENSITY_WIDTH)
+  double *row_b_hi = nullptr, *row_b_lo = nullptr;
+  // A second round's work: per item (kRows = 128 entries) the rows of one head (-1: none), the head
+  // of each item, and the item count (device memory: the list is built on the device). Null: every
+  // row of every head, in order.
+  const std::int32_t* list = nullptr;
+  const std::int32_t* list_head = nullptr;
+  const std::int32_t* list_items = nullptr;
+  // Workspace of the list's construction: per head its rows and its first item.
+  std::int32_t *head_count = nullptr, *head_item0 = nullptr;
+  std::int32_t *list_out = nullptr, *list_head_out = nullptr, *list_items_out = nullptr;
   std::int32_t* nonfinite = nullptr;    // set where q (rows measured) or k holds a NaN or an infinity
 };
 

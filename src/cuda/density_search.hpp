@@ -55,8 +55,12 @@ namespace svoo::cuda::detail::density::search {
 // deeper ones take coarse_window's last, wider window) and make pass 1 79 ms instead of 102; pass
 // 3's window is then an octave instead of 3/4 (pass 3 +4 / +13 ms). The whole: 255 / 275 ms
 // against 276 / 286, brackets 1.43e-4 / 5.8e-5 of the keys against 1.16e-4 / 6.3e-5. (7 x 3: 270 /
-// 280, the same brackets; 4 x 5: 251 / 266, brackets 1.78e-4 / 6.3e-5.)
-inline constexpr int kCoarse = 5;       // pass 1 thresholds
+// 280, the same brackets; 4 x 5: 251 / 266, brackets 1.78e-4 / 6.3e-5.) Since pass 2 runs only for
+// the rows the interpolated window misses (interp_window), 4 thresholds (16 octaves below the
+// reference; a deeper crossing takes the second round, which no row of either benchmark layer
+// needs: bench/results/2026-11-29-cpu-density_interp_study_*_count4.txt): pass 1 67.9 / 69.2 ms
+// against 75.9 / 76.8 (run214, H200), the whole 197.0 / 208.7 against 205.9 / 216.3.
+inline constexpr int kCoarse = 4;       // pass 1 thresholds
 inline constexpr int kCoarseStep = 4;   // octaves between them (whole octaves: rebasing is exact)
 // Pass 2 thresholds in the coarse window: windows of kCoarseStep / kMid octaves. 8 took pass 2 from
 // 69 to 96 ms and saved pass 3 less than a tenth of that (run51-52); 2 save 17 ms in pass 2 and
@@ -119,6 +123,107 @@ SVOO_HD Window coarse_window(const double* b, double total, double tau, float c,
 
 SVOO_HD float mid_threshold(Window w, int k) { return w.hi - static_cast<float>(k) * ((w.hi - w.lo) / kMid); }
 
+// The middle pass replaced by interpolation (the default; `svoo_density_interp_study`,
+// bench/results/2026-11-29-cpu-density_interp_study_*.txt). Pass 1 knows ln B at every coarse
+// threshold; pass 3 takes a window around the crossing estimated from them, and computes the mass
+// below that window's top itself (its top is no threshold of pass 1). The estimate: ln B(y) as the
+// parabola through (hi + step, hi, lo), solved for ln((1 - tau) T) in [lo, hi] (the line between lo
+// and hi where hi is c, with no third point, or where the parabola does not cross in [lo, hi]). The
+// window's width: kInterpWidth plus the distance between the parabola's and the line's estimates
+// (their disagreement says how far the curve bends), at most 2 octaves. Rows whose crossing the
+// window misses (finish() reports a fallback) run pass 3 again on a window interpolated anew inside
+// the side of the coarse window where the crossing lies, from the masses at the first window's
+// ends (reinterp_window); rows that miss again, and rows whose crossing lies below pass 1's
+// thresholds, run passes 2 and 3 on the coarse window. Each later round runs on a list of its
+// rows only. The study (Wan2.1-1.3B 720p, tau 0.9): the first window misses 4.0 % of the synthetic
+// layer's rows and none of normal data's, and holds 8.6 % / 16.7 % of the scores, against 11.2 % /
+// 25.7 % for pass 2's one-octave window. (The parabola alone with one octave: 2.3 % of the rows
+// missed, 11.5 % / 25.7 % of the scores; a line alone missed 12 %; a monotone cubic 4.3 %.)
+inline constexpr float kInterpWidth = 0.5f;
+inline constexpr float kInterpMaxWidth = 2.f;
+
+SVOO_HD float dyadic16(float y) { return floorf(y * 16.f + 0.5f) / 16.f; }
+
+// Pass 1's mass below theta(y) for a coarse threshold y = c - j kCoarseStep, j = 0..kCoarse (j = 0:
+// c itself, which no score reaches: the total).
+SVOO_HD double coarse_below(const double* b, double total, float c, float y) {
+  const int j = static_cast<int>((c - y) / kCoarseStep + 0.5f);
+  return j <= 0 ? total : b[j - 1];
+}
+// Whether w is one of coarse_window's one-step windows (not the deep one below every threshold).
+SVOO_HD bool is_coarse_step(Window w, float c) {
+  return w.hi - w.lo <= static_cast<float>(kCoarseStep) && w.lo >= c - static_cast<float>(kCoarse * kCoarseStep);
+}
+// The coarse window that holds w (a window of interp_window or reinterp_window, or w itself where
+// it is no narrower than a step).
+SVOO_HD Window coarse_of(Window w, float c) {
+  if (!(w.hi - w.lo < static_cast<float>(kCoarseStep))) return w;
+  const float hi = c - static_cast<float>(kCoarseStep) * floorf((c - w.hi) / kCoarseStep);
+  return {hi - static_cast<float>(kCoarseStep), hi};
+}
+// A window of `width` octaves around est inside [lo, hi) (all of it where it is no wider), bounds
+// multiples of 1/16 (lo and hi are). fmin / fmax: a NaN estimate (a NaN input, whose density is NaN)
+// lands on the bottom.
+SVOO_HD Window place_window(double est, float width, float lo, float hi) {
+  if (!(width < hi - lo)) return {lo, hi};
+  const float b = dyadic16(fminf(fmaxf(static_cast<float>(est) - 0.5f * width, lo), hi - width));
+  return {b, b + width};
+}
+SVOO_HD double ln_mass(double m) { return log(fmax(m, 1e-300)); }
+// Where the line through (x2, ln m2) and (x1, ln m1) reaches ln rest (m2 <= rest < m1).
+SVOO_HD double line_crossing(double x2, double m2, double x1, double m1, double rest) {
+  const double y2 = ln_mass(m2), y1 = ln_mass(m1);
+  return y1 > y2 ? x2 + (x1 - x2) * (ln_mass(rest) - y2) / (y1 - y2) : 0.5 * (x1 + x2);
+}
+
+// Pass 1's choice without pass 2: a window inside the coarse window w around the interpolated
+// crossing (see above); w itself where it is the deep window. b[k - 1] = mass below theta(c - k
+// kCoarseStep), k = 1..kCoarse.
+SVOO_HD Window interp_window(const double* b, double total, double tau, float c, Window w, float width) {
+  if (!is_coarse_step(w, c)) return w;
+  const double rest = (1.0 - tau) * total, lr = ln_mass(rest);
+  const double x1 = w.hi, x2 = w.lo, y1 = ln_mass(coarse_below(b, total, c, w.hi)), y2 = ln_mass(coarse_below(b, total, c, w.lo));
+  const double line = line_crossing(x2, coarse_below(b, total, c, w.lo), x1, coarse_below(b, total, c, w.hi), rest);
+  double est = line;
+  const float up = w.hi + static_cast<float>(kCoarseStep);
+  if (up <= c) {
+    const double x0 = up, y0 = ln_mass(coarse_below(b, total, c, up));
+    auto f = [&](double x) {
+      return y0 * (x - x1) * (x - x2) / ((x0 - x1) * (x0 - x2)) + y1 * (x - x0) * (x - x2) / ((x1 - x0) * (x1 - x2)) +
+             y2 * (x - x0) * (x - x1) / ((x2 - x0) * (x2 - x1));
+    };
+    double a = x2, z = x1;
+    if (f(a) <= lr && f(z) > lr) {
+      for (int i = 0; i < 32; ++i) {
+        const double m = 0.5 * (a + z);
+        if (f(m) <= lr) a = m; else z = m;
+      }
+      est = 0.5 * (a + z);
+    }
+  }
+  const float wide = fminf(kInterpMaxWidth, fmaxf(width, dyadic16(width + static_cast<float>(fabs(est - line)))));
+  return place_window(est, wide, w.lo, w.hi);
+}
+
+// After pass 3 on window w (inside coarse window cw) missed the crossing: b_top = B(w.hi) (pass 3's
+// own), window_mass its scores' mass, b_chi / b_clo = B(cw.hi) / B(cw.lo) (pass 1's). The crossing
+// lies above w where B(w.hi) <= rest, else below it; the next window is interpolated on the line
+// through that side's ends and is `width` wide, or that whole side. ok == false where the side is
+// empty (w reaches the coarse window's end there: only by the sums' rounding).
+struct Next {
+  Window w;
+  bool ok;
+};
+SVOO_HD Next reinterp_window(Window w, Window cw, double b_top, double window_mass, double b_chi, double b_clo,
+                             double rest, float width) {
+  if (b_top <= rest) {
+    if (!(w.hi < cw.hi)) return {cw, false};
+    return {place_window(line_crossing(w.hi, b_top, cw.hi, b_chi, rest), width, w.hi, cw.hi), true};
+  }
+  if (!(cw.lo < w.lo)) return {cw, false};
+  return {place_window(line_crossing(cw.lo, b_clo, w.lo, b_top - window_mass, rest), width, cw.lo, w.lo), true};
+}
+
 struct Fine {
   Window w;
   double below;  // B: the mass below theta(w.hi)
@@ -157,6 +262,15 @@ SVOO_HD float unit_scale(std::int64_t k_tokens, Window w, float c) {
   return 0.5f * fixed_scale(k_tokens) * static_cast<float>(pow2(static_cast<double>(c) - w.hi));
 }
 SVOO_HD std::uint32_t units_of(float p, float scale) { return static_cast<std::uint32_t>(p * scale + 0.5f); }
+
+// The mass of pass 3's window (its sub-bins' units).
+SVOO_HD double window_mass(const std::uint32_t* units, std::int64_t k_tokens, Window w, float c) {
+  const double uscale = unit_scale(k_tokens, w, c);
+  double m = 0.0;
+  SVOO_NO_UNROLL
+  for (int i = 0; i < kFine; ++i) m += static_cast<double>(units[i]) / uscale;
+  return m;
+}
 
 // Row totals handed to pass 3's walk.
 struct Row {

@@ -12,13 +12,18 @@
 //   pass 1: the row max, the reference c (moved up by whole steps, with the sums shifted), the
 //           total and the masses below kCoarse thresholds; at the item's end the coarse window;
 //   pass 2: the total and the masses below kMid thresholds of that window; the fine window;
-//   pass 3: the count above the fine window, and its scores through a per-warp queue into kFine
-//           sub-bins (shared-memory atomics, only for the window's scores); the bracket. With
-//           tau = 1 it counts p > 0 against the row max instead.
+//   pass 3: the count above the fine window and the mass below its top, and its scores through a
+//           per-warp queue into kFine sub-bins (shared-memory atomics, only for the window's
+//           scores); the bracket. With tau = 1 it counts p > 0 against the row max instead.
+// The default search skips pass 2: pass 1 places pass 3's window by interpolation (interp_window),
+// and the rows whose crossing it misses run passes 2 and 3 again from a list built on the device
+// (items of 128 listed rows of one head; blocks read the item count from device memory).
 // Sums: fp32 within a step (at most 32 terms), then added to fp64 sums a thread keeps in shared
 // memory (registers are taken by the two accumulator banks).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <cub/block/block_scan.cuh>
 
 #include <cfloat>
 #include <cstdint>
@@ -70,16 +75,17 @@ static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "s
 
 [[maybe_unused]] __device__ __forceinline__ int swizzled(int r, int c16) { return wgmma::swizzled(r, c16, kChunkBytes); }
 
-// 128 query rows of one head (rows[] picks the tokens, or row i is token i); rows >= nrows zero. A
-// token outside [0, tokens) reads token 0 (density.cu's input check makes the results NaN).
+// 128 query rows of one head: rows row0 + r, or listed[r] where a list is given (-1: none); rows[]
+// picks their tokens, or row i is token i; rows past nrows (or -1) zero. A token outside [0, tokens)
+// reads token 0 (density.cu's input check makes the results NaN).
 [[maybe_unused]] __device__ __forceinline__ void load_q_tile(unsigned char* dst, const std::uint16_t* qh,
-                                                             const std::int64_t* rows, std::int64_t row0,
-                                                             std::int64_t nrows, std::int64_t tokens,
-                                                             std::int64_t stride) {
+                                                             const std::int64_t* rows, const std::int32_t* listed,
+                                                             std::int64_t row0, std::int64_t nrows,
+                                                             std::int64_t tokens, std::int64_t stride) {
   for (int e = threadIdx.x; e < kRows * 16; e += kThreads) {
     const int r = e >> 4, c16 = e & 15;
-    const std::int64_t ri = row0 + r;
-    const bool ok = ri < nrows;
+    const std::int64_t ri = listed ? listed[r] : row0 + r;
+    const bool ok = ri >= 0 && ri < nrows;
     std::int64_t tok = ok ? (rows ? rows[ri] : ri) : 0;
     if (tok < 0 || tok >= tokens) tok = 0;
     ptx::cp_async16(dst + swizzled(r, c16), qh + tok * stride + c16 * 8, ok ? 16 : 0);
@@ -127,6 +133,32 @@ static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "s
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// Pass 3's end of one row: the bracket from its sub-bins, and in rounds 1 and 2 of the default search
+// (DensityArgs::round) the round it runs again in: a miss, or (round 1) a window that is no
+// interpolated one (the deep window below pass 1's thresholds). The flag says which round; that
+// round overwrites it. Not inlined: a row's end runs once an item, and inlined its fp64 arithmetic
+// raised the pass's registers from 197 to 248.
+[[maybe_unused]] __device__ __noinline__ void finish_row(float* win_lo, float* win_hi, std::int32_t* count, std::int32_t* count_lo,
+                                        std::int32_t* count_hi, std::uint8_t* fallback, double total, double b_chi,
+                                        double b_clo, float c, double b_top, long long above, std::int64_t nk,
+                                        const std::uint32_t* cnt_bins, const std::uint32_t* unit_bins, double tau,
+                                        int round, float width) {
+  const ds::Window w{*win_lo, *win_hi};
+  const density::Count cnt = ds::finish({b_top, total, above, nk}, w, c, cnt_bins, unit_bins, tau);
+  *count = cnt.estimate, *count_lo = cnt.lo, *count_hi = cnt.hi;
+  std::uint8_t flag = cnt.fallback ? 1 : 0;
+  if (round > 0) {
+    const ds::Window cw = ds::coarse_of(w, c);
+    ds::Next next{cw, false};
+    if (round == 1 && cnt.fallback && ds::is_coarse_step(cw, c))
+      next = ds::reinterp_window(w, cw, b_top, ds::window_mass(unit_bins, nk, w, c), b_chi, b_clo, (1.0 - tau) * total,
+                                 width);
+    flag = !cnt.fallback && ds::is_coarse_step(cw, c) ? 0 : next.ok ? 1 : 2;
+    if (flag) *win_lo = next.w.lo, *win_hi = next.w.hi;
+  }
+  *fallback = flag;
+}
+
 // kPass 1, 2, 3; kPositives (pass 3 only): tau = 1, the count of p > 0.
 template <bool kBf16, int kPass, bool kPositives>
 __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs a) {
@@ -148,9 +180,13 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   const int warp_all = tid / 32;  // 0..7: rows 16 warp_all .. + 15 of the item
   const std::int64_t nk = a.k.tokens, nrows = a.nrows;
   const int rblocks = static_cast<int>((nrows + kRows - 1) / kRows);
-  const int items_total = static_cast<int>(a.q.heads) * rblocks;
-  const int items = (items_total - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
-                    static_cast<int>(gridDim.x);
+  const bool listed = a.list != nullptr;
+  const int items_total = listed ? *a.list_items : static_cast<int>(a.q.heads) * rblocks;
+  const int items = items_total > static_cast<int>(blockIdx.x)
+                        ? (items_total - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                              static_cast<int>(gridDim.x)
+                        : 0;
+  if (items == 0) return;  // a listed round sized on the host for the worst case
   const int tiles = static_cast<int>((nk + kCols - 1) / kCols);
   const int steps = items * tiles;
   const float sl2 = a.scale_log2;
@@ -159,16 +195,15 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   if (tid == 0) stream.init(kThreads);
   __syncthreads();
 
-  auto item_head = [&](int li) { return (static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x)) / rblocks; };
-  auto item_row0 = [&](int li) {
-    const int w = static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x);
-    return static_cast<std::int64_t>(w % rblocks) * kRows;
-  };
+  auto item_of = [&](int li) { return static_cast<int>(blockIdx.x) + li * static_cast<int>(gridDim.x); };
+  auto item_head = [&](int li) { return listed ? a.list_head[item_of(li)] : item_of(li) / rblocks; };
+  auto item_row0 = [&](int li) { return listed ? 0 : static_cast<std::int64_t>(item_of(li) % rblocks) * kRows; };
+  auto item_list = [&](int li) { return listed ? a.list + static_cast<std::int64_t>(item_of(li)) * kRows : nullptr; };
   const auto* qdata = static_cast<const std::uint16_t*>(a.q.data);
   const auto* kdata = static_cast<const std::uint16_t*>(a.k.data);
   auto load_q = [&](int li) {
-    load_q_tile(sq + (li % kQBufs) * kTileBytes, qdata + item_head(li) * a.q.head_stride, a.rows, item_row0(li), nrows,
-                a.q.tokens, a.q.row_stride);
+    load_q_tile(sq + (li % kQBufs) * kTileBytes, qdata + item_head(li) * a.q.head_stride, a.rows, item_list(li),
+                item_row0(li), nrows, a.q.tokens, a.q.row_stride);
     wgmma::mbar_arrive_cp_async(&qfull[li % kQBufs]);
   };
   int ld_step = 0, ld_li = 0, ld_t = 0;
@@ -212,6 +247,7 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   float smax[2] = {-FLT_MAX, -FLT_MAX};  // pass 1: row max; pass 3 positives: the row max read back
   float wlo[2] = {0.f, 0.f};           // pass 3: window bottom (score)
   long long above[2] = {0, 0};         // pass 3: count at or above the window (or of p > 0)
+  double below[2] = {0.0, 0.0};        // pass 3: the mass below the window's top
   double* sums = reinterpret_cast<double*>(extra);  // passes 1, 2: [(h * kSums + k) * kThreads + tid]
   auto sum_at = [&](int h, int k) -> double& { return sums[(h * kSums + k) * kThreads + tid]; };
   auto* hist = reinterpret_cast<std::uint32_t*>(extra);  // pass 3: [row][kFine] counts, then units
@@ -220,16 +256,22 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   unsigned char* queue_row = extra + kHistBytes + (kThreads / 32) * kQueueCap * 4 + warp_all * kQueueCap;
   auto* rparam = reinterpret_cast<float4*>(extra + kHistBytes + kQueueBytes);  // pass 3: {c, top, 1/step, uscale}
   const unsigned lane_below = (1u << lane) - 1u;
-  int head = 0;
-  std::int64_t row0 = 0;
+  int head = 0, item = 0;
+  // This thread's row h of the current item (an index into [0, nrows)), or -1.
+  auto row_of = [&](int h) -> std::int64_t {
+    if (listed) return a.list[static_cast<std::int64_t>(item) * kRows + lr[h]];
+    const std::int64_t ri = static_cast<std::int64_t>(item % rblocks) * kRows + lr[h];
+    return ri < nrows ? ri : -1;
+  };
 
   auto start_item = [&](int li) {
     head = item_head(li);
-    row0 = item_row0(li);
+    item = item_of(li);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const bool ok = row0 + lr[h] < nrows;
-      const std::int64_t o = static_cast<std::int64_t>(head) * nrows + row0 + lr[h];
+      const std::int64_t ri = row_of(h);
+      const bool ok = ri >= 0;
+      const std::int64_t o = static_cast<std::int64_t>(head) * nrows + ri;
       if constexpr (kPass == 1) {
         c[h] = 0.f, top[h] = -FLT_MAX, smax[h] = -FLT_MAX;
 #pragma unroll
@@ -245,6 +287,7 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
         for (int k = 0; k < kSums; ++k) sum_at(h, k) = 0.0;
       } else {
         above[h] = 0;
+        below[h] = 0.0;
         if constexpr (kPositives) {
           smax[h] = ok ? a.row_peak[o] : 0.f;
         } else {
@@ -330,13 +373,18 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
         // The window's scores go to a per-warp queue (ballot + rank), drained every kDrainEvery
         // scores a lane with every lane busy. (A per-8-score warp scan instead of the ballots
         // measured slower: run52, H100.)
-        int pc[2] = {0, 0};
+        // Per row: the count below the window's top (32 - it: the count above) and the mass below
+        // it (at most 32 terms), from one set a score: 1.0 below the top, 0.0 else.
+        float nbelow[2] = {0.f, 0.f}, bpart[2] = {0.f, 0.f};
         int queued = 0;  // warp-uniform
 #pragma unroll
         for (int i = 0; i < 64; ++i) {
           const int h = (i / 2) % 2;
           const float v = value(i);
-          pc[h] += v >= top[h];
+          float m;
+          asm("set.lt.f32.f32 %0, %1, %2;" : "=f"(m) : "f"(v), "f"(top[h]));
+          nbelow[h] += m;
+          bpart[h] = fmaf(m, ds::pvalue(v, sl2, c[h]), bpart[h]);
           const bool in = v >= wlo[h] && v < top[h];
           const unsigned mask = __ballot_sync(0xffffffffu, in);
           if (in) {
@@ -380,7 +428,8 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
             queued = 0;
           }
         }
-        above[0] += pc[0], above[1] += pc[1];
+        above[0] += 32 - static_cast<int>(nbelow[0]), above[1] += 32 - static_cast<int>(nbelow[1]);
+        below[0] += static_cast<double>(bpart[0]), below[1] += static_cast<double>(bpart[1]);
       }
     };
     if (static_cast<std::int64_t>(t + 1) * kCols > nk) run(std::true_type{});
@@ -391,23 +440,23 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   auto end_item = [&] {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const bool ok = row0 + lr[h] < nrows;
-      const std::int64_t o = static_cast<std::int64_t>(head) * nrows + row0 + lr[h];
+      const std::int64_t ri = row_of(h);
+      const bool ok = ri >= 0;
+      const std::int64_t o = static_cast<std::int64_t>(head) * nrows + ri;
       if constexpr (kPass <= 2) {
         double m[kSums];
 #pragma unroll
         for (int k = 0; k < kSums; ++k) m[k] = quad_sum(sum_at(h, k));
         if (lane % 4 == 0 && ok) {
           if constexpr (kPass == 1) {
-            const ds::Window w = ds::coarse_window(m, m[kSums - 1], a.tau, c[h], smax[h], sl2, a.span);
-            a.row_ref[o] = c[h], a.row_peak[o] = smax[h], a.win_lo[o] = w.lo, a.win_hi[o] = w.hi;
-            // For pass 3 straight after this one (skip_mid): the mass below the window's top, a
-            // threshold of this pass (its top is theta(c - (k - 1) step), k = 1..kCoarse, or the
-            // last threshold where no k crossed), and the total.
-            if (a.skip_mid) {
-              const int k = static_cast<int>((c[h] - w.hi) / ds::kCoarseStep + 0.5f);  // thresholds above the top
-              a.row_above[o] = k == 0 ? m[kSums - 1] : m[k - 1], a.row_total[o] = m[kSums - 1];
+            ds::Window w = ds::coarse_window(m, m[kSums - 1], a.tau, c[h], smax[h], sl2, a.span);
+            if (a.interp && ds::is_coarse_step(w, c[h])) {
+              a.row_b_hi[o] = ds::coarse_below(m, m[kSums - 1], c[h], w.hi);
+              a.row_b_lo[o] = ds::coarse_below(m, m[kSums - 1], c[h], w.lo);
+              w = ds::interp_window(m, m[kSums - 1], a.tau, c[h], w, a.interp_width);
             }
+            a.row_ref[o] = c[h], a.row_peak[o] = smax[h], a.win_lo[o] = w.lo, a.win_hi[o] = w.hi;
+            a.row_total[o] = m[kSums - 1];
           } else {
             const ds::Window w{a.win_lo[o], a.win_hi[o]};
             const ds::Fine f = ds::fine_window(m, m[kSums - 1], a.tau, w, c[h]);
@@ -428,15 +477,13 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const long long n = quad_sum(above[h]);
-        const bool ok = row0 + lr[h] < nrows;
-        if (lane % 4 == 0 && ok) {
-          const std::int64_t o = static_cast<std::int64_t>(head) * nrows + row0 + lr[h];
-          const ds::Window w{a.win_lo[o], a.win_hi[o]};
-          const ds::Row r{a.row_above[o], a.row_total[o], n, nk};
-          const density::Count cnt =
-              ds::finish(r, w, c[h], hist + lr[h] * ds::kFine, hunits + lr[h] * ds::kFine, a.tau);
-          a.counts[o] = cnt.estimate, a.count_lo[o] = cnt.lo, a.count_hi[o] = cnt.hi;
-          a.fallback[o] = cnt.fallback ? 1 : 0;
+        const double b = quad_sum(below[h]);
+        const std::int64_t ri = row_of(h);
+        if (lane % 4 == 0 && ri >= 0) {
+          const std::int64_t o = static_cast<std::int64_t>(head) * nrows + ri;
+          finish_row(a.win_lo + o, a.win_hi + o, a.counts + o, a.count_lo + o, a.count_hi + o, a.fallback + o,
+                     a.row_total[o], a.round == 1 ? a.row_b_hi[o] : 0.0, a.round == 1 ? a.row_b_lo[o] : 0.0, c[h], b,
+                     n, nk, hist + lr[h] * ds::kFine, hunits + lr[h] * ds::kFine, a.tau, a.round, a.interp_width);
         }
       }
       __syncwarp();
@@ -470,6 +517,50 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
 #endif
 }
 
+// A later round's list (DensityArgs::list): per head, the rows that pass 3 marked for it (fallback ==
+// want), in order, padded with -1 to whole items of kRows. One block a head counts them; one thread places
+// each head's items; one block a head writes them.
+__global__ void list_count_kernel(const std::uint8_t* fallback, std::int64_t nrows, std::uint8_t want,
+                                  std::int32_t* head_count) {
+  __shared__ int n;
+  if (threadIdx.x == 0) n = 0;
+  __syncthreads();
+  const std::uint8_t* f = fallback + static_cast<std::int64_t>(blockIdx.x) * nrows;
+  int mine = 0;
+  for (std::int64_t r = threadIdx.x; r < nrows; r += blockDim.x) mine += f[r] == want;
+  atomicAdd(&n, mine);
+  __syncthreads();
+  if (threadIdx.x == 0) head_count[blockIdx.x] = n;
+}
+__global__ void list_place_kernel(const std::int32_t* head_count, int heads, std::int32_t* head_item0,
+                                  std::int32_t* items) {
+  int at = 0;
+  for (int h = 0; h < heads; ++h) head_item0[h] = at, at += (head_count[h] + kRows - 1) / kRows;
+  *items = at;
+}
+__global__ void list_write_kernel(const std::uint8_t* fallback, std::int64_t nrows, std::uint8_t want,
+                                  const std::int32_t* head_count, const std::int32_t* head_item0, std::int32_t* list,
+                                  std::int32_t* list_head) {
+  using Scan = cub::BlockScan<int, 256>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int h = blockIdx.x;
+  const std::uint8_t* f = fallback + static_cast<std::int64_t>(h) * nrows;
+  std::int32_t* out = list + static_cast<std::int64_t>(head_item0[h]) * kRows;
+  int base = 0;
+  for (std::int64_t r0 = 0; r0 < nrows; r0 += 256) {
+    const std::int64_t r = r0 + threadIdx.x;
+    const int flag = r < nrows && f[r] == want;
+    int pos, agg;
+    Scan(tmp).ExclusiveSum(flag, pos, agg);
+    if (flag) out[base + pos] = static_cast<std::int32_t>(r);
+    base += agg;
+    __syncthreads();  // tmp is reused
+  }
+  const int n = head_count[h], nitems = (n + kRows - 1) / kRows;
+  for (int i = n + static_cast<int>(threadIdx.x); i < nitems * kRows; i += blockDim.x) out[i] = -1;
+  for (int i = threadIdx.x; i < nitems; i += blockDim.x) list_head[head_item0[h] + i] = h;
+}
+
 template <bool kBf16, int kPass, bool kPositives>
 void launch_pass(const DensityArgs& a, unsigned grid, cudaStream_t stream) {
   auto kernel = density_wgmma_kernel<kBf16, kPass, kPositives>;
@@ -477,6 +568,8 @@ void launch_pass(const DensityArgs& a, unsigned grid, cudaStream_t stream) {
   kernel<<<grid, kThreads, smem_bytes<kPass>(), stream>>>(a);
 }
 
+// passes (benchmark breakdown): the default search stops after pass 1 (1) or its first pass 3 (2);
+// the three passes after pass 1 or 2.
 template <bool kBf16>
 void launch_all(const DensityArgs& a, unsigned grid, int passes, cudaStream_t stream) {
   launch_pass<kBf16, 1, false>(a, grid, stream);
@@ -484,8 +577,31 @@ void launch_all(const DensityArgs& a, unsigned grid, int passes, cudaStream_t st
     if (passes >= 2) launch_pass<kBf16, 3, true>(a, grid, stream);
     return;
   }
-  if (!a.skip_mid && passes >= 2) launch_pass<kBf16, 2, false>(a, grid, stream);
-  if (passes >= 3 || (a.skip_mid && passes >= 2)) launch_pass<kBf16, 3, false>(a, grid, stream);
+  if (!a.interp) {
+    if (passes >= 2) launch_pass<kBf16, 2, false>(a, grid, stream);
+    if (passes >= 3) launch_pass<kBf16, 3, false>(a, grid, stream);
+    return;
+  }
+  DensityArgs r = a;
+  r.round = 1;
+  if (passes >= 2) launch_pass<kBf16, 3, false>(r, grid, stream);
+  if (passes < 3) return;
+  const auto heads = static_cast<unsigned>(a.q.heads);
+  auto list = [&](std::uint8_t want) {
+    list_count_kernel<<<heads, 256, 0, stream>>>(a.fallback, a.nrows, want, a.head_count);
+    list_place_kernel<<<1, 1, 0, stream>>>(a.head_count, static_cast<int>(a.q.heads), a.head_item0, a.list_items_out);
+    list_write_kernel<<<heads, 256, 0, stream>>>(a.fallback, a.nrows, want, a.head_count, a.head_item0, a.list_out,
+                                                 a.list_head_out);
+  };
+  r.list = a.list_out, r.list_head = a.list_head_out, r.list_items = a.list_items_out;
+  // The first round's grid: the blocks past a list's items (most, mostly) leave at once.
+  list(1);
+  r.round = 2;
+  launch_pass<kBf16, 3, false>(r, grid, stream);
+  list(2);
+  r.round = 0;
+  launch_pass<kBf16, 2, false>(r, grid, stream);
+  launch_pass<kBf16, 3, false>(r, grid, stream);
 }
 
 }  // namespace

@@ -40,6 +40,10 @@ struct Case {
   DType dtype;
   float q_std, k_std;  // normal entries; q_std == 0: the synthetic workload
   std::int64_t rows;   // sampled rows (0: all)
+  // > 0: every 50th key and every query carry `bend` on dimension 0, so 2 % of the keys score
+  // bend^2 higher: a mass curve that bends between pass 1's thresholds, where the interpolated
+  // window misses and the second round runs (density_search.hpp, interp_window).
+  float bend = 0.f;
 };
 
 void run_case(const Case& cs, double& worst_diff, double& worst_bound) {
@@ -57,6 +61,11 @@ void run_case(const Case& cs, double& worst_diff, double& worst_bound) {
     std::mt19937 rng(static_cast<unsigned>(N * 131 + H));
     std::normal_distribution<float> dist(0.f, 1.f);
     for (std::int64_t i = 0; i < q.numel(); ++i) q.set(i, dist(rng) * cs.q_std), k.set(i, dist(rng) * cs.k_std);
+    if (cs.bend > 0.f)
+      for (std::int64_t r = 0; r < H * N; ++r) {
+        q.set(r * D, q.get(r * D) + cs.bend);
+        if ((r % N) % 50 == 0) k.set(r * D, k.get(r * D) + cs.bend);
+      }
   }
   const RowSample sample{cs.rows, 11};
   const auto rows = sample_rows(N, sample);
@@ -200,6 +209,8 @@ int main(int argc, char** argv) {
       {"near-uniform f16", 3, 4097, DType::f16, 0.05f, 0.1f, 96},
       {"very peaked", 2, 12345, DType::bf16, 3.f, 3.f, 96},
       {"peaked f16", 5, 30001, DType::f16, 2.f, 2.f, 48},
+      {"bent mass curve, small", 2, 3000, DType::bf16, 0.3f, 0.3f, 0, 8.f},
+      {"bent mass curve (second round)", 3, 20000, DType::bf16, 0.3f, 0.3f, 200, 8.f},
       {"synthetic workload", 12, 0, DType::bf16, 0.f, 0.f, 64},
       {"wan1.3b-720p normal", 12, 75600, DType::bf16, 1.f, 1.5f, 16},
       {"wan1.3b-720p near-uniform f16", 12, 75600, DType::f16, 0.1f, 0.1f, 8},
