@@ -26,6 +26,7 @@
 
 #include "cpu/gemm.hpp"
 #include "cuda/density_search.hpp"
+#include "density_study_layer.hpp"
 #include "svoo/synthetic.hpp"
 
 namespace {
@@ -73,21 +74,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   // The layer of svoo_cuda_density_bench (Wan2.1-1.3B 720p).
-  SyntheticConfig sc;
-  sc.heads = 12, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 64, sc.tau = tau;
-  const SyntheticLayer layer = make_synthetic_layer(sc);
-  const int H = sc.heads, D = 128, R = 128;
-  const std::int64_t N = layer.tokens();
-  std::vector<float> q(static_cast<std::size_t>(H * N * D)), k(q.size());
-  if (data == "synthetic") {
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = layer.q.get(static_cast<std::int64_t>(i));
-    for (std::size_t i = 0; i < k.size(); ++i) k[i] = layer.k.get(static_cast<std::int64_t>(i));
-  } else {
-    std::mt19937 rng(1);
-    std::normal_distribution<float> nd;
-    for (auto& x : q) x = nd(rng);
-    for (auto& x : k) x = nd(rng);
-  }
+  const bench::DensityStudyLayer study = bench::density_study_layer(data, tau);
+  const SyntheticLayer& layer = study.layer;
+  const std::vector<float>&q = study.q, &k = study.k;
+  const int H = study.heads, D = 128, R = 128;
+  const std::int64_t N = study.tokens;
   const float sl2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
   const float span = static_cast<float>(std::log2(static_cast<double>(N) / (1.0 - tau)));
   const int items = static_cast<int>((N + R - 1) / R);
@@ -95,10 +86,12 @@ int main(int argc, char** argv) {
   // where hi is c); 2 a monotone cubic (Fritsch-Butland slopes) through every threshold's ln B.
   // (A parabola through hi, lo, lo - step missed 99 % of the rows on normal data, where little mass
   // lies a step below lo.)
-  // 3-5: adaptive, the span of estimators 0-2 widened by 0.25, 0.375 and 0.5 octaves a side (the
-  // "width" column is then the least width, and the share is what the queue takes).
+  // 3-5 (sp1-sp3): the kernel's rule (density_search.hpp, interp_window), centred on estimator 1
+  // and widened by 1, 2 or 3 times the distance between estimators 1 and 0, at most 2 octaves (the
+  // "width" column is then the least width; sp1 is the kernel's). An earlier build's 3-5 took the
+  // span of estimators 0-2 widened by 0.25-0.5 octave a side: worse on normal data.
   constexpr int kEst = 6;
-  const char* est_name[kEst] = {"loglin", "par-up", "pchip", "ad.25", "ad.375", "ad.5"};
+  const char* est_name[kEst] = {"loglin", "par-up", "pchip", "sp1", "sp2", "sp3"};
   const float widths[] = {0.5f, 0.75f, 1.f, 1.5f};
   constexpr int kW = 4;
   std::printf("%s data, tau %.3f, %lld tokens, every %d-th item of %d; pass 1: %d thresholds %d octaves apart\n",
@@ -203,11 +196,10 @@ int main(int argc, char** argv) {
         est[0] = loglin();
         est[1] = has_up ? parabola(hi + static_cast<float>(step), hi, lo) : est[0];
         est[2] = pchip();
-        const float emin = std::min({est[0], est[1], est[2]}), emax = std::max({est[0], est[1], est[2]});
         for (int e = 0; e < kEst; ++e)
           for (int w = 0; w < kW; ++w) {
-            float width = widths[w], centre = e < 3 ? est[e] : 0.5f * (emin + emax);
-            if (e >= 3) width = std::max(width, dyadic(emax - emin + 2.f * (0.25f + 0.125f * static_cast<float>(e - 3))));
+            float width = widths[w], centre = e < 3 ? est[e] : est[1];
+            if (e >= 3) width = std::min(2.f, std::max(width, dyadic(width + static_cast<float>(e - 2) * std::fabs(est[1] - est[0]))));
             float wlo, whi;
             if (width >= hi - lo) {
               wlo = lo, whi = hi;

@@ -24,6 +24,7 @@
 
 #include "cpu/gemm.hpp"
 #include "cuda/density_search.hpp"
+#include "density_study_layer.hpp"
 #include "svoo/synthetic.hpp"
 
 int main(int argc, char** argv) {
@@ -42,22 +43,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "density_skip_study: --tau must lie strictly between 0 and 1 (got %g)\n", tau);
     return 2;
   }
-  // The layer of svoo_cuda_density_bench (Wan2.1-1.3B 720p).
-  SyntheticConfig sc;
-  sc.heads = 12, sc.frames = 21, sc.height = 45, sc.width = 80, sc.calibration_rows = 64, sc.tau = tau;
-  const SyntheticLayer layer = make_synthetic_layer(sc);
-  const int H = sc.heads, D = 128, R = 128, T = 128;
-  const std::int64_t N = layer.tokens();
-  std::vector<float> q(static_cast<std::size_t>(H * N * D)), k(q.size());
-  if (data == "synthetic") {
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = layer.q.get(static_cast<std::int64_t>(i));
-    for (std::size_t i = 0; i < k.size(); ++i) k[i] = layer.k.get(static_cast<std::int64_t>(i));
-  } else {
-    std::mt19937 rng(1);
-    std::normal_distribution<float> nd;
-    for (auto& x : q) x = nd(rng);
-    for (auto& x : k) x = nd(rng);
-  }
+  const bench::DensityStudyLayer study = bench::density_study_layer(data, tau);
+  const SyntheticLayer& layer = study.layer;
+  const std::vector<float>&q = study.q, &k = study.k;
+  const int H = study.heads, D = 128, R = 128, T = 128;
+  const std::int64_t N = study.tokens;
   const float sl2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
   const float span = static_cast<float>(std::log2(static_cast<double>(N) / (1.0 - tau)));
   const int tiles = static_cast<int>((N + T - 1) / T), items = static_cast<int>((N + R - 1) / R);
