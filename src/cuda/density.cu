@@ -396,7 +396,7 @@ void launch_tau_density(const DensityArgs& a, double* density, double* bound, st
   if (hopper_device() && !(path && std::string_view(path) == "mma")) {
     // SVOO_DENSITY_PASSES=1 or 2 stops early (benchmark breakdown only). SVOO_DENSITY_SEARCH=three
     // runs the three passes on every row instead of the default (density_search.hpp,
-    // interp_window); SVOO_DENSITY_WIDTH its window's width in octaves (experiments: a multiple of
+    // interp_window); SVOO_DENSITY_WIDTH its windows' least width in octaves (experiments: a multiple of
     // 1/16 in (0, 4)).
     const char* env = std::getenv("SVOO_DENSITY_PASSES");
     const char* search = std::getenv("SVOO_DENSITY_SEARCH");

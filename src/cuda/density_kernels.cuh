@@ -41,7 +41,7 @@ struct DensityArgs {
   int round = 0;
   float interp_width = 0.5f;            // the windows' least width in octaves (SVOO_DENSITY_WIDTH)
   double *row_b_hi = nullptr, *row_b_lo = nullptr;
-  // A second round's work: per item (kRows = 128 entries) the rows of one head (-1: none), the head
+  // A later round's work: per item (kRows = 128 entries) the rows of one head (-1: none), the head
   // of each item, and the item count (device memory: the list is built on the device). Null: every
   // row of every head, in order.
   const std::int32_t* list = nullptr;
