@@ -52,7 +52,13 @@ int main(int argc, char** argv) {
   const char* env_path = std::getenv("SVOO_DENSITY_PATH");
   const char* path =
       prop.major == 9 && prop.minor == 0 && !(env_path && std::string(env_path) == "mma") ? "wgmma" : "mma";
-  std::printf("# %s, tau %.2f, every row (no sampling), %s passes\n", prop.name, tau, path);
+  // The Hopper search: interpolated windows with later rounds (the default), or the three passes on
+  // every row (SVOO_DENSITY_SEARCH=three). With --breakdown, pass1_ms / pass12_ms in the JSON are its
+  // first stage and first two stages (pass 1, then pass 3 or pass 2).
+  const char* env_search = std::getenv("SVOO_DENSITY_SEARCH");
+  const char* search_name = std::string(path) == "mma" ? "mma"
+                            : env_search && std::string(env_search) == "three" ? "three" : "interp";
+  std::printf("# %s, tau %.2f, every row (no sampling), %s passes, %s search\n", prop.name, tau, path, search_name);
   bench::PowerSampler power;  // the SM clock and power of the every-row timing (NVML, where there)
   std::string json;
   for (int H : heads_list)
@@ -114,8 +120,8 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf,
                     " {\"heads\": %d, \"tokens\": %lld, \"dim\": 128, \"dtype\": \"bf16\", \"data\": \"%s\", \"tau\": %.3f, "
                     "\"device\": \"%s\", \"density_ms\": %.3f, \"mean_density\": %.6f, \"max_bound\": %.3e, "
-                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f, \"path\": \"%s\"}",
-                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms2, path);
+                    "\"fallback_rows\": %.0f, \"pass1_ms\": %.3f, \"pass12_ms\": %.3f, \"path\": \"%s\", \"search\": \"%s\"}",
+                    H, (long long)N, data.c_str(), tau, prop.name, ms, md, mb, fbs, ms1, ms2, path, search_name);
       json += std::string(json.empty() ? "" : ",\n") + buf;
       // Stated row samples against every row: the largest difference of a head's density, absolute
       // and relative to that head's every-row density.

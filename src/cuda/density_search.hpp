@@ -1,11 +1,13 @@
 // Internal: the arithmetic of the Hopper tau-density (density_wgmma.cu), a threshold search in
-// three passes over every row's scores, written once for the device and the host so that the CPU
+// passes over every row's scores (three; by default pass 2 only for the rows that pass 1's
+// interpolated window misses: interp_window below), written once for the device and the host so that the CPU
 // tests run the same search on rows of scores and compare it with svoo::tau_count.
 //
 // Why thresholds and not histograms: the earlier kernel (density.cu) binned every score into a
 // per-row octave histogram with shared-memory atomics, and its time went to those atomics and to
 // the instructions around them, not to the products. Here every score costs register arithmetic
-// only in passes 1 and 2 (a compare and an add per threshold), and pass 3 sends the few scores of a
+// only (a compare and an add per threshold in passes 1 and 2; pass 3's mass below its window's
+// top an exp, a set and an fma), and pass 3 sends the few scores of a
 // narrow window to a per-warp queue.
 //
 // Units. For a row with fp32 scores s_j, sl2 = log2(e) / sqrt(d) and a reference c (an integer
