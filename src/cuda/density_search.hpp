@@ -7,8 +7,8 @@
 // per-row octave histogram with shared-memory atomics, and its time went to those atomics and to
 // the instructions around them, not to the products. Here every score costs register arithmetic
 // only (a compare and an add per threshold in passes 1 and 2; pass 3's mass below its window's
-// top an exp, a set and an fma), and pass 3 sends the few scores of a
-// narrow window to a per-warp queue.
+// top an exp and a predicated add), and pass 3 sends the few scores of a
+// narrow window to queues (per warp on sm_80, per lane on Hopper).
 //
 // Units. For a row with fp32 scores s_j, sl2 = log2(e) / sqrt(d) and a reference c (an integer
 // number of octaves), p_j = 2^(s_j sl2 - c), computed as ex2(fma(s_j, sl2, -c)) (pvalue). Scores

@@ -12,8 +12,8 @@
 //   pass 1: the row max, the reference c (moved up by whole steps, with the sums shifted), the
 //           total and the masses below kCoarse thresholds; at the item's end the coarse window;
 //   pass 2: the total and the masses below kMid thresholds of that window; the fine window;
-//   pass 3: the count above the fine window and the mass below its top, and its scores through a
-//           per-warp queue into kFine sub-bins (shared-memory atomics, only for the window's
+//   pass 3: the count above the fine window and the mass below its top, and its scores through
+//           per-lane queues into kFine sub-bins (shared-memory atomics, only for the window's
 //           scores); the bracket. With tau = 1 it counts p > 0 against the row max instead.
 // The default search skips pass 2: pass 1 places pass 3's window by interpolation (interp_window),
 // and the rows whose crossing it misses run passes 2 and 3 again from a list built on the device
@@ -49,14 +49,16 @@ constexpr int kTileBytes = 2 * kChunkBytes;  // 128 rows x 128 K, bf16
 constexpr int kQBufs = 2;
 // Passes 1 and 2: a thread's fp64 sums, per row its thresholds' and the total.
 constexpr int kSumBytes = 2 * ((ds::kCoarse > ds::kMid ? ds::kCoarse : ds::kMid) + 1) * kThreads * 8;
-// Pass 3: per warp a queue of the window's scores and their rows (a byte), kDrainEvery scores a
-// lane between drains.
-// (Every 8 measured 6-8 % slower over the three passes, run53 on an H100: the drains' dependent
-// loads and atomics are latency that two warps a scheduler do not hide.)
-constexpr int kDrainEvery = 16;
-constexpr int kQueueCap = 32 * kDrainEvery;
+// Pass 3: per lane and row a queue of the window's scores, drained every kDrainEvery scores a lane
+// (kDrainEvery / 2 a row, the queue's slots). Longer periods pay the drains' fixed cost and their
+// fullest-queue trips less often: 8, 16, 24 and 28 took the synthetic layer's pass 3 120, 105,
+// 101 and 99 ms (run220-221, H200); 32 does not fit in shared memory. Draining only once a queue
+// nears full (checked every 8 scores) took 106 ms: eight drain sites a fold of hot code.
+constexpr int kDrainEvery = 24;
+static_assert(kDrainEvery % 4 == 0, "a drain after whole pairs of each row's scores");
+constexpr int kQueueSlots = kDrainEvery / 2;
 constexpr int kHistBytes = kRows * ds::kFine * 2 * 4;  // count and units per sub-bin and row
-constexpr int kQueueBytes = (kThreads / 32) * kQueueCap * 5;
+constexpr int kQueueBytes = kThreads * 2 * kQueueSlots * 4;
 constexpr int kRowParamBytes = kRows * 4 * 4;  // pass 3: c, bins' top in x, 1 / bin step, unit scale per row
 
 template <int kPass>
@@ -118,6 +120,21 @@ static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "s
 // compare, select and add take three.
 [[maybe_unused]] __device__ __forceinline__ void add_if_below(float& acc, float v, float t, float p) {
   asm("{\n.reg .f32 m;\nset.lt.f32.f32 m, %1, %2;\nfma.rn.f32 %0, m, %3, %0;\n}\n" : "+f"(acc) : "f"(v), "f"(t), "f"(p));
+}
+
+// Pass 3, one score v (probability p) of a row whose window is [lo, top): below the top, count it
+// and add p; in the window, move the lane's queue slot on (its store is done). Two compares and
+// three predicated adds, where the compiler's set, fma and selects take six.
+[[maybe_unused]] __device__ __forceinline__ void below_top(float& nbelow, float& mass, std::uint32_t& slot, float v,
+                                                           float p, float lo, float top) {
+  asm("{\n.reg .pred b, w;\n"
+      "setp.lt.f32 b, %3, %6;\n"
+      "setp.ge.and.f32 w, %3, %5, b;\n"
+      "@b add.f32 %0, %0, 0f3F800000;\n"
+      "@b add.f32 %1, %1, %4;\n"
+      "@w add.u32 %2, %2, 128;\n}\n"
+      : "+f"(nbelow), "+f"(mass), "+r"(slot)
+      : "f"(v), "f"(p), "f"(lo), "f"(top));
 }
 
 [[maybe_unused]] __device__ __forceinline__ float quad_max(float v) {
@@ -252,10 +269,36 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   auto sum_at = [&](int h, int k) -> double& { return sums[(h * kSums + k) * kThreads + tid]; };
   auto* hist = reinterpret_cast<std::uint32_t*>(extra);  // pass 3: [row][kFine] counts, then units
   std::uint32_t* hunits = hist + kRows * ds::kFine;
-  float* queue = reinterpret_cast<float*>(extra + kHistBytes) + warp_all * kQueueCap;
-  unsigned char* queue_row = extra + kHistBytes + (kThreads / 32) * kQueueCap * 4 + warp_all * kQueueCap;
+  // Pass 3: this lane's slot 0 of its row 0's queue; its row 1's lies kQueueSlots slots on.
+  const std::uint32_t queue0 = ptx::smem_addr(extra + kHistBytes) + ((warp_all * 2 * kQueueSlots) * 32 + lane) * 4;
   auto* rparam = reinterpret_cast<float4*>(extra + kHistBytes + kQueueBytes);  // pass 3: {c, top, 1/step, uscale}
-  const unsigned lane_below = (1u << lane) - 1u;
+  // Pass 3: drains the lane's queues into the sub-bins. Trips with warp-uniform bounds (the next
+  // store's neighbours stay converged), one entry of each row a trip: two independent chains. A
+  // lane past its entries adds 0 to sub-bin `lane` of its row (ptxas wraps a predicated atomic in
+  // a branch).
+  std::uint32_t qa[2] = {queue0, queue0 + kQueueSlots * 128};  // this lane's next slots
+  auto drain = [&] {
+    const int n0 = static_cast<int>(qa[0] - queue0) >> 7;
+    const int n1 = (static_cast<int>(qa[1] - queue0) >> 7) - kQueueSlots;
+    const int trips = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(max(n0, n1))));
+    if (trips > 0) {
+      const float4 rp[2] = {rparam[lr[0]], rparam[lr[1]]};
+      for (int j = 0; j < trips; ++j) {
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const bool ok = j < (u == 0 ? n0 : n1);
+          float e;
+          asm volatile("ld.shared.f32 %0, [%1];" : "=f"(e) : "r"(queue0 + (u * kQueueSlots + j) * 128));
+          e = ok ? e : -FLT_MAX;  // p = 0
+          const float x = ds::xvalue(e, sl2, rp[u].x);
+          const int at = lr[u] * ds::kFine + (ok ? ds::fine_bin(x, rp[u].y, rp[u].z) : lane);
+          atomicAdd(&hist[at], ok ? 1u : 0u);
+          atomicAdd(&hunits[at], ds::units_of(ds::pexp(x), rp[u].w));
+        }
+      }
+    }
+    qa[0] = queue0, qa[1] = queue0 + kQueueSlots * 128;
+  };
   int head = 0, item = 0;
   // This thread's row h of the current item (an index into [0, nrows)), or -1.
   auto row_of = [&](int h) -> std::int64_t {
@@ -370,63 +413,23 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
         for (int i = 0; i < 64; ++i) pc[(i / 2) % 2] += exp2f((value(i) - smax[(i / 2) % 2]) * sl2) > 0.f;
         above[0] += pc[0], above[1] += pc[1];
       } else {
-        // The window's scores go to a per-warp queue (ballot + rank), drained every kDrainEvery
-        // scores a lane with every lane busy. (A per-8-score warp scan instead of the ballots
-        // measured slower: run52, H100.)
+        // The window's scores go to per-lane queues, one a row (slot-major: a lane's slot j of a
+        // row lies 128 bytes past its slot j - 1, every lane in a bank of its own): each score is
+        // stored to the lane's next slot, which moves on only for a score in the window. A store,
+        // two compares and an add a score, where a compacted per-warp queue (ballot, ranks, two
+        // stores) took thirteen instructions; its drains ran full, these run as many trips as the
+        // warp's fullest queue. Pass 3 on the benchmark layer: 99 / 108 ms against 114 / 120
+        // (synthetic / normal, run221, H200).
         // Per row: the count below the window's top (32 - it: the count above) and the mass below
-        // it (at most 32 terms), from one set a score: 1.0 below the top, 0.0 else.
+        // it (at most 32 terms), by predicated adds (below_top).
         float nbelow[2] = {0.f, 0.f}, bpart[2] = {0.f, 0.f};
-        int queued = 0;  // warp-uniform
 #pragma unroll
         for (int i = 0; i < 64; ++i) {
           const int h = (i / 2) % 2;
           const float v = value(i);
-          float m;
-          asm("set.lt.f32.f32 %0, %1, %2;" : "=f"(m) : "f"(v), "f"(top[h]));
-          nbelow[h] += m;
-          bpart[h] = fmaf(m, ds::pvalue(v, sl2, c[h]), bpart[h]);
-          const bool in = v >= wlo[h] && v < top[h];
-          const unsigned mask = __ballot_sync(0xffffffffu, in);
-          if (in) {
-            const int at = queued + __popc(mask & lane_below);
-            queue[at] = v;
-            queue_row[at] = static_cast<unsigned char>(lr[h]);
-          }
-          queued += __popc(mask);
-          if (i % kDrainEvery == kDrainEvery - 1) {
-            __syncwarp();
-            // A loop with warp-uniform bounds (every lane runs every trip), so that the next
-            // ballot is in converged code. Two entries a lane a trip, loads first: one entry's
-            // chain (row, its parameters, bin, atomics) is latency that two warps a scheduler do
-            // not hide (pass 3 102-104 ms against 106-108 with one a trip; four: 114, run65).
-            // Every slot adds, unpredicated (ptxas wraps a predicated atomic in a branch): an
-            // empty one adds 0 to sub-bin `lane` of a row of this warp, a bank of its own.
-            constexpr int kUnroll = 2;
-            for (int base = 0; base < queued; base += 32 * kUnroll) {
-              int row[kUnroll];
-              float v[kUnroll];
-              bool ok[kUnroll];
-#pragma unroll
-              for (int u = 0; u < kUnroll; ++u) {
-                const int e = base + 32 * u + lane;
-                ok[u] = e < queued;
-                row[u] = ok[u] ? queue_row[e] : lr[0];
-                v[u] = ok[u] ? queue[e] : -FLT_MAX;  // p = 0
-              }
-              float4 rp[kUnroll];
-#pragma unroll
-              for (int u = 0; u < kUnroll; ++u) rp[u] = rparam[row[u]];
-#pragma unroll
-              for (int u = 0; u < kUnroll; ++u) {
-                const float x = ds::xvalue(v[u], sl2, rp[u].x);
-                const int at = row[u] * ds::kFine + (ok[u] ? ds::fine_bin(x, rp[u].y, rp[u].z) : lane);
-                atomicAdd(&hist[at], ok[u] ? 1u : 0u);
-                atomicAdd(&hunits[at], ds::units_of(ds::pexp(x), rp[u].w));
-              }
-            }
-            __syncwarp();
-            queued = 0;
-          }
+          asm volatile("st.shared.f32 [%0], %1;" ::"r"(qa[h]), "f"(v));
+          below_top(nbelow[h], bpart[h], qa[h], v, ds::pvalue(v, sl2, c[h]), wlo[h], top[h]);
+          if (i % kDrainEvery == kDrainEvery - 1 || i == 63) drain();
         }
         above[0] += 32 - static_cast<int>(nbelow[0]), above[1] += 32 - static_cast<int>(nbelow[1]);
         below[0] += static_cast<double>(bpart[0]), below[1] += static_cast<double>(bpart[1]);
