@@ -124,7 +124,8 @@ static_assert(smem_bytes<1>() <= 227 * 1024 && smem_bytes<3>() <= 227 * 1024, "s
 
 // Pass 3, one score v (probability p) of a row whose window is [lo, top): below the top, count it
 // and add p; in the window, move the lane's queue slot on (its store is done). Two compares and
-// three predicated adds, where the compiler's set, fma and selects take six.
+// three predicated adds (ptxas makes the slot's an add and a select): six instructions, where a
+// set, an fma and the compiler's own compares and selects took seven.
 [[maybe_unused]] __device__ __forceinline__ void below_top(float& nbelow, float& mass, std::uint32_t& slot, float v,
                                                            float p, float lo, float top) {
   asm("{\n.reg .pred b, w;\n"
@@ -272,10 +273,10 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
   // Pass 3: this lane's slot 0 of its row 0's queue; its row 1's lies kQueueSlots slots on.
   const std::uint32_t queue0 = ptx::smem_addr(extra + kHistBytes) + ((warp_all * 2 * kQueueSlots) * 32 + lane) * 4;
   auto* rparam = reinterpret_cast<float4*>(extra + kHistBytes + kQueueBytes);  // pass 3: {c, top, 1/step, uscale}
-  // Pass 3: drains the lane's queues into the sub-bins. Trips with warp-uniform bounds (the next
-  // store's neighbours stay converged), one entry of each row a trip: two independent chains. A
-  // lane past its entries adds 0 to sub-bin `lane` of its row (ptxas wraps a predicated atomic in
-  // a branch).
+  // Pass 3: drains the lane's queues into the sub-bins. As many trips as the warp's fullest queue
+  // (a warp-uniform bound: the warp leaves converged), one entry of each row a trip: two
+  // independent chains. A lane past its entries adds 0 to sub-bin `lane` of its row (ptxas wraps
+  // a predicated atomic in a branch).
   std::uint32_t qa[2] = {queue0, queue0 + kQueueSlots * 128};  // this lane's next slots
   auto drain = [&] {
     const int n0 = static_cast<int>(qa[0] - queue0) >> 7;
@@ -416,9 +417,9 @@ __global__ void __launch_bounds__(kThreads, 1) density_wgmma_kernel(DensityArgs 
         // The window's scores go to per-lane queues, one a row (slot-major: a lane's slot j of a
         // row lies 128 bytes past its slot j - 1, every lane in a bank of its own): each score is
         // stored to the lane's next slot, which moves on only for a score in the window. A store,
-        // two compares and an add a score, where a compacted per-warp queue (ballot, ranks, two
-        // stores) took thirteen instructions; its drains ran full, these run as many trips as the
-        // warp's fullest queue. Pass 3 on the benchmark layer: 99 / 108 ms against 114 / 120
+        // an add and a select a score beside the two compares, where a compacted per-warp queue
+        // (ballot, ranks, two stores) took thirteen instructions; its drains ran full, these run
+        // as many trips as the warp's fullest queue. Pass 3 on the benchmark layer: 99 / 108 ms against 114 / 120
         // (synthetic / normal, run221, H200).
         // Per row: the count below the window's top (32 - it: the count above) and the mass below
         // it (at most 32 terms), by predicated adds (below_top).
