@@ -69,10 +69,7 @@ int main(int argc, char** argv) {
   app.add_option("--step", step, "pass 1's octaves between thresholds")->check(CLI::Range(1, 8));
   app.add_option("--count", count, "pass 1's thresholds")->check(CLI::Range(1, 16));
   CLI11_PARSE(app, argc, argv);
-  if (!(tau > 0.0 && tau < 1.0)) {
-    std::fprintf(stderr, "density_interp_study: --tau must lie strictly between 0 and 1 (got %g)\n", tau);
-    return 2;
-  }
+  if (!bench::study_tau_ok("density_interp_study", tau)) return 2;
   // The layer of svoo_cuda_density_bench (Wan2.1-1.3B 720p).
   const bench::DensityStudyLayer study = bench::density_study_layer(data, tau);
   const SyntheticLayer& layer = study.layer;

@@ -39,10 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--every", every, "study every n-th row")->check(CLI::Range(1, 1 << 20));
   app.add_option("--data", data, "synthetic or normal")->check(CLI::IsMember({"synthetic", "normal"}));
   CLI11_PARSE(app, argc, argv);
-  if (!(tau > 0.0 && tau < 1.0)) {
-    std::fprintf(stderr, "density_skip_study: --tau must lie strictly between 0 and 1 (got %g)\n", tau);
-    return 2;
-  }
+  if (!bench::study_tau_ok("density_skip_study", tau)) return 2;
   const bench::DensityStudyLayer study = bench::density_study_layer(data, tau);
   const SyntheticLayer& layer = study.layer;
   const std::vector<float>&q = study.q, &k = study.k;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +19,14 @@ struct DensityStudyLayer {
   std::int64_t tokens = 0;
   std::vector<float> q, k;    // [heads, tokens, 128]
 };
+
+// The studies' --tau: strictly between 0 and 1 (CLI11's range admits both ends). False after
+// naming the problem on stderr.
+inline bool study_tau_ok(const char* study, double tau) {
+  if (tau > 0.0 && tau < 1.0) return true;
+  std::fprintf(stderr, "%s: --tau must lie strictly between 0 and 1 (got %g)\n", study, tau);
+  return false;
+}
 
 inline DensityStudyLayer density_study_layer(const std::string& data, double tau) {
   SyntheticConfig sc;

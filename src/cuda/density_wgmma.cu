@@ -51,8 +51,9 @@ constexpr int kQBufs = 2;
 constexpr int kSumBytes = 2 * ((ds::kCoarse > ds::kMid ? ds::kCoarse : ds::kMid) + 1) * kThreads * 8;
 // Pass 3: per lane and row a queue of the window's scores, drained every kDrainEvery scores a lane
 // (kDrainEvery / 2 a row, the queue's slots). Longer periods pay the drains' fixed cost and their
-// fullest-queue trips less often: 8, 16, 24 and 28 took the synthetic layer's pass 3 120, 105,
-// 101 and 99 ms (run220-221, H200); 32 does not fit in shared memory. Draining only once a queue
+// fullest-queue trips less often: 8, 16 and 24 took the synthetic layer's pass 3 120, 105 and
+// 101 ms, and with below_top's predicated adds 24 and 28 took 99 (run220-221, H200); 32 does not
+// fit in shared memory. Draining only once a queue
 // nears full (checked every 8 scores) took 106 ms: eight drain sites a fold of hot code.
 constexpr int kDrainEvery = 24;
 static_assert(kDrainEvery % 4 == 0, "a drain after whole pairs of each row's scores");
