@@ -18,14 +18,13 @@
 #include <vector>
 
 #include "cuda/ptx.cuh"
+#include "cuda_device.cuh"
 
 namespace {
 
 constexpr int kChains = 8;  // independent accumulators a warp: enough to cover the product's latency
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using svoo::bench::check;
 
 __device__ __forceinline__ std::uint64_t global_ns() {
   std::uint64_t t;
@@ -103,12 +102,9 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "loop trips a warp (x 8 products)")->check(CLI::Range(1000, 100000000));
   CLI11_PARSE(app, argc, argv);
   try {
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-    cudaDeviceProp prop{};
-    check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
-    std::printf("# %s, %d SMs; mma.sync m16n8k16 bf16 -> fp32, %d accumulators a warp, %d trips\n", prop.name, sms, kChains,
+    const svoo::bench::Device device = svoo::bench::current_device();
+    const int sms = device.sms;
+    std::printf("# %s, %d SMs; mma.sync m16n8k16 bf16 -> fp32, %d accumulators a warp, %d trips\n", device.name.c_str(), sms, kChains,
                 iters);
     std::printf("# warps/SM  TFLOP/s  SM MHz  products/SM/cycle | with an ex2 every 4th: TFLOP/s  MHz  products/SM/cycle\n");
     for (int w : warps) {

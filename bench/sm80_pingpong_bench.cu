@@ -31,6 +31,7 @@
 #include <string>
 
 #include "cuda/attention_tile.cuh"
+#include "cuda_device.cuh"
 
 namespace {
 
@@ -41,9 +42,7 @@ constexpr int kGroupBytes = kGroupElems * 2;
 enum Mode { kFree, kGroups, kPingpong, kCopies, kNoWait, kShared };
 constexpr int kSrcRows = 8192;  // rows of K and of V to copy from (2 MB each)
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using svoo::bench::check;
 
 __device__ __forceinline__ void bar_sync(int id, int threads) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
 __device__ __forceinline__ void bar_arrive(int id, int threads) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory"); }
@@ -173,12 +172,9 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "times each mode runs, interleaved")->check(CLI::Range(1, 20));
   CLI11_PARSE(app, argc, argv);
   try {
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-    cudaDeviceProp prop{};
-    check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
-    std::printf("# %s, %d SMs; %d key tiles of 64 a group of 128 rows, bf16, head dim 128\n", prop.name, sms, tiles);
+    const svoo::bench::Device device = svoo::bench::current_device();
+    const int sms = device.sms;
+    std::printf("# %s, %d SMs; %d key tiles of 64 a group of 128 rows, bf16, head dim 128\n", device.name.c_str(), sms, tiles);
     std::uint16_t* src = nullptr;  // K's and V's rows to copy (their values do not matter here)
     check(cudaMalloc(&src, sizeof(std::uint16_t) * 2 * kSrcRows * kD), "cudaMalloc");
     check(cudaMemset(src, 0x3c, sizeof(std::uint16_t) * 2 * kSrcRows * kD), "cudaMemset");
