@@ -73,6 +73,7 @@ Result run(int sms, int warps, int iters) {
   check(cudaMalloc(&out, sizeof(float) * sms * threads), "cudaMalloc");
   check(cudaMalloc(&clocks, 2 * sizeof(long long)), "cudaMalloc");
   mma_loop<kEx2><<<sms, threads>>>(out, clocks, iters / 10);  // warm-up (clocks ramp)
+  check(cudaGetLastError(), "mma_loop launch");  // e.g. no kernel image for this card
   cudaEvent_t e0, e1;
   check(cudaEventCreate(&e0), "cudaEventCreate");
   check(cudaEventCreate(&e1), "cudaEventCreate");

@@ -7,7 +7,8 @@
 // independent blocks, so nothing keeps one in its softmax while the other multiplies.
 //
 // The blocks here run that per-tile code (src/cuda/attention_tile.cuh, the kernel's own) on tiles
-// already in shared memory, `--tiles` times, with the kernel's two barriers a tile and no copies:
+// in shared memory, `--tiles` times, with the kernel's two barriers a tile (the first three modes
+// copy nothing in):
 //   free      blocks of 4 warps (128 rows), two an SM: the kernel's arrangement;
 //   groups    blocks of 8 warps, two groups of 4 with barriers of their own (one block an SM);
 //   pingpong  as groups, and the groups take turns on the tensor cores (FlashAttention-3's
@@ -146,6 +147,7 @@ void run(const char* name, int sms, int tiles, const std::uint16_t* src) {
   check(cudaMalloc(&out, sizeof(float) * blocks * threads), "cudaMalloc");
   check(cudaMalloc(&clocks, 2 * sizeof(long long)), "cudaMalloc");
   tiles_kernel<kMode><<<blocks, threads, smem>>>(tiles / 4, out, clocks, src);  // warm-up
+  check(cudaGetLastError(), name);  // e.g. no kernel image for this card
   cudaEvent_t e0, e1;
   check(cudaEventCreate(&e0), "cudaEventCreate");
   check(cudaEventCreate(&e1), "cudaEventCreate");
