@@ -39,6 +39,7 @@
 
 #include "cuda/ptx.cuh"
 #include "cuda/wgmma.cuh"
+#include "cuda_device.cuh"
 #include "power_sampler.hpp"
 
 namespace {
@@ -53,9 +54,7 @@ enum Mode { kNone = 0, kSolo = 1, kHalf = 2, kPair = 3, kBulk = 4, kCa = 5, kReg
 const char* const kModeNames[] = {"none", "solo", "half", "pair", "bulk", "ca", "regs"};
 constexpr bool whole_rows(int mode) { return mode == kSolo || mode == kCa || mode == kRegs; }  // all 128 rows of a tile
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using svoo::bench::check;
 
 __device__ __forceinline__ std::uint32_t peer_addr(std::uint32_t local, std::uint32_t rank) {
   std::uint32_t r;

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "cuda/wgmma.cuh"
+#include "cuda_device.cuh"
 #include "wgmma_narrow.cuh"
 
 namespace {
@@ -37,9 +38,7 @@ constexpr int kChunk = 128 * 128;  // one 64-column chunk of a 128-row tile, byt
 constexpr int kTile = 2 * kChunk;
 constexpr int kForceOneBlock = 120 * 1024;  // dynamic shared memory at least this: one block an SM
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using svoo::bench::check;
 
 // Fills n bytes of shared memory with small finite bf16 values (timing does not depend on them,
 // but NaN or denormal inputs should not be what is timed).
