@@ -11,7 +11,9 @@
 #   binaries' order alternates from round to round. AB_CUDNN=HEADSxTOKENS (e.g. 12x32760) follows
 #   each round with cuDNN at that shape, and bench/rounds_summary.py then rates every binary
 #   against cuDNN's mean over the rounds (its rate moves by up to 10 % within a run) and times
-#   the others against the last of AB_BINS (the base).
+#   the others against the last of AB_BINS (the base). AB_YARDSTICK=flash rates them against
+#   FlashAttention-2's rows instead (the sm_80 kernel's target; e.g. SVOO_ATTN_KERNEL=sm80
+#   AB_BINS=svoo_cuda_attention_bench AB_CUDNN=12x32760 AB_ARGS="--shape wan1.3b-480p --align 128").
 # ncu: Nsight Compute on one dense attention call (`--profile-dense`, 12 x 32,760) of each attention
 #   benchmark binary NCU_BINS names (default svoo_cuda_attention_bench), kernel regex NCU_KERNEL
 #   (attention_hopper): speed of light, scheduler and warp-state statistics, and the stall samples
@@ -58,7 +60,8 @@ for s in $steps; do
           grep CUDNN "$out/ab_dense_$r.log"
         fi
       done
-      python3 bench/rounds_summary.py "$out" --base "$(echo "$bins" | awk '{print $NF}')" | tee "$out/ab_summary.txt" ;;
+      python3 bench/rounds_summary.py "$out" --base "$(echo "$bins" | awk '{print $NF}')" \
+        --yardstick "${AB_YARDSTICK:-cudnn}" | tee "$out/ab_summary.txt" ;;
     ncu)
       ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
       [ -n "$ncu" ] || { echo "ncu: Nsight Compute not found on this machine"; continue; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summary of interleaved benchmark rounds against cuDNN (bench/device_run.sh ab with AB_CUDNN).
+"""Summary of interleaved benchmark rounds against a dense yardstick (bench/device_run.sh ab with AB_CUDNN).
 
 cuDNN's dense rate at one shape moves by up to 10 % between calls of one run on the lent H200s
 (574-640 TFLOP/s at 12 x 32,760 in run200), more than most changes to the kernel. So each round
@@ -7,7 +7,11 @@ of the attention benchmark is followed by a cuDNN call series, and a binary's ra
 judged against cuDNN's mean over the rounds; the round-by-round ratios show the spread. Binaries
 are also compared with each other by their median kernel times.
 
-    python3 bench/rounds_summary.py DIR [--base NAME]   # DIR: ab_<binary>_<round>.json, ab_dense_<round>.json
+    python3 bench/rounds_summary.py DIR [--base NAME] [--yardstick cudnn|flash]
+    # DIR: ab_<binary>_<round>.json, ab_dense_<round>.json
+
+The yardstick is cuDNN by default; `--yardstick flash` rates the binaries against torch's
+FlashAttention-2 rows of the same files instead, the portable (sm_80) kernel's target.
 """
 import argparse
 import glob
@@ -17,9 +21,13 @@ import re
 import statistics
 import sys
 
+# --yardstick: the dense backend's row name in dense_baseline.py's JSON, and its name in the text.
+YARDSTICKS = {"cudnn": ("CUDNN_ATTENTION", "cuDNN"), "flash": ("FLASH_ATTENTION", "FlashAttention-2")}
 
-def load_rounds(directory):
-    """{binary: {round: [attention bench rows]}}, {round: cuDNN TFLOP/s}."""
+
+def load_rounds(directory, yardstick="cudnn"):
+    """{binary: {round: [attention bench rows]}}, {round: the yardstick's TFLOP/s}."""
+    backend, label = YARDSTICKS[yardstick]
     runs, cudnn = {}, {}
     for path in sorted(glob.glob(os.path.join(directory, "ab_*_*.json"))):
         m = re.fullmatch(r"ab_(.+)_(\d+)\.json", os.path.basename(path))
@@ -39,18 +47,19 @@ def load_rounds(directory):
             if missing:
                 raise ValueError(f"{path}: a row lacks {', '.join(missing)}")
         if name == "dense":
-            rates = [r["tflops"] for r in rows if r["backend"] == "CUDNN_ATTENTION"]
+            rates = [r["tflops"] for r in rows if r["backend"] == backend]
             if len(rates) != 1:
-                raise ValueError(f"{path}: expected one cuDNN row (one AB_CUDNN shape), found {len(rates)}")
+                raise ValueError(f"{path}: expected one {label} row (one AB_CUDNN shape), found {len(rates)}")
             cudnn[rnd] = rates[0]
         else:
             runs.setdefault(name, {})[rnd] = rows
-    return runs, cudnn
+    return runs, cudnn, label
 
 
-def summarise(runs, cudnn, base=None):
-    """Lines of text: per binary and density the rates, their ratio to cuDNN, and the kernel time
-    of the others against `base` (default: the first binary by name), medians."""
+def summarise(runs, cudnn, label="cuDNN", base=None):
+    """Lines of text: per binary and density the rates, their ratio to the yardstick (`label`:
+    cuDNN, or FlashAttention-2), and the kernel time of the others against `base` (default: the
+    first binary by name), medians."""
     if not runs:
         raise ValueError("no attention benchmark rounds (ab_<binary>_<round>.json)")
     base = base or sorted(runs)[0]
@@ -60,7 +69,7 @@ def summarise(runs, cudnn, base=None):
     lines = []
     if rounds:
         mean_cudnn = statistics.mean(cudnn[r] for r in rounds)
-        lines.append("cuDNN per round: " + " / ".join(f"{cudnn[r]:.1f}" for r in rounds) + f", mean {mean_cudnn:.1f} TFLOP/s")
+        lines.append(f"{label} per round: " + " / ".join(f"{cudnn[r]:.1f}" for r in rounds) + f", mean {mean_cudnn:.1f} TFLOP/s")
     medians = {}
     for name, by_round in runs.items():
         lines.append(name)
@@ -75,7 +84,7 @@ def summarise(runs, cudnn, base=None):
             if paired:
                 ratio = statistics.mean(pts[r]["effective_tflops"] for r in paired) / statistics.mean(cudnn[r] for r in paired)
                 each = [pts[r]["effective_tflops"] / cudnn[r] for r in paired]
-                text += f"; {100 * ratio:.1f} % of cuDNN's mean, round by round {100 * min(each):.1f}-{100 * max(each):.1f} %"
+                text += f"; {100 * ratio:.1f} % of {label}'s mean, round by round {100 * min(each):.1f}-{100 * max(each):.1f} %"
             lines.append(text)
     for name in sorted(runs):
         if name == base:
@@ -90,9 +99,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("directory")
     ap.add_argument("--base", help="the binary the others' kernel times are compared with (default: the first by name)")
+    ap.add_argument("--yardstick", choices=sorted(YARDSTICKS), default="cudnn",
+                    help="the dense rate the binaries are rated against (default: cudnn)")
     args = ap.parse_args(argv)
     try:
-        print("\n".join(summarise(*load_rounds(args.directory), base=args.base)))
+        print("\n".join(summarise(*load_rounds(args.directory, args.yardstick), base=args.base)))
     except (OSError, ValueError) as e:
         print(f"rounds_summary: {e}", file=sys.stderr)
         return 1

@@ -67,3 +67,19 @@ def test_corrupt_or_incomplete_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="expected a list of result rows"):
         rounds_summary.load_rounds(d)
     assert rounds_summary.main([d]) == 1
+
+
+def test_flash_attention_yardstick(tmp_path):
+    # The portable kernel's target is FlashAttention-2's dense rate: 300 and 360 (mean 330); the
+    # binary's 330 at 10 % is 100.0 % of it, round by round 91.7-110.0 %.
+    d = str(tmp_path)
+    write(d, "ab_sm80_1.json", bench_rows({0.1: (330.0, 1.0)}))
+    write(d, "ab_sm80_2.json", bench_rows({0.1: (330.0, 1.0)}))
+    write(d, "ab_dense_1.json", [{"backend": "CUDNN_ATTENTION", "tflops": 600.0}, {"backend": "FLASH_ATTENTION", "tflops": 300.0}])
+    write(d, "ab_dense_2.json", [{"backend": "CUDNN_ATTENTION", "tflops": 600.0}, {"backend": "FLASH_ATTENTION", "tflops": 360.0}])
+    lines = rounds_summary.summarise(*rounds_summary.load_rounds(d, "flash"))
+    assert lines[0] == "FlashAttention-2 per round: 300.0 / 360.0, mean 330.0 TFLOP/s"
+    assert "100.0 % of FlashAttention-2's mean, round by round 91.7-110.0 %" in lines[2]
+    write(d, "ab_dense_2.json", [{"backend": "CUDNN_ATTENTION", "tflops": 600.0}])
+    with pytest.raises(ValueError, match="expected one FlashAttention-2 row"):
+        rounds_summary.load_rounds(d, "flash")
