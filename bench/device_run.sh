@@ -57,7 +57,7 @@ for s in $steps; do
         done
         if [ -n "${AB_CUDNN:-}" ]; then
           timeout 120 python3 .carry/dense_baseline.py --shape "$AB_CUDNN" --json "$out/ab_dense_$r.json" >"$out/ab_dense_$r.log" 2>&1
-          grep CUDNN "$out/ab_dense_$r.log"
+          grep -E "CUDNN|FLASH" "$out/ab_dense_$r.log"
         fi
       done
       python3 bench/rounds_summary.py "$out" --base "$(echo "$bins" | awk '{print $NF}')" \

@@ -27,8 +27,10 @@ YARDSTICKS = {"cudnn": ("CUDNN_ATTENTION", "cuDNN"), "flash": ("FLASH_ATTENTION"
 
 def load_rounds(directory, yardstick="cudnn"):
     """{binary: {round: [attention bench rows]}}, {round: the yardstick's TFLOP/s}."""
+    if yardstick not in YARDSTICKS:
+        raise ValueError(f"yardstick {yardstick!r}: expected one of {', '.join(sorted(YARDSTICKS))}")
     backend, label = YARDSTICKS[yardstick]
-    runs, cudnn = {}, {}
+    runs, dense = {}, {}
     for path in sorted(glob.glob(os.path.join(directory, "ab_*_*.json"))):
         m = re.fullmatch(r"ab_(.+)_(\d+)\.json", os.path.basename(path))
         if not m:
@@ -50,13 +52,13 @@ def load_rounds(directory, yardstick="cudnn"):
             rates = [r["tflops"] for r in rows if r["backend"] == backend]
             if len(rates) != 1:
                 raise ValueError(f"{path}: expected one {label} row (one AB_CUDNN shape), found {len(rates)}")
-            cudnn[rnd] = rates[0]
+            dense[rnd] = rates[0]
         else:
             runs.setdefault(name, {})[rnd] = rows
-    return runs, cudnn, label
+    return runs, dense, label
 
 
-def summarise(runs, cudnn, label="cuDNN", base=None):
+def summarise(runs, dense, label="cuDNN", base=None):
     """Lines of text: per binary and density the rates, their ratio to the yardstick (`label`:
     cuDNN, or FlashAttention-2), and the kernel time of the others against `base` (default: the
     first binary by name), medians."""
@@ -65,11 +67,11 @@ def summarise(runs, cudnn, label="cuDNN", base=None):
     base = base or sorted(runs)[0]
     if base not in runs:
         raise ValueError(f"--base {base}: no rounds of that binary (found {', '.join(sorted(runs))})")
-    rounds = sorted(cudnn)
+    rounds = sorted(dense)
     lines = []
     if rounds:
-        mean_cudnn = statistics.mean(cudnn[r] for r in rounds)
-        lines.append(f"{label} per round: " + " / ".join(f"{cudnn[r]:.1f}" for r in rounds) + f", mean {mean_cudnn:.1f} TFLOP/s")
+        mean_dense = statistics.mean(dense[r] for r in rounds)
+        lines.append(f"{label} per round: " + " / ".join(f"{dense[r]:.1f}" for r in rounds) + f", mean {mean_dense:.1f} TFLOP/s")
     medians = {}
     for name, by_round in runs.items():
         lines.append(name)
@@ -80,10 +82,10 @@ def summarise(runs, cudnn, label="cuDNN", base=None):
             ms = statistics.median(pts[r]["sparse_ms"] for r in pts)
             medians[(name, d)] = ms
             text = f"  {d:.2f}: {min(rates):.1f}-{max(rates):.1f} TFLOP/s, mean {statistics.mean(rates):.1f}, median {ms:.3f} ms"
-            paired = [r for r in sorted(pts) if r in cudnn]
+            paired = [r for r in sorted(pts) if r in dense]
             if paired:
-                ratio = statistics.mean(pts[r]["effective_tflops"] for r in paired) / statistics.mean(cudnn[r] for r in paired)
-                each = [pts[r]["effective_tflops"] / cudnn[r] for r in paired]
+                ratio = statistics.mean(pts[r]["effective_tflops"] for r in paired) / statistics.mean(dense[r] for r in paired)
+                each = [pts[r]["effective_tflops"] / dense[r] for r in paired]
                 text += f"; {100 * ratio:.1f} % of {label}'s mean, round by round {100 * min(each):.1f}-{100 * max(each):.1f} %"
             lines.append(text)
     for name in sorted(runs):

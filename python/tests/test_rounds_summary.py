@@ -83,3 +83,8 @@ def test_flash_attention_yardstick(tmp_path):
     write(d, "ab_dense_2.json", [{"backend": "CUDNN_ATTENTION", "tflops": 600.0}])
     with pytest.raises(ValueError, match="expected one FlashAttention-2 row"):
         rounds_summary.load_rounds(d, "flash")
+
+
+def test_unknown_yardstick_is_named(tmp_path):
+    with pytest.raises(ValueError, match="yardstick 'sdpa': expected one of cudnn, flash"):
+        rounds_summary.load_rounds(str(tmp_path), "sdpa")
